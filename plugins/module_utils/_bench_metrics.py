@@ -1,0 +1,267 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to this collection: serving-benchmark metrics computed like vLLM's.
+
+Not a public API; it may change without notice.
+
+The arithmetic and the result field names follow ``vllm bench serve`` /
+``benchmarks/benchmark_serving.py`` (``calculate_metrics`` and ``benchmark`` in
+``vllm/benchmarks/serve.py``, vLLM main at commit 009e6d4a, the 0.1x line):
+
+* TTFT: first token chunk minus send time; ITL: the gaps between token chunks
+  (one value per gap, so a chunk carrying several tokens gives one gap);
+  E2EL: last token chunk minus send time.
+* TPOT (excluding the first token) = (E2EL - TTFT) / (output_len - 1), only for
+  requests with ``output_len > 1``; for goodput a request with ``output_len <= 1``
+  has TPOT 0.
+* ``output_len`` comes from the server's usage (``completion_tokens``) when it sent
+  one, otherwise from the number of token chunks.
+* Percentiles are numpy's default (linear interpolation), ``std`` is the population
+  standard deviation; an empty list gives 0 like ``np.mean([] or 0)``.
+* Goodput: completed requests meeting every SLO (``ttft``/``tpot``/``e2el`` in ms,
+  ``value <= slo``) per second of benchmark duration.
+
+Pure Python (no numpy) so the module runs on any host it is delegated to.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+GOODPUT_METRICS = ("ttft", "tpot", "e2el")
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0)
+
+
+class RequestResult(object):
+    """What the client measured for one request (times in seconds, perf_counter based)."""
+
+    __slots__ = (
+        "success", "error", "prompt_len", "output_tokens", "chunk_count", "token_chunks",
+        "ttft", "itl", "latency", "start_time", "scheduled_time", "dispatch_lag",
+        "client_queue_time", "generated_chars", "usage_from_server", "status",
+    )
+
+    def __init__(self, **kw):
+        self.success = False
+        self.error = ""
+        self.prompt_len = 0
+        self.output_tokens = None     # server usage completion_tokens, None when not sent
+        self.chunk_count = 0          # all JSON chunks seen
+        self.token_chunks = 0         # chunks that carried generated text
+        self.ttft = 0.0
+        self.itl = []
+        self.latency = 0.0
+        self.start_time = 0.0
+        self.scheduled_time = 0.0
+        self.dispatch_lag = 0.0
+        self.client_queue_time = 0.0
+        self.generated_chars = 0
+        self.usage_from_server = False
+        self.status = None
+        for k, v in kw.items():
+            setattr(self, k, v)
+
+    def output_len(self):
+        if not self.success:
+            return 0
+        if self.output_tokens:
+            return int(self.output_tokens)
+        return self.token_chunks
+
+
+def percentile(values, p):
+    """numpy.percentile(values, p) with the default 'linear' method."""
+    if not values:
+        return 0.0
+    xs = sorted(values)
+    if len(xs) == 1:
+        return float(xs[0])
+    rank = (len(xs) - 1) * (float(p) / 100.0)
+    lo = int(math.floor(rank))
+    hi = min(lo + 1, len(xs) - 1)
+    frac = rank - lo
+    return float(xs[lo] + (xs[hi] - xs[lo]) * frac)
+
+
+def mean(values):
+    return float(sum(values)) / len(values) if values else 0.0
+
+
+def median(values):
+    return percentile(values, 50.0)
+
+
+def std(values):
+    if not values:
+        return 0.0
+    m = mean(values)
+    return math.sqrt(sum((v - m) ** 2 for v in values) / len(values))
+
+
+def percentile_key(p):
+    """vLLM's key word for a percentile: 99 -> '99', 99.9 -> '99.9'."""
+    p = float(p)
+    return str(int(p)) if int(p) == p else str(p)
+
+
+def add_stats(result, name, values_s, percentiles):
+    """Add mean/median/std/pNN of ``values_s`` (seconds) as ``*_<name>_ms`` fields."""
+    ms = [v * 1000.0 for v in values_s]
+    result["mean_%s_ms" % name] = mean(ms)
+    result["median_%s_ms" % name] = median(ms)
+    result["std_%s_ms" % name] = std(ms)
+    for p in percentiles:
+        result["p%s_%s_ms" % (percentile_key(p), name)] = percentile(ms, p)
+
+
+def normalize_goodput(goodput):
+    """Validate an SLO dict ``{ttft|tpot|e2el: ms}``; raise ValueError on bad input."""
+    out = {}
+    for k, v in (goodput or {}).items():
+        key = str(k).lower()
+        if key.endswith("_ms"):
+            key = key[:-3]
+        if key not in GOODPUT_METRICS:
+            raise ValueError("goodput SLO %r is not one of %s" % (k, ", ".join(GOODPUT_METRICS)))
+        try:
+            val = float(v)
+        except (TypeError, ValueError):
+            raise ValueError("goodput SLO %s must be a number of milliseconds, got %r" % (k, v))
+        if val < 0:
+            raise ValueError("goodput SLO %s must not be negative" % k)
+        out[key] = val
+    return out
+
+
+def calculate_metrics(results, duration_s, percentiles=DEFAULT_PERCENTILES, goodput=None,
+                      extra_percentile_metrics=()):
+    """Aggregate a list of :class:`RequestResult` into vLLM's result fields.
+
+    ``extra_percentile_metrics`` may name ``client_queue_time`` to add its stats
+    (vLLM adds them when ``max_concurrency`` is set).
+    """
+    goodput = normalize_goodput(goodput)
+    percentiles = sorted(set(float(p) for p in percentiles))
+    dur = float(duration_s) if duration_s and duration_s > 0 else float("nan")
+    total_input = 0
+    output_lens = []
+    ttfts, tpots, all_tpots, itls, e2els, queue_times = [], [], [], [], [], []
+    completed = 0
+    good = 0
+    errors = []
+    counted_by_chunks = 0
+    for r in results:
+        if not r.success:
+            output_lens.append(0)
+            errors.append(r.error or "unknown error")
+            continue
+        out_len = r.output_len()
+        if not r.usage_from_server:
+            counted_by_chunks += 1
+        output_lens.append(out_len)
+        total_input += int(r.prompt_len or 0)
+        tpot = 0.0
+        if out_len > 1:
+            tpot = (r.latency - r.ttft) / (out_len - 1)
+            tpots.append(tpot)
+        all_tpots.append(tpot)
+        itls.extend(r.itl)
+        ttfts.append(r.ttft)
+        e2els.append(r.latency)
+        queue_times.append(r.client_queue_time)
+        completed += 1
+        if goodput:
+            values = {"ttft": r.ttft, "tpot": tpot, "e2el": r.latency}
+            if all(values[k] <= slo / 1000.0 for k, slo in goodput.items()):
+                good += 1
+    total_output = sum(output_lens)
+    res = {
+        "duration": duration_s,
+        "completed": completed,
+        "failed": len(results) - completed,
+        "total_input_tokens": total_input,
+        "total_output_tokens": total_output,
+        "request_throughput": completed / dur,
+        "request_goodput": (good / dur) if goodput else None,
+        "output_throughput": total_output / dur,
+        "total_token_throughput": (total_input + total_output) / dur,
+    }
+    for key in ("request_throughput", "request_goodput", "output_throughput",
+                "total_token_throughput"):
+        if res[key] is not None and res[key] != res[key]:  # NaN: no duration
+            res[key] = 0.0
+    add_stats(res, "ttft", ttfts, percentiles)
+    add_stats(res, "tpot", tpots, percentiles)
+    add_stats(res, "itl", itls, percentiles)
+    add_stats(res, "e2el", e2els, percentiles)
+    if "client_queue_time" in extra_percentile_metrics:
+        add_stats(res, "client_queue_time", queue_times, percentiles)
+    res["input_lens"] = [int(r.prompt_len or 0) for r in results]
+    res["output_lens"] = output_lens
+    res["ttfts"] = [r.ttft for r in results]
+    res["itls"] = [list(r.itl) for r in results]
+    res["latencies"] = [r.latency for r in results]
+    res["start_times"] = [r.start_time for r in results]
+    res["queue_times"] = [r.client_queue_time for r in results]
+    res["errors"] = [r.error for r in results]
+    res["usage_source"] = ("server" if completed and counted_by_chunks == 0
+                           else "counted_chunks" if completed else "none")
+    res["requests_counted_by_chunks"] = counted_by_chunks
+    return res
+
+
+def summarize_errors(errors, limit=10):
+    """Distinct non-empty error messages with their counts, most frequent first."""
+    counts = {}
+    for e in errors:
+        if e:
+            counts[e] = counts.get(e, 0) + 1
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    return [{"error": k, "count": v} for k, v in items[:limit]]
+
+
+# ---------------------------------------------------------------------------
+# Thresholds: "p99_ttft_ms < 500", "request_goodput >= 20" (parsed, never eval'd)
+
+_THRESHOLD_RE = re.compile(
+    r"^\s*([A-Za-z_][A-Za-z0-9_.]*)\s*(<=|>=|==|!=|<|>)\s*"
+    r"([-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
+_OPS = {
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
+}
+_ALIASES = {"goodput": "request_goodput", "throughput": "request_throughput"}
+
+
+def parse_threshold(text):
+    """Parse ``"<metric> <op> <number>"``; return (metric, op, value) or raise ValueError."""
+    m = _THRESHOLD_RE.match(str(text))
+    if not m:
+        raise ValueError("threshold %r is not of the form '<metric> <op> <number>' "
+                         "with op one of < <= > >= == !=" % (text,))
+    metric, op, value = m.group(1), m.group(2), float(m.group(3))
+    return _ALIASES.get(metric, metric), op, value
+
+
+def evaluate_thresholds(thresholds, metrics):
+    """Check every threshold against ``metrics``.
+
+    Returns a list of dicts ``{threshold, metric, op, limit, value, passed}``; a metric
+    missing from ``metrics`` (or None) fails with ``value: None``. Raises ValueError for
+    a threshold that does not parse, before any is evaluated.
+    """
+    parsed = [(t, parse_threshold(t)) for t in thresholds or []]
+    out = []
+    for text, (metric, op, limit) in parsed:
+        value = metrics.get(metric)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and value == value and _OPS[op](float(value), limit)
+        out.append({"threshold": text, "metric": metric, "op": op, "limit": limit,
+                    "value": value, "passed": bool(ok)})
+    return out
