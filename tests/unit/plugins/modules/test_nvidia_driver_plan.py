@@ -1,0 +1,68 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+from __future__ import annotations
+
+import pytest
+
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.llmfleet.serving.plugins.modules import nvidia_driver_plan
+
+
+class ExitJson(Exception):
+    pass
+
+
+class FailJson(Exception):
+    pass
+
+
+@pytest.fixture(autouse=True)
+def _patch_exits(monkeypatch):
+    def exit_json(self, **kwargs):
+        raise ExitJson(kwargs)
+
+    def fail_json(self, **kwargs):
+        kwargs["failed"] = True
+        raise FailJson(kwargs)
+
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+
+
+BASE = dict(branch="580", os_family="Debian", distribution="Ubuntu", distribution_major_version="24")
+
+
+def run(args, exc=ExitJson):
+    with patch_module_args(args):
+        with pytest.raises(exc) as info:
+            nvidia_driver_plan.main()
+    return info.value.args[0]
+
+
+def test_no_facts_plans_install_in_check_mode():
+    result = run(dict(BASE, _ansible_check_mode=True))
+    assert result["changed"] is False
+    assert result["plan"]["action"] == "install"
+    assert result["plan"]["driver_packages"] == ["nvidia-driver-580-open"]
+    assert result["plan"]["cuda_repo_distro"] == "ubuntu2404"
+
+
+def test_loaded_branch_skips():
+    facts = {"driver_loaded": True, "driver_version": "580.159.04", "gpu_count": 8,
+             "product_name": "NVIDIA H200", "architecture": "Hopper", "nvswitch": True}
+    result = run(dict(BASE, facts=facts))
+    assert result["plan"]["action"] == "skip"
+    assert result["plan"]["fabric_manager_spec"] == "nvidia-fabricmanager-580=580.159.04-*"
+
+
+def test_bad_branch_fails_cleanly():
+    result = run(dict(BASE, branch="latest"), exc=FailJson)
+    assert "neither a branch" in result["msg"]
+
+
+def test_unsupported_os_fails_cleanly():
+    result = run(dict(BASE, distribution="Alibaba", os_family="RedHat", distribution_major_version="2"), exc=FailJson)
+    assert "Alibaba Cloud Linux 2" in result["msg"]
