@@ -1,0 +1,271 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A tiny OpenAI-compatible streaming server on 127.0.0.1 for the client tests.
+
+The ``model`` field picks the behaviour:
+
+* ``vllm``: ``data: `` events, ``[DONE]``, usage in a ``choices: []`` chunk when
+  ``stream_options.include_usage`` is set, events split across TCP writes.
+* ``tfserve``: like ``transformers serve``: ``data:`` without space, no ``[DONE]``,
+  usage in the last chunk together with ``finish_reason``, 422 for ``ignore_eos``.
+* ``error``: one token, then an error event inside the HTTP 200 stream.
+* ``notoken``: only a role chunk and ``[DONE]``.
+* ``multi``: chunks carrying two tokens each (speculative decoding), usage given.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+from aiohttp import web
+
+TTFT = 0.040
+ITL = 0.010
+ROLE_DELAY = 0.005
+
+
+class Server(object):
+    def __init__(self):
+        self.requests = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        fut = asyncio.run_coroutine_threadsafe(self._start(), self.loop)
+        self.port = fut.result(10)
+        self.base_url = "http://127.0.0.1:%d" % self.port
+
+    async def _start(self):
+        app = web.Application()
+        app.router.add_post("/v1/completions", self.handle)
+        app.router.add_post("/v1/chat/completions", self.handle)
+        app.router.add_post("/tokenize", self.tokenize)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        return site._server.sockets[0].getsockname()[1]
+
+    def close(self):
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def tokenize(self, request):
+        body = await request.json()
+        return web.json_response({"count": len(body["prompt"].split()), "tokens": []})
+
+    async def handle(self, request):
+        body = await request.json()
+        self.requests.append({"path": request.path, "body": body,
+                              "auth": request.headers.get("Authorization")})
+        model = body.get("model")
+        chat = request.path.endswith("chat/completions")
+        n = int(body.get("max_tokens", 4))
+        if model == "tfserve" and "ignore_eos" in body:
+            return web.json_response(
+                {"detail": [{"loc": ["body", "ignore_eos"], "msg": "Extra inputs are not permitted",
+                             "type": "extra_forbidden"}]}, status=422)
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        sep = "data:" if model == "tfserve" else "data: "
+
+        def chunk(text=None, finish=None, role=False, reasoning=False):
+            if chat:
+                delta = {"role": "assistant", "content": ""} if role else (
+                    {"reasoning_content": text} if reasoning else {"content": text})
+                choice = {"index": 0, "delta": delta, "finish_reason": finish}
+            else:
+                choice = {"index": 0, "text": text or "", "finish_reason": finish}
+            return {"id": "x", "object": "chunk", "choices": [choice]}
+
+        async def send(obj, split=False):
+            raw = ("%s%s\n\n" % (sep, json.dumps(obj))).encode()
+            if split:  # one event over three writes, cutting inside the line
+                for part in (raw[:3], raw[3:len(raw) // 2], raw[len(raw) // 2:]):
+                    await resp.write(part)
+            else:
+                await resp.write(raw)
+
+        usage_wanted = (body.get("stream_options") or {}).get("include_usage")
+        if chat:
+            await asyncio.sleep(ROLE_DELAY)
+            await send(chunk(role=True))
+            await asyncio.sleep(TTFT - ROLE_DELAY)
+        else:
+            await asyncio.sleep(TTFT)
+        if model == "notoken":
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        per_chunk = 2 if model == "multi" else 1
+        n_chunks = (n + per_chunk - 1) // per_chunk
+        for i in range(n_chunks):
+            if i:
+                await asyncio.sleep(ITL)
+            if model == "error" and i == 1:
+                await resp.write(b'event: error\ndata: {"error": {"message": "engine died",'
+                                 b' "code": 500}}\n\n')
+                return resp
+            last = i == n_chunks - 1
+            obj = chunk(" tok" * per_chunk, reasoning=(chat and i == 0))
+            if model == "tfserve" and last:
+                obj["choices"][0]["finish_reason"] = "length"
+                obj["usage"] = {"prompt_tokens": 3, "completion_tokens": n, "total_tokens": n + 3}
+            await send(obj, split=(model == "vllm"))
+        if model == "tfserve":
+            return resp
+        if usage_wanted:
+            await send({"id": "x", "choices": [], "usage": {
+                "prompt_tokens": 3, "completion_tokens": n, "total_tokens": n + 3}})
+        await asyncio.sleep(0.05)  # a slow [DONE] must not count in E2EL
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+
+# ---------------------------------------------------------------------------- tests
+
+import math  # noqa: E402
+import random  # noqa: E402
+
+import pytest  # noqa: E402
+
+from ansible_collections.llmfleet.serving.plugins.module_utils._bench_client import (  # noqa: E402
+    BenchConfig, BenchmarkError, arrival_offsets, duration_offsets, make_token_counter,
+    run_benchmark,
+)
+from ansible_collections.llmfleet.serving.plugins.module_utils._bench_datasets import (  # noqa: E402
+    Sample,
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def samples(n=4, out=5):
+    return [Sample("hello world %d" % i, 3, out) for i in range(n)]
+
+
+def run(server, model, endpoint="completions", n=4, out=5, **kw):
+    kw.setdefault("request_rate", 50.0)
+    cfg = BenchConfig(server.base_url, model, endpoint=endpoint, num_prompts=n,
+                      api_key="sk-test", seed=1, **kw)
+    return run_benchmark(cfg, samples(n, out))[0]
+
+
+def test_vllm_style_stream_with_done_and_usage_chunk(server):
+    m = run(server, "vllm", ignore_eos=True, temperature=0.0)
+    assert m["completed"] == 4 and m["failed"] == 0
+    assert m["total_output_tokens"] == 20 and m["usage_source"] == "server"
+    assert m["total_input_tokens"] == 12
+    # TTFT ~40 ms, ITL ~10 ms; E2EL ends at the last token, not the late [DONE] (+50 ms)
+    assert 38 <= m["median_ttft_ms"] < 80
+    assert 9 <= m["median_itl_ms"] < 30
+    assert m["median_e2el_ms"] < 40 + 4 * 30
+    assert len(m["itls"][0]) == 4
+    assert m["unsupported_fields"] == []
+    body = server.requests[-1]["body"]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["ignore_eos"] is True and body["temperature"] == 0.0 and body["max_tokens"] == 5
+    assert server.requests[-1]["auth"] == "Bearer sk-test"
+
+
+def test_transformers_serve_style_no_done_usage_in_last_chunk_and_422(server):
+    m = run(server, "tfserve", ignore_eos=True, warmup_requests=2)
+    assert m["completed"] == 4 and m["failed"] == 0
+    assert m["unsupported_fields"] == ["ignore_eos"]
+    assert m["usage_source"] == "server" and m["total_output_tokens"] == 20
+    # once learnt (on the probe request), the field is left out of every later request
+    assert "ignore_eos" not in server.requests[-1]["body"]
+
+
+def test_error_event_inside_200_stream_is_a_failure(server):
+    m = run(server, "error", probe=False, n=2)
+    assert m["completed"] == 0 and m["failed"] == 2
+    assert "engine died" in m["errors"][0]
+
+
+def test_probe_failure_stops_the_run(server):
+    with pytest.raises(BenchmarkError) as exc:
+        run(server, "error", n=1)
+    assert "engine died" in str(exc.value)
+
+
+def test_stream_without_a_token_fails(server):
+    m = run(server, "notoken", probe=False, n=1)
+    assert m["failed"] == 1 and m["errors"][0] == "stream ended without a token"
+
+
+def test_chat_role_chunk_is_not_ttft_reasoning_is(server):
+    m = run(server, "vllm", endpoint="chat", n=2, out=3)
+    assert m["completed"] == 2
+    # the role-only chunk arrives after 5 ms; the first (reasoning) token after 40 ms
+    assert m["median_ttft_ms"] >= 38
+    assert [len(x) for x in m["itls"]] == [2, 2]
+    assert server.requests[-1]["body"]["messages"][0]["role"] == "user"
+
+
+def test_multi_token_chunks_use_server_count_for_tpot(server):
+    m = run(server, "multi", n=2, out=6)
+    assert m["total_output_tokens"] == 12
+    assert [len(x) for x in m["itls"]] == [2, 2]       # 3 chunks -> 2 gaps
+    # TPOT = (E2EL - TTFT) / 5 ~ 20 ms / 5 = 4 ms, not ITL (~10 ms)
+    assert m["median_tpot_ms"] < m["median_itl_ms"]
+
+
+def test_max_concurrency_reports_client_queue_time(server):
+    m = run(server, "vllm", n=4, out=2, request_rate=float("inf"), max_concurrency=1)
+    assert m["completed"] == 4
+    assert m["max_concurrency"] == 1 and m["request_rate"] == "inf"
+    # the 4th request waited for three others (~50 ms + 10 ms + late [DONE] each)
+    assert max(m["queue_times"]) > 0.1
+    assert m["p99_client_queue_time_ms"] > 100
+    assert m["dispatch_lag_ms"]["p99"] < 50
+
+
+def test_connection_refused_fails_the_probe():
+    with pytest.raises(BenchmarkError) as exc:
+        run_benchmark(BenchConfig("http://127.0.0.1:9", "m", num_prompts=1), samples(1))
+    assert "initial test request" in str(exc.value)
+
+
+def test_sweep_runs_each_rate(server):
+    cfg = BenchConfig(server.base_url, "vllm", num_prompts=3, seed=2)
+    levels = run_benchmark(cfg, samples(3, 2), rates=[20, 40])
+    assert [lv["request_rate"] for lv in levels] == [20.0, 40.0]
+    assert all(lv["completed"] == 3 for lv in levels)
+
+
+def test_arrival_schedule_like_vllm():
+    offs = arrival_offsets(200, 10.0, 1.0, random.Random(0))
+    assert offs[-1] == pytest.approx(20.0)     # rescaled to num_prompts / rate
+    assert all(b >= a for a, b in zip(offs, offs[1:]))
+    assert arrival_offsets(3, float("inf")) == [0.0, 0.0, 0.0]
+    uniform = arrival_offsets(4, 2.0, float("inf"))
+    assert uniform == pytest.approx([0.5, 1.0, 1.5, 2.0])
+    # burstiness < 1 gives more variable gaps than Poisson
+    def cv(o):
+        gaps = [b - a for a, b in zip([0.0] + o, o)]
+        mu = sum(gaps) / len(gaps)
+        return math.sqrt(sum((g - mu) ** 2 for g in gaps) / len(gaps)) / mu
+    assert cv(arrival_offsets(2000, 10, 0.25, random.Random(1))) > \
+        1.5 * cv(arrival_offsets(2000, 10, 1.0, random.Random(1)))
+    d = duration_offsets(10.0, 5.0, 1.0, random.Random(3))
+    assert 25 < len(d) < 80 and d[-1] <= 10.0
+
+
+def test_config_validation():
+    for kw in ({"burstiness": 0}, {"request_rate": 0}, {"max_concurrency": 0},
+               {"endpoint": "embeddings"}, {"duration_s": 5}):
+        with pytest.raises(BenchmarkError):
+            BenchConfig("http://127.0.0.1:1", "m", **kw)
+
+
+def test_token_counter(server):
+    count = make_token_counter(server.base_url, "m")
+    assert count("a b c d") == 4
+    assert make_token_counter("http://127.0.0.1:9", "m") is None
