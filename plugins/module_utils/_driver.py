@@ -109,12 +109,14 @@ def open_kernel_modules(setting="auto", architecture=None, product_name=None):
     return arch not in OPEN_UNSUPPORTED
 
 
-def fabric_manager_needed(setting="auto", facts=None):
-    """Whether the host needs NVIDIA Fabric Manager (its GPUs are connected through NVSwitch).
+def fabric_manager_needed(setting="auto", facts=None, installed_locally=False):
+    """Whether this host must run NVIDIA Fabric Manager (its GPUs are connected through NVSwitch).
 
-    ``facts['nvswitch']`` decides when present (True/False). Otherwise an 8-GPU SXM board
-    of a known HGX product (A100/A800/H100/H800/H200/H20/B100/B200/B300, not PCIe/NVL) is
-    taken as NVSwitch-connected.
+    With ``auto``: ``facts['nvswitch']`` (from gpu_facts) or, when absent, an 8-GPU SXM board of
+    a known HGX product (A100/A800/H100/H800/H200/H20/B100/B200/B300, not PCIe/NVL). NVSwitch
+    seen from fewer than 8 GPUs is a pass-through VM slice, and an NVSwitch fabric already
+    ``ready`` without a local Fabric Manager package is run by the hypervisor: neither needs
+    Fabric Manager in this OS (the h100x1 fixture is such a VM: fabric state Completed, 1 GPU).
     """
     if isinstance(setting, bool):
         return setting
@@ -124,11 +126,18 @@ def fabric_manager_needed(setting="auto", facts=None):
     if setting in ("false", "no"):
         return False
     facts = facts or {}
-    if facts.get("nvswitch") is not None:
-        return bool(facts.get("nvswitch"))
     product = facts.get("product_name") or ""
     count = int(facts.get("gpu_count") or 0)
-    return count == 8 and bool(HGX_PRODUCT_RE.search(product)) and not NOT_HGX_RE.search(product)
+    if facts.get("nvswitch") is not None:
+        nvswitch = bool(facts.get("nvswitch"))
+    else:
+        nvswitch = count >= 8 and bool(HGX_PRODUCT_RE.search(product)) and not NOT_HGX_RE.search(product)
+    if not nvswitch or count < 8:
+        return False
+    fabric = facts.get("fabric") or {}
+    if fabric.get("ready") and not installed_locally:
+        return False
+    return True
 
 
 def decide(facts, branch, allow_downgrade=False, allow_crossgrade=False, want_open=True, loaded_open=None):
@@ -280,13 +289,13 @@ def loaded_module_is_open(proc_version_text):
 
 def build_plan(facts, branch, os_family, distribution, major, open_setting="auto", fabric_manager="auto",
                allow_downgrade=False, allow_crossgrade=False, installed_version=None, proc_version=None,
-               secure_boot_state=None, secure_boot_signing_ready=False):
+               secure_boot_state=None, secure_boot_signing_ready=False, fabric_manager_installed=False):
     """Everything the gpu_host role needs, as one dict (see the nvidia_driver_plan module)."""
     facts = facts or {}
     use_open = open_kernel_modules(open_setting, facts.get("architecture"), facts.get("product_name"))
     decision = decide(facts, branch, allow_downgrade, allow_crossgrade, use_open, loaded_module_is_open(proc_version))
     drv = driver_packages(os_family, distribution, major, branch, use_open)
-    fm_needed = fabric_manager_needed(fabric_manager, facts)
+    fm_needed = fabric_manager_needed(fabric_manager, facts, fabric_manager_installed)
     version = installed_version or (facts.get("driver_version") if decision["action"] == "skip" else None)
     fm = fabric_manager_package(os_family, distribution, branch, version) if fm_needed else None
     sb = secure_boot_enabled(secure_boot_state)

@@ -77,6 +77,11 @@ options:
     description: The operator has enrolled a MOK that DKMS signs the modules with.
     type: bool
     default: false
+  fabric_manager_installed:
+    description: A Fabric Manager package is installed on the host. With O(fabric_manager=auto), an NVSwitch
+      fabric that is already ready while no local package exists is taken as run by the hypervisor.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -135,6 +140,7 @@ def main():
             proc_version=dict(type="str"),
             secure_boot_state=dict(type="str"),
             secure_boot_signing_ready=dict(type="bool", default=False),
+            fabric_manager_installed=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -145,7 +151,8 @@ def main():
             open_setting=p["open_kernel_modules"], fabric_manager=p["fabric_manager"],
             allow_downgrade=p["allow_downgrade"], allow_crossgrade=p["allow_crossgrade"],
             installed_version=p["installed_version"] or None, proc_version=p["proc_version"],
-            secure_boot_state=p["secure_boot_state"], secure_boot_signing_ready=p["secure_boot_signing_ready"])
+            secure_boot_state=p["secure_boot_state"], secure_boot_signing_ready=p["secure_boot_signing_ready"],
+            fabric_manager_installed=p["fabric_manager_installed"])
     except DriverPlanError as exc:
         module.fail_json(msg=to_native(exc))
     module.exit_json(changed=False, plan=plan)

@@ -86,10 +86,22 @@ def test_fabric_manager_heuristic_and_fact():
     assert fabric_manager_needed("auto", dict(HGX_H100, product_name="NVIDIA H20")) is True
     assert fabric_manager_needed("auto", dict(HGX_H100, product_name="NVIDIA A100-SXM4-80GB")) is True
     assert fabric_manager_needed("auto", dict(HGX_H100, product_name="NVIDIA L40S")) is False
-    assert fabric_manager_needed("auto", dict(H200X2, nvswitch=True)) is True
+    assert fabric_manager_needed("auto", dict(H200X2, nvswitch=True)) is False  # 2 GPUs: a VM slice
+    assert fabric_manager_needed("auto", dict(H200X2, nvswitch=True, gpu_count=8)) is True
     assert fabric_manager_needed("true", NO_DRIVER) is True
     assert fabric_manager_needed(False, HGX_H100) is False
     assert fabric_manager_needed("auto", None) is False
+
+
+def test_fabric_manager_not_needed_in_pass_through_vm():
+    # h100x1 fixture: a VM with one GPU of an HGX board, fabric registered by the hypervisor.
+    vm = dict(H100, nvswitch=True, fabric={"state": "Completed", "status": "Success", "ready": True})
+    assert fabric_manager_needed("auto", vm) is False
+    eight_ready = dict(vm, gpu_count=8)
+    assert fabric_manager_needed("auto", eight_ready) is False
+    assert fabric_manager_needed("auto", eight_ready, installed_locally=True) is True
+    not_started = dict(eight_ready, fabric={"state": "Not Started", "ready": False})
+    assert fabric_manager_needed("auto", not_started) is True
 
 
 def test_decide_fresh_install():
