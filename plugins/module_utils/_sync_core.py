@@ -1,0 +1,708 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to this collection: the model weights sync engine used by ``model_sync``.
+
+Not a public API; it may change without notice.
+
+Design (see docs/model-weights.md):
+
+* A *source* lists ``RemoteFile`` entries (relative path, size, the hash the source publishes)
+  and streams a file from a byte offset (``fetch``) or copies a batch (``batch_fetch``, rsync).
+* Files are downloaded into ``<path>.llmfleet-staging/<rel>.part``, appended from where a
+  previous run stopped (HTTP Range), hashed while they arrive, checked for size and hash and
+  renamed to ``<staging>/<rel>`` once verified.
+* Only when every selected file is verified is anything published: the state file is marked
+  ``complete: false``, each staged file is renamed (same filesystem, atomic per file) over
+  ``<path>/<rel>``, then the state file is rewritten with ``complete: true`` *last*.  A
+  published file is therefore always a whole, verified file, and a model whose state file
+  says ``complete: true`` is whole and consistent.
+* The state file ``<path>/.llmfleet-state.json`` records per file the verified size, mtime
+  and hash, so that a re-run only ``stat()``s the published files; ``verify: full`` re-hashes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import shutil
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+STATE_NAME = ".llmfleet-state.json"
+STAGING_SUFFIX = ".llmfleet-staging"
+PROGRESS_SUFFIX = ".llmfleet-progress.json"
+STATE_VERSION = 1
+CHUNK = 1024 * 1024
+
+
+class SyncError(Exception):
+    """A sync failure with a message fit for the operator (never holds a secret)."""
+
+
+class CorruptFile(SyncError):
+    """A downloaded file does not match the size or hash the source publishes."""
+
+
+class RemoteFile(object):
+    """One file as the source lists it.
+
+    ``algo`` is how ``digest`` is computed: ``md5`` (S3 single-part ETag), ``s3-multipart``
+    (ETag ``md5-of-part-md5s-N``, needs ``part_size``), ``etag-multipart`` (multipart ETag
+    whose part size is unknown: verified by size only), ``sha256`` (HF LFS oid, ModelScope
+    Sha256), ``git-sha1`` (HF blob id of a non-LFS file), or ``none`` (no published hash;
+    the sha256 computed on the way is recorded).  ``version`` changes when the remote file
+    changes (ETag, oid, commit...).
+    """
+
+    __slots__ = ("path", "size", "algo", "digest", "part_size", "version", "meta")
+
+    def __init__(self, path, size, algo="none", digest=None, part_size=None, version=None, meta=None):
+        self.path = path
+        self.size = int(size)
+        self.algo = algo
+        self.digest = digest.lower() if isinstance(digest, str) else digest
+        self.part_size = part_size
+        self.version = version if version is not None else (self.digest or "")
+        self.meta = meta or {}
+
+    def __repr__(self):
+        return "RemoteFile(%r, %d, %s)" % (self.path, self.size, self.algo)
+
+
+# ---------------------------------------------------------------------------------------
+# sizes and filters
+# ---------------------------------------------------------------------------------------
+_UNITS = {"": 1, "B": 1, "K": 1024, "M": 1024 ** 2, "G": 1024 ** 3, "T": 1024 ** 4}
+
+
+def parse_size(text):
+    """``'100M'`` -> bytes (binary units); ints pass through; ``None``/``''``/``'0'`` -> 0."""
+    if text is None or text == "":
+        return 0
+    if isinstance(text, (int, float)):
+        return int(text)
+    value = str(text).strip().upper()
+    if value.endswith("IB"):
+        value = value[:-2]
+    elif value.endswith("B") and len(value) > 1 and value[-2] in _UNITS:
+        value = value[:-1]
+    unit = value[-1] if value and value[-1] in _UNITS and not value[-1].isdigit() else ""
+    number = value[:-1] if unit else value
+    try:
+        return int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise SyncError("cannot parse size %r (examples: 0, 500M, 2G)" % (text,))
+
+
+def human(num):
+    num = float(num)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(num) < 1024 or unit == "TiB":
+            return "%.1f %s" % (num, unit) if unit != "B" else "%d B" % num
+        num /= 1024.0
+    return "%.1f TiB" % num
+
+
+def select(files, allow_patterns=None, ignore_patterns=None):
+    """Keep files matching any allow glob (all when none) and no ignore glob.
+
+    A glob matches the relative path or its basename (``*.json`` matches ``sub/a.json``).
+    """
+    def match(path, patterns):
+        base = path.rsplit("/", 1)[-1]
+        return any(fnmatch.fnmatchcase(path, p) or fnmatch.fnmatchcase(base, p) for p in patterns)
+
+    out = []
+    for rf in files:
+        if rf.path == STATE_NAME:
+            continue
+        if allow_patterns and not match(rf.path, allow_patterns):
+            continue
+        if ignore_patterns and match(rf.path, ignore_patterns):
+            continue
+        out.append(rf)
+    return out
+
+
+def safe_rel(path):
+    """Refuse absolute paths and ``..`` from a listing (a hostile source must not escape)."""
+    norm = os.path.normpath(path).replace(os.sep, "/")
+    if not path or norm.startswith("/") or norm == ".." or norm.startswith("../") or "/../" in norm:
+        raise SyncError("refusing unsafe path from the source listing: %r" % (path,))
+    return norm
+
+
+# ---------------------------------------------------------------------------------------
+# hashing
+# ---------------------------------------------------------------------------------------
+class _MultipartHasher(object):
+    """S3 multipart ETag: md5 over the concatenated md5 digests of each part, ``-N``."""
+
+    def __init__(self, part_size):
+        self.part_size = int(part_size)
+        self.digests = []
+        self.current = hashlib.md5()
+        self.filled = 0
+
+    def update(self, data):
+        view = memoryview(data)
+        while len(view):
+            room = self.part_size - self.filled
+            take = view[:room]
+            self.current.update(take)
+            self.filled += len(take)
+            view = view[len(take):]
+            if self.filled == self.part_size:
+                self.digests.append(self.current.digest())
+                self.current = hashlib.md5()
+                self.filled = 0
+
+    def hexdigest(self):
+        digests = list(self.digests)
+        if self.filled or not digests:
+            digests.append(self.current.digest())
+        return "%s-%d" % (hashlib.md5(b"".join(digests)).hexdigest(), len(digests))
+
+
+def new_hasher(algo, size=0, part_size=None):
+    if algo == "md5":
+        return hashlib.md5()
+    if algo == "s3-multipart":
+        return _MultipartHasher(part_size)
+    if algo == "git-sha1":
+        h = hashlib.sha1()
+        h.update(b"blob %d\0" % size)
+        return h
+    # sha256, none, etag-multipart: sha256 is what gets recorded
+    return hashlib.sha256()
+
+
+def hash_file(path, algo, size=0, part_size=None):
+    h = new_hasher(algo, size, part_size)
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(8 * CHUNK)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_matches(rf, digest):
+    """True when ``digest`` (computed with ``rf.algo``) matches what the source published."""
+    if rf.digest is None or rf.algo in ("none", "etag-multipart"):
+        return True
+    return digest.lower() == rf.digest.lower()
+
+
+# ---------------------------------------------------------------------------------------
+# bandwidth limit and progress
+# ---------------------------------------------------------------------------------------
+class Limiter(object):
+    """Token bucket shared by all download threads (bytes per second; 0 = unlimited)."""
+
+    def __init__(self, rate, clock=time.monotonic, sleep=time.sleep):
+        self.rate = float(rate or 0)
+        self.clock = clock
+        self.sleep = sleep
+        self.lock = threading.Lock()
+        self.allowance = self.rate
+        self.last = clock()
+
+    def consume(self, nbytes):
+        if self.rate <= 0:
+            return
+        with self.lock:
+            now = self.clock()
+            self.allowance = min(self.rate, self.allowance + (now - self.last) * self.rate)
+            self.last = now
+            self.allowance -= nbytes
+            wait = -self.allowance / self.rate if self.allowance < 0 else 0
+        if wait > 0:
+            self.sleep(wait)
+
+
+def write_json_atomic(path, data):
+    tmp = "%s.tmp-%d-%d" % (path, os.getpid(), threading.get_ident())
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=1, sort_keys=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class Progress(object):
+    """Thread-safe counters written as JSON (percent, bytes, rate, ETA) at most every interval."""
+
+    def __init__(self, path, interval=1.0, clock=time.monotonic):
+        self.path = path
+        self.interval = interval
+        self.clock = clock
+        self.lock = threading.Lock()
+        self.start = clock()
+        self.last_write = 0.0
+        self.phase = "listing"
+        self.bytes_total = 0
+        self.bytes_done = 0
+        self.files_total = 0
+        self.files_done = 0
+        self.current = []
+        self.message = ""
+
+    def snapshot(self):
+        elapsed = max(self.clock() - self.start, 1e-6)
+        rate = self.bytes_done / elapsed
+        remaining = max(self.bytes_total - self.bytes_done, 0)
+        percent = 100.0 if not self.bytes_total else min(100.0, 100.0 * self.bytes_done / self.bytes_total)
+        return {
+            "phase": self.phase,
+            "percent": round(percent, 2),
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "files_done": self.files_done,
+            "files_total": self.files_total,
+            "rate_bytes_per_s": round(rate, 1),
+            "rate": human(rate) + "/s",
+            "eta_s": round(remaining / rate, 1) if rate > 0 else None,
+            "elapsed_s": round(elapsed, 1),
+            "current": sorted(self.current)[:8],
+            "message": self.message,
+            "updated": time.time(),
+            "pid": os.getpid(),
+        }
+
+    def write(self, force=False):
+        if not self.path:
+            return
+        now = self.clock()
+        with self.lock:
+            if not force and now - self.last_write < self.interval:
+                return
+            self.last_write = now
+            data = self.snapshot()
+        try:
+            write_json_atomic(self.path, data)
+        except OSError:
+            pass  # progress is best effort; never fail a sync over it
+
+    def set(self, **kw):
+        with self.lock:
+            for key, value in kw.items():
+                setattr(self, key, value)
+        self.write(force=True)
+
+    def add(self, nbytes):
+        with self.lock:
+            self.bytes_done += nbytes
+        self.write()
+
+    def file_started(self, name):
+        with self.lock:
+            self.current.append(name)
+
+    def file_done(self, name):
+        with self.lock:
+            if name in self.current:
+                self.current.remove(name)
+            self.files_done += 1
+        self.write()
+
+
+# ---------------------------------------------------------------------------------------
+# state file and free space
+# ---------------------------------------------------------------------------------------
+def load_state(path):
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {"files": {}}
+    if not isinstance(data, dict) or not isinstance(data.get("files"), dict):
+        return {"files": {}}
+    return data
+
+
+def free_bytes(path):
+    """Free bytes for an unprivileged writer on the filesystem holding ``path`` (or its parent)."""
+    probe = path
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    st = os.statvfs(probe)
+    return st.f_bavail * st.f_frsize
+
+
+def check_free_space(staging, needed, margin, dest):
+    available = free_bytes(staging)
+    required = needed + margin
+    if required > available:
+        raise SyncError(
+            "not enough free space for %s: staging directory %s needs %s (%d bytes to fetch + %s margin) "
+            "but only %s is available; short by %s (%d bytes). Free space there, lower "
+            "free_space_margin, or narrow allow_patterns." % (
+                dest, staging, human(required), needed, human(margin), human(available),
+                human(required - available), required - available))
+    return available
+
+
+# ---------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------
+class SyncEngine(object):
+    """Plan, fetch, verify and publish one model directory from one source."""
+
+    def __init__(self, source, dest, allow_patterns=None, ignore_patterns=None, concurrency=8,
+                 bandwidth_limit=0, verify="state", free_space_margin=0, retries=3,
+                 progress_file=None, staging=None, check_mode=False, warm_up=False, log=None):
+        self.source = source
+        self.dest = os.path.abspath(dest)
+        self.staging = os.path.abspath(staging) if staging else self.dest.rstrip("/") + STAGING_SUFFIX
+        self.state_file = os.path.join(self.dest, STATE_NAME)
+        self.allow_patterns = allow_patterns or []
+        self.ignore_patterns = ignore_patterns or []
+        self.concurrency = max(1, int(concurrency))
+        self.limiter = Limiter(bandwidth_limit)
+        self.bandwidth_limit = int(bandwidth_limit or 0)
+        self.verify = verify
+        self.margin = int(free_space_margin or 0)
+        self.retries = max(0, int(retries))
+        self.check_mode = check_mode
+        self.warm_up = warm_up
+        self.log = log or (lambda msg: None)
+        if progress_file is None:
+            progress_file = self.dest.rstrip("/") + PROGRESS_SUFFIX
+        self.progress = Progress(None if check_mode else progress_file)
+        self.progress_file = progress_file
+        self.bytes_fetched = 0
+        self.fetched_lock = threading.Lock()
+
+    # -- planning ------------------------------------------------------------------------
+    def _published(self, rel):
+        return os.path.join(self.dest, rel)
+
+    def plan(self):
+        """Return (revision, files, up_to_date, adopt, to_fetch, state).
+
+        ``up_to_date``: state entry and ``stat()`` agree (or full re-hash agrees);
+        ``adopt``: a published file without a matching state entry whose hash matches;
+        ``to_fetch``: everything else.
+        """
+        revision, listing = self.source.listing()
+        for rf in listing:
+            rf.path = safe_rel(rf.path)
+        files = select(listing, self.allow_patterns, self.ignore_patterns)
+        if not files:
+            raise SyncError("the source lists no file matching allow_patterns=%s ignore_patterns=%s"
+                            % (self.allow_patterns, self.ignore_patterns))
+        state = load_state(self.state_file)
+        entries = state.get("files", {})
+        up_to_date, adopt, to_fetch = [], [], []
+        for rf in files:
+            entry = entries.get(rf.path)
+            try:
+                st = os.stat(self._published(rf.path))
+            except OSError:
+                to_fetch.append(rf)
+                continue
+            same_remote = (entry is not None and entry.get("size") == rf.size
+                           and entry.get("version") == rf.version)
+            same_local = (entry is not None and st.st_size == entry.get("size")
+                          and st.st_mtime_ns == entry.get("mtime_ns"))
+            if same_remote and same_local and self.verify != "full":
+                up_to_date.append(rf)
+            elif st.st_size == rf.size and rf.algo not in ("none", "etag-multipart"):
+                adopt.append(rf)  # decide by hashing (full verify, or no/old state entry)
+            elif (st.st_size == rf.size and entry is not None and same_remote
+                  and self.verify == "full" and entry.get("digest")):
+                adopt.append(rf)  # no published hash: compare with the recorded one
+            else:
+                to_fetch.append(rf)
+        return revision, files, up_to_date, adopt, to_fetch, state
+
+    # -- fetching ------------------------------------------------------------------------
+    def _resolve(self, rf):
+        try:
+            self.source.resolve(rf)
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise SyncError(self.source.redact(str(exc)))
+
+    def _staged(self, rel):
+        return os.path.join(self.staging, rel)
+
+    def _part_offset(self, rf):
+        part = self._staged(rf.path) + ".part"
+        try:
+            size = os.path.getsize(part)
+        except OSError:
+            return 0
+        return size if size <= rf.size else 0
+
+    def _fetch_one(self, rf):
+        """Download (resuming), verify and stage one file; return the digest computed."""
+        staged = self._staged(rf.path)
+        part = staged + ".part"
+        os.makedirs(os.path.dirname(staged), exist_ok=True)
+        if os.path.exists(staged) and os.path.getsize(staged) == rf.size:
+            digest = hash_file(staged, rf.algo, rf.size, rf.part_size)
+            if digest_matches(rf, digest):
+                self.progress.add(rf.size)
+                return digest
+            os.unlink(staged)
+        self.progress.file_started(rf.path)
+        attempt = 0
+        counted = [0]  # bytes this file added to the progress counters
+
+        def count(n):
+            counted[0] += n
+            self.progress.add(n)
+
+        while True:
+            count(-counted[0])
+            offset = self._part_offset(rf)
+            if offset == 0 and os.path.exists(part):
+                os.unlink(part)
+            hasher = new_hasher(rf.algo, rf.size, rf.part_size)
+            if offset:
+                with open(part, "rb") as fh:
+                    while True:
+                        block = fh.read(8 * CHUNK)
+                        if not block:
+                            break
+                        hasher.update(block)
+                count(offset)
+            try:
+                whole = False
+                if offset == 0 and self.bandwidth_limit == 0 and hasattr(self.source, "fetch_to_file"):
+                    whole = self.source.fetch_to_file(rf, part, count)  # e.g. hf_transfer
+                if whole:
+                    hasher = new_hasher(rf.algo, rf.size, rf.part_size)
+                    with open(part, "rb") as done:
+                        for block in iter(lambda: done.read(8 * CHUNK), b""):
+                            hasher.update(block)
+                    with self.fetched_lock:
+                        self.bytes_fetched += os.path.getsize(part)
+                elif offset < rf.size:
+                    with open(part, "ab") as fh:
+                        def sink(chunk, fh=fh, hasher=hasher):
+                            fh.write(chunk)
+                            hasher.update(chunk)
+                            n = len(chunk)
+                            with self.fetched_lock:
+                                self.bytes_fetched += n
+                            count(n)
+                            self.limiter.consume(n)
+                        self.source.fetch(rf, offset, sink)
+                elif not os.path.exists(part):
+                    open(part, "wb").close()  # empty file
+                size = os.path.getsize(part)
+                if size != rf.size:
+                    if size > rf.size:
+                        os.unlink(part)
+                    raise SyncError("%s: got %d bytes, the source lists %d" % (rf.path, size, rf.size))
+                digest = hasher.hexdigest()
+                if not digest_matches(rf, digest):
+                    os.unlink(part)
+                    raise CorruptFile("%s: %s %s does not match the published %s" % (
+                        rf.path, rf.algo, digest, rf.digest))
+                os.replace(part, staged)
+                self.progress.file_done(rf.path)
+                return digest
+            except SyncError as exc:
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                self.log("retrying %s (attempt %d): %s" % (rf.path, attempt, exc))
+            except Exception as exc:  # network errors of any client library
+                message = self.source.redact(str(exc))
+                if attempt >= self.retries:
+                    raise SyncError("%s: transfer failed after %d attempt(s), %d of %d bytes kept in %s "
+                                    "for the next run: %s" % (rf.path, attempt + 1, self._part_offset(rf),
+                                                              rf.size, part, message))
+                attempt += 1
+                self.log("retrying %s (attempt %d): %s" % (rf.path, attempt, message))
+                time.sleep(min(2 ** attempt * 0.1, 5))
+
+    def _fetch_all(self, to_fetch):
+        digests = {}
+        if not to_fetch:
+            return digests
+        if hasattr(self.source, "batch_fetch"):
+            self.source.batch_fetch(to_fetch, self.staging, self.progress, self.bandwidth_limit)
+            for rf in to_fetch:
+                staged = self._staged(rf.path)
+                if not os.path.exists(staged) or os.path.getsize(staged) != rf.size:
+                    raise SyncError("%s: the copy from %s is missing or has the wrong size" % (
+                        rf.path, self.source.describe()))
+                digest = hash_file(staged, rf.algo, rf.size, rf.part_size)
+                if not digest_matches(rf, digest):
+                    os.unlink(staged)
+                    raise CorruptFile("%s: %s %s does not match the recorded %s" % (
+                        rf.path, rf.algo, digest, rf.digest))
+                digests[rf.path] = digest
+            with self.fetched_lock:
+                self.bytes_fetched += getattr(self.source, "bytes_transferred", 0)
+            return digests
+        ordered = sorted(to_fetch, key=lambda r: -r.size)
+        errors = []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(ordered))) as pool:
+            futures = dict((pool.submit(self._fetch_one, rf), rf) for rf in ordered)
+            for fut, rf in futures.items():
+                try:
+                    digests[rf.path] = fut.result()
+                except Exception as exc:
+                    errors.append(exc)
+        if errors:
+            first = errors[0]
+            if isinstance(first, SyncError):
+                if len(errors) > 1:
+                    raise type(first)("%s (and %d more failed file(s))" % (first, len(errors) - 1))
+                raise first
+            raise SyncError(self.source.redact(str(first)))
+        return digests
+
+    # -- publishing ----------------------------------------------------------------------
+    def _entry(self, rf, digest):
+        st = os.stat(self._published(rf.path))
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "algo": rf.algo,
+                "digest": digest if digest is not None else rf.digest,
+                "part_size": rf.part_size, "version": rf.version,
+                "verified_at": int(time.time())}
+
+    def _same_entry(self, entry, rf, digest):
+        if not entry:
+            return False
+        try:
+            st = os.stat(self._published(rf.path))
+        except OSError:
+            return False
+        return (entry.get("digest") == digest and entry.get("version") == rf.version
+                and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns)
+
+    def _write_state(self, revision, entries, complete):
+        write_json_atomic(self.state_file, {
+            "version": STATE_VERSION, "complete": complete, "source": self.source.describe(),
+            "revision": revision, "updated": int(time.time()), "files": entries})
+
+    def warm(self, files):
+        total = 0
+        for rf in files:
+            path = self._published(rf.path)
+            with open(path, "rb", buffering=0) as fh:
+                if hasattr(os, "posix_fadvise"):
+                    try:
+                        os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                    except OSError:
+                        pass
+                buf = bytearray(8 * CHUNK)
+                while True:
+                    n = fh.readinto(buf)
+                    if not n:
+                        break
+                    total += n
+        return total
+
+    def run(self):
+        started = time.monotonic()
+        self.progress.set(phase="listing")
+        revision, files, up_to_date, adopt, to_fetch, state = self.plan()
+        old_entries = dict(state.get("files", {}))
+        result = {
+            "revision": revision, "files_total": len(files),
+            "bytes_total": sum(f.size for f in files), "published_path": self.dest,
+            "state_file": self.state_file, "progress_file": self.progress_file,
+            "files_fetched": 0, "bytes_fetched": 0, "files_verified": 0,
+            "files_up_to_date": len(up_to_date), "warmed_bytes": 0,
+        }
+        if self.check_mode:
+            result["files_to_fetch"] = sorted(f.path for f in to_fetch)
+            result["files_to_verify"] = sorted(f.path for f in adopt)
+            result["bytes_to_fetch"] = sum(f.size for f in to_fetch)
+            result["changed"] = bool(to_fetch) or bool(adopt) or not state.get("complete") \
+                or state.get("revision") != revision
+            result["duration_s"] = round(time.monotonic() - started, 3)
+            return result
+
+        # re-hash published files without a trustworthy state entry (or verify: full)
+        digests = {}
+        self.progress.set(phase="verifying", bytes_total=sum(f.size for f in adopt),
+                          files_total=len(adopt), bytes_done=0, files_done=0)
+        for rf in adopt:
+            self._resolve(rf)
+            digest = hash_file(self._published(rf.path), rf.algo, rf.size, rf.part_size)
+            entry = old_entries.get(rf.path) or {}
+            if rf.digest and rf.algo not in ("none", "etag-multipart"):
+                ok = digest_matches(rf, digest)
+            else:  # nothing published to compare with: the digest recorded for this version
+                ok = digest == entry.get("digest") and entry.get("version") == rf.version
+            if ok:
+                digests[rf.path] = digest
+            else:
+                self.log("%s: published copy does not verify (%s); fetching again" % (rf.path, digest))
+                to_fetch.append(rf)
+            self.progress.add(rf.size)
+            self.progress.file_done(rf.path)
+        result["files_verified"] = len(digests)
+
+        # free space before the first byte
+        needed = 0
+        for rf in to_fetch:
+            staged = self._staged(rf.path)
+            if os.path.exists(staged) and os.path.getsize(staged) == rf.size:
+                continue
+            needed += rf.size - self._part_offset(rf)
+        if to_fetch:
+            check_free_space(self.staging, needed, self.margin, self.dest)
+            os.makedirs(self.staging, exist_ok=True)
+        for rf in to_fetch:
+            self._resolve(rf)
+        self.progress.set(phase="fetching", bytes_total=sum(f.size for f in to_fetch),
+                          files_total=len(to_fetch), bytes_done=0, files_done=0)
+        fetched = self._fetch_all(to_fetch)
+        digests.update(fetched)
+
+        entries = {}
+        for rf in files:
+            if rf.path in fetched or rf.path in digests and not self._same_entry(old_entries.get(rf.path), rf,
+                                                                                   digests[rf.path]):
+                entries[rf.path] = None  # (re)computed below, after the rename
+            elif rf.path in digests:
+                entries[rf.path] = old_entries[rf.path]
+            else:
+                entries[rf.path] = old_entries[rf.path]
+        changed = any(v is None for v in entries.values()) or not state.get("complete") \
+            or state.get("revision") != revision or set(old_entries) != set(entries)
+        if changed:
+            self.progress.set(phase="publishing")
+            os.makedirs(self.dest, exist_ok=True)
+            if to_fetch:
+                # marker first: a crash between renames leaves "complete: false"
+                self._write_state(revision, old_entries, False)
+            for rf in to_fetch:
+                target = self._published(rf.path)
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.replace(self._staged(rf.path), target)
+            for rf in files:
+                if entries[rf.path] is None:
+                    entries[rf.path] = self._entry(rf, digests[rf.path])
+            self._write_state(revision, entries, True)
+            if os.path.isdir(self.staging):
+                shutil.rmtree(self.staging, ignore_errors=True)
+        result["files_fetched"] = len(to_fetch)
+        result["bytes_fetched"] = self.bytes_fetched
+        result["files_verified"] += len(fetched)
+        result["changed"] = changed
+        result["fetched"] = sorted(f.path for f in to_fetch)
+        if self.warm_up:
+            self.progress.set(phase="warming")
+            result["warmed_bytes"] = self.warm(files)
+        result["duration_s"] = round(time.monotonic() - started, 3)
+        self.progress.set(phase="done", message="%d file(s) fetched" % len(to_fetch))
+        return result

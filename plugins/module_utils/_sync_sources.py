@@ -1,0 +1,582 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to this collection: model weight sources for ``model_sync`` (s3, huggingface,
+modelscope, peer, local).  Not a public API; it may change without notice.
+
+A source has ``listing() -> (revision, [RemoteFile])``, ``fetch(rf, offset, sink)`` that
+streams the bytes of ``rf`` from ``offset`` into ``sink(chunk)`` (or ``batch_fetch`` for
+rsync), ``describe()`` (no secret in it) and ``redact(text)``.  Client libraries are imported
+lazily so that the module can report a missing one with ``missing_required_lib``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tempfile
+import threading
+
+from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
+    CHUNK,
+    STATE_NAME,
+    RemoteFile,
+    SyncError,
+    load_state,
+)
+
+REDACTED = "********"
+
+
+class BaseSource(object):
+    name = "base"
+
+    def __init__(self, secrets=None):
+        self.secrets = [s for s in (secrets or []) if s and len(s) >= 4]
+
+    def redact(self, text):
+        text = "%s" % (text,)
+        for secret in self.secrets:
+            text = text.replace(secret, REDACTED)
+        return text
+
+    def describe(self):
+        return {"type": self.name}
+
+    def resolve(self, rf):
+        """Fill in what verifying ``rf`` needs and listing did not give (S3 part size)."""
+        return rf
+
+
+def _stream_into(chunks, offset_requested, offset_served, sink):
+    """Feed ``chunks`` to ``sink``, dropping bytes a server sent before ``offset_requested``
+    (a server that ignored the Range header answers 200 from byte 0)."""
+    skip = offset_requested - offset_served
+    for chunk in chunks:
+        if not chunk:
+            continue
+        if skip > 0:
+            if len(chunk) <= skip:
+                skip -= len(chunk)
+                continue
+            chunk = chunk[skip:]
+            skip = 0
+        sink(chunk)
+
+
+def _http_stream(session, url, headers, offset, sink, timeout=60):
+    """GET ``url`` from ``offset`` with a requests- or httpx-like session."""
+    headers = dict(headers or {})
+    headers["Accept-Encoding"] = "identity"
+    if offset:
+        headers["Range"] = "bytes=%d-" % offset
+    if hasattr(session, "stream"):  # httpx / httpx2 (huggingface_hub >= 1.0)
+        with session.stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as resp:
+            if resp.status_code >= 400:
+                raise SyncError("GET %s answered HTTP %d" % (url.split("?")[0], resp.status_code))
+            served = offset if resp.status_code == 206 else 0
+            _stream_into(resp.iter_bytes(CHUNK), offset, served, sink)
+        return
+    resp = session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True)
+    try:
+        if resp.status_code >= 400:
+            raise SyncError("GET %s answered HTTP %d" % (url.split("?")[0], resp.status_code))
+        served = offset if resp.status_code == 206 else 0
+        _stream_into(resp.iter_content(CHUNK), offset, served, sink)
+    finally:
+        resp.close()
+
+
+# ---------------------------------------------------------------------------------------
+# S3 (AWS, MinIO, Alibaba OSS through its S3-compatible endpoint, any S3 API)
+# ---------------------------------------------------------------------------------------
+_S3_AUTH_CODES = {
+    "InvalidAccessKeyId": "the access key id is not known to the endpoint",
+    "SignatureDoesNotMatch": "the secret key does not match the access key id",
+    "AccessDenied": "access denied for these credentials",
+    "InvalidToken": "the session token is invalid",
+    "ExpiredToken": "the session token has expired",
+    "InvalidSecurity": "the security token is invalid",
+    "AuthorizationHeaderMalformed": "the authorization header is malformed (check region)",
+    "403": "access denied for these credentials",
+}
+
+
+class S3Source(BaseSource):
+    name = "s3"
+
+    def __init__(self, bucket, prefix="", endpoint_url=None, region=None, addressing_style="auto",
+                 access_key=None, secret_key=None, session_token=None, profile=None,
+                 multipart_part_size=0, concurrency=8):
+        super(S3Source, self).__init__([access_key, secret_key, session_token])
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = (prefix or "").lstrip("/")
+        if self.prefix and not self.prefix.endswith("/"):
+            self.prefix += "/"
+        self.endpoint_url = endpoint_url
+        self.region = region
+        self.addressing_style = addressing_style or "auto"
+        self.multipart_part_size = int(multipart_part_size or 0)
+        kwargs = {"s3": {"addressing_style": self.addressing_style},
+                  "max_pool_connections": max(10, int(concurrency) + 4),
+                  "retries": {"max_attempts": 5, "mode": "standard"},
+                  "signature_version": "s3v4"}
+        try:  # botocore >= 1.36 adds CRC checksums that S3-compatible stores may reject
+            config = Config(request_checksum_calculation="when_required",
+                            response_checksum_validation="when_required", **kwargs)
+        except TypeError:
+            config = Config(**kwargs)
+        session = boto3.session.Session(
+            aws_access_key_id=access_key or None, aws_secret_access_key=secret_key or None,
+            aws_session_token=session_token or None, profile_name=profile or None)
+        self.client = session.client("s3", endpoint_url=endpoint_url or None,
+                                     region_name=region or None, config=config)
+
+    def describe(self):
+        return {"type": self.name, "bucket": self.bucket, "prefix": self.prefix,
+                "endpoint_url": self.endpoint_url, "region": self.region}
+
+    def _where(self):
+        return "s3://%s/%s at %s" % (self.bucket, self.prefix, self.endpoint_url or "the default AWS endpoint")
+
+    def translate(self, exc):
+        """Turn a botocore exception into a SyncError without any secret in it."""
+        from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+
+        if isinstance(exc, NoCredentialsError):
+            return SyncError("no S3 credentials found for %s: set access_key and secret_key "
+                             "(or a profile / instance role)" % self._where())
+        if isinstance(exc, EndpointConnectionError):
+            return SyncError("cannot reach the S3 endpoint for %s: %s" % (self._where(), self.redact(exc)))
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            if code in _S3_AUTH_CODES:
+                return SyncError("S3 credentials rejected for %s (%s: %s); check access_key / "
+                                 "secret_key / session_token / profile" % (
+                                     self._where(), code, _S3_AUTH_CODES[code]))
+            if code in ("NoSuchBucket", "404"):
+                return SyncError("bucket %r not found at %s" % (self.bucket, self.endpoint_url or "AWS"))
+            if code in ("PreconditionFailed", "412"):
+                return SyncError("an object changed on %s while it was being fetched; run again" % self._where())
+            return SyncError("S3 error on %s: %s %s" % (self._where(), code, self.redact(err.get("Message", ""))))
+        return SyncError(self.redact(exc))
+
+    def listing(self):
+        files = []
+        try:
+            paginator = self.client.get_paginator("list_objects_v2")
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    if key.endswith("/"):
+                        continue
+                    rel = key[len(self.prefix):]
+                    etag = obj.get("ETag", "").strip('"').lower()
+                    meta = {"key": key, "etag": etag}
+                    if re.match(r"^[0-9a-f]{32}-\d+$", etag):
+                        algo, part_size = "s3-multipart", self.multipart_part_size or None
+                    elif re.match(r"^[0-9a-f]{32}$", etag):
+                        algo, part_size = "md5", None
+                    else:  # SSE-KMS / SSE-C objects: the ETag is not an md5
+                        algo, part_size = "none", None
+                    files.append(RemoteFile(rel, obj["Size"], algo, etag if algo != "none" else None,
+                                            part_size, version=etag, meta=meta))
+        except Exception as exc:
+            raise self.translate(exc)
+        if not files:
+            raise SyncError("no object found under %s" % self._where())
+        return None, files
+
+    def resolve(self, rf):
+        """Find the part size of a multipart object (HEAD partNumber=1) to recompute its ETag."""
+        if rf.algo != "s3-multipart" or rf.part_size:
+            return rf
+        parts = int(rf.digest.rsplit("-", 1)[1])
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=rf.meta["key"], PartNumber=1)
+            part_size = int(head["ContentLength"])
+        except Exception:
+            part_size = 0
+        if part_size and -(-rf.size // part_size) == parts:
+            rf.part_size = part_size
+        else:  # cannot recompute: size checks only, sha256 recorded (documented)
+            rf.algo = "etag-multipart"
+        return rf
+
+    def fetch(self, rf, offset, sink):
+        kwargs = {"Bucket": self.bucket, "Key": rf.meta["key"]}
+        if rf.meta.get("etag"):
+            kwargs["IfMatch"] = '"%s"' % rf.meta["etag"]
+        if offset:
+            kwargs["Range"] = "bytes=%d-" % offset
+        try:
+            resp = self.client.get_object(**kwargs)
+        except Exception as exc:
+            raise self.translate(exc)
+        body = resp["Body"]
+        served = offset if "ContentRange" in resp or resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 206 else 0
+        try:
+            _stream_into(body.iter_chunks(CHUNK), offset, served, sink)
+        finally:
+            body.close()
+
+
+# ---------------------------------------------------------------------------------------
+# Hugging Face (huggingface_hub; HF_ENDPOINT mirrors; hf_transfer when installed)
+# ---------------------------------------------------------------------------------------
+class HuggingFaceSource(BaseSource):
+    name = "huggingface"
+
+    def __init__(self, repo_id, revision=None, endpoint=None, token=None, use_hf_transfer=True):
+        super(HuggingFaceSource, self).__init__([token])
+        from huggingface_hub import HfApi
+
+        self.repo_id = repo_id
+        self.revision = revision or "main"
+        self.endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+        self.token = token or None
+        self.api = HfApi(endpoint=self.endpoint, token=self.token)
+        self.commit = None
+        self.hf_transfer = None
+        if use_hf_transfer:
+            try:
+                import hf_transfer  # noqa: F401
+                self.hf_transfer = hf_transfer
+            except ImportError:
+                pass
+
+    def describe(self):
+        return {"type": self.name, "repo_id": self.repo_id, "revision": self.revision,
+                "endpoint": self.endpoint}
+
+    def translate(self, exc):
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        text = self.redact(exc)
+        if status in (401, 403):
+            return SyncError("Hugging Face %s refused access to %s (HTTP %d): check the token, and that "
+                             "the license of a gated model was accepted" % (self.endpoint, self.repo_id, status))
+        if status == 404:
+            return SyncError("%s (revision %s) not found on %s" % (self.repo_id, self.revision, self.endpoint))
+        return SyncError("Hugging Face error for %s on %s: %s" % (self.repo_id, self.endpoint, text))
+
+    def listing(self):
+        try:
+            info = self.api.model_info(self.repo_id, revision=self.revision)
+            self.commit = info.sha or self.revision
+            tree = list(self.api.list_repo_tree(self.repo_id, revision=self.commit, recursive=True))
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc)
+        files = []
+        for item in tree:
+            if not hasattr(item, "blob_id") or getattr(item, "size", None) is None:
+                continue  # folders
+            lfs = getattr(item, "lfs", None)
+            if lfs is not None:
+                sha = lfs.get("sha256") if isinstance(lfs, dict) else getattr(lfs, "sha256", None)
+                files.append(RemoteFile(item.path, item.size, "sha256", sha, version=sha))
+            else:
+                files.append(RemoteFile(item.path, item.size, "git-sha1", item.blob_id, version=item.blob_id))
+        return self.commit, files
+
+    def _url_headers(self, rf):
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers
+
+        url = hf_hub_url(self.repo_id, rf.path, revision=self.commit or self.revision, endpoint=self.endpoint)
+        return url, build_hf_headers(token=self.token)
+
+    def fetch_to_file(self, rf, part, callback):
+        """Whole-file download through hf_transfer (parallel ranges); False when not in use."""
+        if self.hf_transfer is None or rf.size < 16 * CHUNK:
+            return False
+        url, headers = self._url_headers(rf)
+        try:
+            self.hf_transfer.download(url=url, filename=part, max_files=8, chunk_size=10 * CHUNK,
+                                      headers=headers, callback=callback)
+        except Exception as exc:
+            raise SyncError("hf_transfer download of %s failed: %s" % (rf.path, self.redact(exc)))
+        return True
+
+    def fetch(self, rf, offset, sink):
+        from huggingface_hub.utils import get_session
+
+        url, headers = self._url_headers(rf)
+        try:
+            _http_stream(get_session(), url, headers, offset, sink)
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise SyncError("%s: %s" % (rf.path, self.redact(exc)))
+
+
+# ---------------------------------------------------------------------------------------
+# ModelScope (the modelscope package; MODELSCOPE_ENDPOINT)
+# ---------------------------------------------------------------------------------------
+class ModelScopeSource(BaseSource):
+    name = "modelscope"
+
+    def __init__(self, repo_id, revision=None, endpoint=None, token=None):
+        super(ModelScopeSource, self).__init__([token])
+        self.repo_id = repo_id
+        self.revision = revision or "master"
+        if endpoint:
+            os.environ["MODELSCOPE_ENDPOINT"] = endpoint.rstrip("/")
+        self.endpoint = os.environ.get("MODELSCOPE_ENDPOINT", "https://www.modelscope.cn").rstrip("/")
+        self.token = token or None
+        self.lock = threading.Lock()
+        try:  # modelscope >= 1.3x delegates to modelscope_hub
+            from modelscope_hub import HubApi as NewApi
+            self.api = NewApi(endpoint=self.endpoint, token=self.token)
+            self.new = True
+        except ImportError:
+            from modelscope.hub.api import HubApi as OldApi
+            self.api = OldApi()
+            if self.token:
+                self.api.login(self.token)
+            self.new = False
+
+    def describe(self):
+        return {"type": self.name, "repo_id": self.repo_id, "revision": self.revision,
+                "endpoint": self.endpoint}
+
+    def translate(self, exc):
+        text = self.redact(exc)
+        status = getattr(getattr(exc, "response", None), "status_code", None)
+        if status in (401, 403) or "401" in text or "403" in text:
+            return SyncError("ModelScope %s refused access to %s: check the token" % (self.endpoint, self.repo_id))
+        return SyncError("ModelScope error for %s on %s: %s" % (self.repo_id, self.endpoint, text))
+
+    def listing(self):
+        files = []
+        try:
+            if self.new:
+                for f in self.api.list_repo_files(self.repo_id, "model", revision=self.revision, recursive=True):
+                    if getattr(f, "type", "blob") == "tree" or not f.path:
+                        continue
+                    files.append((f.path, f.size, f.sha256))
+            else:
+                for f in self.api.get_model_files(self.repo_id, revision=self.revision, recursive=True):
+                    if f.get("Type") == "tree":
+                        continue
+                    files.append((f["Path"], f["Size"], f.get("Sha256")))
+        except Exception as exc:
+            raise self.translate(exc)
+        out = []
+        for path, size, sha in files:
+            out.append(RemoteFile(path, size, "sha256" if sha else "none", sha or None,
+                                  version=sha or "%s:%s" % (self.revision, size)))
+        return self.revision, out
+
+    def fetch(self, rf, offset, sink):
+        headers = {"Range": "bytes=%d-" % offset} if offset else {}
+        try:
+            if self.new:
+                resp = self.api.legacy.download_stream(self.repo_id, "model", rf.path, self.revision, headers=headers)
+            else:
+                import requests
+                from modelscope.hub.file_download import get_file_download_url
+                url = get_file_download_url(self.repo_id, rf.path, self.revision)
+                cookies = self.api.get_cookies() if hasattr(self.api, "get_cookies") else None
+                resp = requests.get(url, headers=headers, cookies=cookies, stream=True, timeout=60)
+                if resp.status_code >= 400:
+                    raise SyncError("GET %s answered HTTP %d" % (url.split("?")[0], resp.status_code))
+            try:
+                served = offset if resp.status_code == 206 else 0
+                _stream_into(resp.iter_content(CHUNK), offset, served, sink)
+            finally:
+                resp.close()
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise self.translate(exc)
+
+
+# ---------------------------------------------------------------------------------------
+# local directory and peer (rsync over SSH from a host that has a verified copy)
+# ---------------------------------------------------------------------------------------
+class LocalSource(BaseSource):
+    """A directory on the host.  When it holds a state file (a copy published by model_sync),
+    its recorded hashes are used; otherwise files are compared by size and mtime and the
+    sha256 computed during the copy is recorded."""
+
+    name = "local"
+
+    def __init__(self, src_path):
+        super(LocalSource, self).__init__()
+        self.src = os.path.abspath(src_path)
+
+    def describe(self):
+        return {"type": self.name, "src_path": self.src}
+
+    def listing(self):
+        if not os.path.isdir(self.src):
+            raise SyncError("local source %s is not a directory" % self.src)
+        state = load_state(os.path.join(self.src, STATE_NAME))
+        entries = state.get("files", {})
+        files = []
+        for root, dirs, names in os.walk(self.src):
+            dirs[:] = [d for d in dirs if not d.startswith(".llmfleet")]
+            for name in names:
+                full = os.path.join(root, name)
+                rel = os.path.relpath(full, self.src).replace(os.sep, "/")
+                if rel == STATE_NAME or name.endswith(".part"):
+                    continue
+                st = os.stat(full)
+                entry = entries.get(rel)
+                if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns \
+                        and entry.get("algo") not in (None, "none", "etag-multipart"):
+                    files.append(RemoteFile(rel, st.st_size, entry["algo"], entry["digest"],
+                                            entry.get("part_size"), version=entry["digest"]))
+                else:
+                    files.append(RemoteFile(rel, st.st_size, "none", None,
+                                            version="%d:%d" % (st.st_size, st.st_mtime_ns)))
+        return state.get("revision"), files
+
+    def fetch(self, rf, offset, sink):
+        with open(os.path.join(self.src, rf.path), "rb") as fh:
+            fh.seek(offset)
+            while True:
+                block = fh.read(CHUNK)
+                if not block:
+                    break
+                sink(block)
+
+
+class PeerSource(BaseSource):
+    """rsync (over SSH when ``host`` is set) from a host whose copy ``model_sync`` verified.
+
+    The peer's state file travels first and is the listing: every file copied is checked
+    against the size and hash recorded there.  ``--partial`` keeps interrupted files so that
+    the next run continues them; ``--bwlimit`` caps the rate.
+    """
+
+    name = "peer"
+
+    def __init__(self, path, host=None, user=None, port=None, ssh_key=None, ssh_command="ssh",
+                 ssh_args=None, rsync_path="rsync"):
+        super(PeerSource, self).__init__()
+        self.path = path.rstrip("/")
+        self.host = host
+        self.user = user
+        self.port = port
+        self.ssh_key = ssh_key
+        self.ssh_command = ssh_command or "ssh"
+        self.ssh_args = list(ssh_args or [])
+        self.rsync = shutil.which(rsync_path) or rsync_path
+        self.bytes_transferred = 0
+        self.revision = None
+
+    def describe(self):
+        return {"type": self.name, "host": self.host, "path": self.path}
+
+    def _remote(self, rel=""):
+        base = self.path + "/" + rel
+        if not self.host:
+            return base
+        who = "%s@%s" % (self.user, self.host) if self.user else self.host
+        return "%s:%s" % (who, base)
+
+    def _base_args(self, bwlimit=0):
+        args = [self.rsync, "-a", "--partial", "--partial-dir=.rsync-partial", "--stats"]
+        if self.host:
+            ssh = [self.ssh_command, "-o", "BatchMode=yes"]
+            if os.path.basename(self.ssh_command) == "ssh":
+                ssh += ["-o", "StrictHostKeyChecking=accept-new"]
+            if self.port:
+                ssh += ["-p", str(self.port)]
+            if self.ssh_key:
+                ssh += ["-i", self.ssh_key]
+            ssh += self.ssh_args
+            args += ["-e", " ".join(shlex.quote(a) for a in ssh)]
+        if bwlimit:
+            args.append("--bwlimit=%d" % max(1, bwlimit // 1024))
+        return args
+
+    def _run(self, args, what):
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SyncError("rsync %s from %s failed (rc=%d): %s" % (
+                what, self._remote(), proc.returncode, err.decode("utf-8", "replace").strip()[-2000:]))
+        return out.decode("utf-8", "replace")
+
+    def listing(self):
+        tmp = tempfile.mkdtemp(prefix="llmfleet-peer-")
+        try:
+            self._run(self._base_args() + [self._remote(STATE_NAME), tmp + "/"], "of the state file")
+            state = load_state(os.path.join(tmp, STATE_NAME))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not state.get("complete") or not state.get("files"):
+            raise SyncError("the peer copy %s is not a complete, verified model (state file %s says "
+                            "complete=%s); sync it first" % (self._remote(), STATE_NAME, state.get("complete")))
+        self.revision = state.get("revision")
+        files = []
+        for rel, entry in sorted(state["files"].items()):
+            files.append(RemoteFile(rel, entry["size"], entry.get("algo") or "none", entry.get("digest"),
+                                    entry.get("part_size"), version=entry.get("version") or entry.get("digest")))
+            if files[-1].algo in ("none", "etag-multipart"):
+                files[-1].algo = "sha256"  # the recorded digest is the sha256 computed on the peer
+        return self.revision, files
+
+    def batch_fetch(self, files, staging, progress, bwlimit=0):
+        os.makedirs(staging, exist_ok=True)
+        fd, listfile = tempfile.mkstemp(prefix="llmfleet-files-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(rf.path for rf in files) + "\n")
+        try:
+            out = self._run(self._base_args(bwlimit) + ["--files-from=" + listfile, self._remote(), staging + "/"],
+                            "of %d file(s)" % len(files))
+        finally:
+            os.unlink(listfile)
+        match = re.search(r"Total transferred file size: ([\d,.]+)", out)
+        self.bytes_transferred = int(re.sub(r"[,.]", "", match.group(1))) if match else sum(f.size for f in files)
+        progress.add(sum(f.size for f in files))
+
+
+def make_source(params):
+    """Build the source named by ``params['source']`` from module-style parameters."""
+    kind = params["source"]
+    if kind == "s3":
+        if not params.get("bucket"):
+            raise SyncError("source=s3 needs bucket")
+        return S3Source(params["bucket"], params.get("prefix") or "", params.get("endpoint_url"),
+                        params.get("region"), params.get("addressing_style") or "auto",
+                        params.get("access_key"), params.get("secret_key"), params.get("session_token"),
+                        params.get("profile"), params.get("multipart_part_size") or 0,
+                        params.get("concurrency") or 8)
+    if kind in ("huggingface", "modelscope"):
+        if not params.get("repo_id"):
+            raise SyncError("source=%s needs repo_id" % kind)
+        token = params.get("token")
+        if not token and params.get("token_file"):
+            try:
+                with open(os.path.expanduser(params["token_file"])) as fh:
+                    token = fh.read().strip()
+            except OSError as exc:
+                raise SyncError("cannot read token_file %s: %s" % (params["token_file"], exc.strerror))
+        if kind == "huggingface":
+            return HuggingFaceSource(params["repo_id"], params.get("revision"), params.get("endpoint"), token,
+                                     params.get("hf_transfer", True))
+        return ModelScopeSource(params["repo_id"], params.get("revision"), params.get("endpoint"), token)
+    if kind == "peer":
+        if not params.get("peer_path"):
+            raise SyncError("source=peer needs peer_path")
+        return PeerSource(params["peer_path"], params.get("peer_host"), params.get("peer_user"),
+                          params.get("peer_port"), params.get("peer_ssh_key"),
+                          params.get("peer_ssh_command") or "ssh")
+    if kind == "local":
+        if not params.get("src_path"):
+            raise SyncError("source=local needs src_path")
+        return LocalSource(params["src_path"])
+    raise SyncError("unknown source %r" % kind)
+

@@ -1,0 +1,316 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Local servers for the model_sync tests, all on 127.0.0.1 with a free port.
+
+* ``HubServer``: the Hugging Face and ModelScope routes their real client libraries call
+  (checked against huggingface_hub's ``hf_api.py`` / ``file_download.py`` and
+  modelscope_hub's ``_legacy_api.py``):
+    HF   GET  /api/models/{repo}[/revision/{rev}]       -> {"id", "sha", "siblings"}
+         GET  /api/models/{repo}/tree/{rev}[/{path}]    -> [{"type","path","size","oid","lfs"}]
+         HEAD|GET /{repo}/resolve/{rev}/{file}          -> X-Repo-Commit, ETag, X-Linked-Etag,
+                                                           X-Linked-Size, Range (206)
+    MS   GET  /api/v1/models/{o}/{n}/repo/files?Revision=&Recursive=
+                                                        -> {"Code":200,"Data":{"Files":[...]}}
+         GET  /api/v1/models/{o}/{n}/repo?Revision=&FilePath=   (Range supported)
+  Optional token check (``Authorization: Bearer``), and a hook to corrupt a file's bytes.
+* ``start_moto()``: moto's S3 server (``ThreadedMotoServer``) and ``moto_auth()`` to make it
+  check credentials.
+* ``CutProxy``: a TCP proxy that resets the connection after N response bytes, to cut a
+  transfer off mid-file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, unquote, urlparse
+
+
+def git_blob_sha1(data):
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+class HubRepo(object):
+    """One repository: ``files`` maps a relative path to bytes; files >= lfs_threshold are LFS."""
+
+    def __init__(self, repo_id, files, commit="0123456789abcdef0123456789abcdef01234567", lfs_threshold=1024):
+        self.repo_id = repo_id
+        self.files = dict(files)
+        self.commit = commit
+        self.lfs_threshold = lfs_threshold
+        self.served = dict.fromkeys(self.files, b"")  # what GET returns (may be corrupted)
+        for k, v in self.files.items():
+            self.served[k] = v
+
+    def is_lfs(self, path):
+        return len(self.files[path]) >= self.lfs_threshold
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    # -- helpers ------------------------------------------------------------------------
+    def _json(self, data, status=200, headers=None):
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _error(self, status, message="error"):
+        self._json({"error": message, "Code": status, "Message": message}, status,
+                   {"X-Error-Message": message})
+
+    def _authorized(self):
+        token = self.server.token
+        if not token:
+            return True
+        auth = self.headers.get("Authorization", "")
+        cookie = self.headers.get("Cookie", "")
+        return auth == "Bearer " + token or ("m_session_id=" + token) in cookie
+
+    def _send_bytes(self, data, headers):
+        start, status = 0, 200
+        rng = self.headers.get("Range")
+        if rng and rng.startswith("bytes="):
+            start = int(rng[6:].split("-")[0] or 0)
+            status = 206
+        chunk = data[start:]
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(chunk)))
+        self.send_header("Accept-Ranges", "bytes")
+        if status == 206:
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(chunk)
+        self.server.requests.append((self.command, self.path, rng))
+
+    def _repo(self, repo_id):
+        return self.server.repos.get(repo_id)
+
+    # -- routes -------------------------------------------------------------------------
+    def do_HEAD(self):
+        self.do_GET()
+
+    def do_GET(self):
+        url = urlparse(self.path)
+        path = unquote(url.path)
+        query = parse_qs(url.query)
+        if not self._authorized():
+            return self._error(401, "Invalid credentials in Authorization header")
+        if path.startswith("/api/v1/models/"):
+            return self._modelscope(path[len("/api/v1/models/"):], query)
+        if path.startswith("/api/models/"):
+            return self._hf_api(path[len("/api/models/"):], query)
+        if "/resolve/" in path:
+            return self._hf_resolve(path.lstrip("/"))
+        return self._error(404, "no route %s" % path)
+
+    def _hf_api(self, rest, query):
+        parts = rest.split("/")
+        repo = self._repo("/".join(parts[:2]))
+        if repo is None:
+            return self._error(404, "Repository not found")
+        tail = parts[2:]
+        if not tail or tail[0] == "revision":
+            return self._json({"id": repo.repo_id, "modelId": repo.repo_id, "sha": repo.commit,
+                               "private": False, "tags": [],
+                               "siblings": [{"rfilename": p} for p in sorted(repo.files)]})
+        if tail[0] == "tree":
+            entries = []
+            for p in sorted(repo.files):
+                data = repo.files[p]
+                entry = {"type": "file", "path": p, "size": len(data), "oid": git_blob_sha1(data)}
+                if repo.is_lfs(p):
+                    entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data),
+                                    "pointerSize": 134}
+                entries.append(entry)
+            return self._json(entries)
+        return self._error(404, "no route")
+
+    def _hf_resolve(self, rest):
+        before, after = rest.split("/resolve/", 1)
+        repo = self._repo(before)
+        if repo is None:
+            return self._error(404, "Repository not found")
+        rev, fname = after.split("/", 1)
+        if fname not in repo.files:
+            return self._error(404, "Entry not found")
+        data = repo.files[fname]
+        headers = {"X-Repo-Commit": repo.commit, "ETag": '"%s"' % git_blob_sha1(data)}
+        if repo.is_lfs(fname):
+            headers["X-Linked-Etag"] = '"%s"' % hashlib.sha256(data).hexdigest()
+            headers["X-Linked-Size"] = str(len(data))
+        return self._send_bytes(repo.served[fname], headers)
+
+    def _modelscope(self, rest, query):
+        parts = rest.split("/")
+        repo = self._repo("/".join(parts[:2]))
+        if repo is None:
+            return self._json({"Code": 10010205001, "Message": "model not found", "Success": False}, 404)
+        tail = "/".join(parts[2:])
+        if tail == "repo/files":
+            files = [{"Name": p.rsplit("/", 1)[-1], "Path": p, "Size": len(d), "Type": "blob",
+                      "Sha256": hashlib.sha256(d).hexdigest(), "Revision": repo.commit,
+                      "IsLFS": repo.is_lfs(p), "CommittedDate": 1700000000}
+                     for p, d in sorted(repo.files.items())]
+            return self._json({"Code": 200, "Data": {"Files": files}, "Message": "success", "Success": True})
+        if tail == "repo":
+            fname = query.get("FilePath", [""])[0]
+            if fname not in repo.files:
+                return self._json({"Code": 404, "Message": "file not found", "Success": False}, 404)
+            return self._send_bytes(repo.served[fname], {"Content-Type": "application/octet-stream"})
+        if tail in ("", "revisions"):
+            return self._json({"Code": 200, "Data": {"Id": 1, "Name": parts[1], "Path": parts[0]},
+                               "Success": True})
+        return self._error(404, "no route %s" % tail)
+
+
+class HubServer(object):
+    def __init__(self, token=None):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.repos = {}
+        self.httpd.token = token
+        self.httpd.requests = []
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.httpd.server_address[1]
+
+    @property
+    def requests(self):
+        return self.httpd.requests
+
+    def add(self, repo):
+        self.httpd.repos[repo.repo_id] = repo
+        return repo
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# ---------------------------------------------------------------------------------------
+# S3: moto server, auth switch
+# ---------------------------------------------------------------------------------------
+def start_moto():
+    import logging
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    return server, "http://127.0.0.1:%d" % server._server.server_port
+
+
+def moto_auth(endpoint):
+    """Create an IAM user allowed s3:*, then make the server check every request's signature.
+    Returns (access_key, secret_key); call ``moto_auth_off`` afterwards (process-wide setting)."""
+    import boto3
+    import requests
+
+    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
+                       aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
+    iam.create_user(UserName="sync")
+    key = iam.create_access_key(UserName="sync")["AccessKey"]
+    iam.put_user_policy(UserName="sync", PolicyName="s3", PolicyDocument=json.dumps({
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    requests.post(endpoint + "/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
+    return key["AccessKeyId"], key["SecretAccessKey"]
+
+
+def moto_auth_off():
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = float("inf")
+
+
+# ---------------------------------------------------------------------------------------
+# a proxy that cuts responses off
+# ---------------------------------------------------------------------------------------
+class CutProxy(object):
+    """Forward 127.0.0.1:<port> to ``upstream``; while ``cut_after`` is set, the first
+    response stream to pass more than that many bytes is reset there (once per arm)."""
+
+    def __init__(self, upstream_host, upstream_port, cut_after=None):
+        self.upstream = (upstream_host, upstream_port)
+        self.cut_after = cut_after
+        self.cuts = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.running = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+
+    def _accept(self):
+        while self.running:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, is_response):
+        passed = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if is_response and self.cut_after is not None and passed + len(data) > self.cut_after:
+                    with self.lock:
+                        armed = self.cut_after is not None
+                        limit = self.cut_after
+                        self.cut_after = None
+                        if armed:
+                            self.cuts += 1
+                    if armed:
+                        dst.sendall(data[:max(0, limit - passed)])
+                        for s in (src, dst):
+                            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                            s.close()
+                        return
+                passed += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.running = False
+        self.sock.close()
