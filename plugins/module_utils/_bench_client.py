@@ -400,7 +400,10 @@ class Runner(object):
 
     def _level_result(self, rate, results, duration, lags, delays):
         cfg = self.cfg
-        extra = ("client_queue_time",) if cfg.max_concurrency else ()
+        extra = ()
+        if cfg.max_concurrency:
+            extra = ("client_queue_time",) if math.isinf(rate) else \
+                ("client_queue_time", "e2el_including_client_queue")
         m = calculate_metrics(results, duration, cfg.percentiles, cfg.goodput, extra)
         lag = summarize(lags)
         loop = summarize(delays)

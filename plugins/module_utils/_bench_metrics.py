@@ -198,6 +198,11 @@ def calculate_metrics(results, duration_s, percentiles=DEFAULT_PERCENTILES, good
     add_stats(res, "e2el", e2els, percentiles)
     if "client_queue_time" in extra_percentile_metrics:
         add_stats(res, "client_queue_time", queue_times, percentiles)
+    if "e2el_including_client_queue" in extra_percentile_metrics:
+        add_stats(res, "e2el_including_client_queue",
+                  [r.latency + r.client_queue_time for r in results if r.success], percentiles)
+    res["max_output_tokens_per_s"], res["max_concurrent_requests"] = peak_stats(results)
+    res["rtfx"] = 0.0
     res["input_lens"] = [int(r.prompt_len or 0) for r in results]
     res["output_lens"] = output_lens
     res["ttfts"] = [r.ttft for r in results]
@@ -210,6 +215,34 @@ def calculate_metrics(results, duration_s, percentiles=DEFAULT_PERCENTILES, good
                            else "counted_chunks" if completed else "none")
     res["requests_counted_by_chunks"] = counted_by_chunks
     return res
+
+
+def peak_stats(results):
+    """vLLM's ``max_output_tokens_per_s`` (token chunks per 1 s bucket, as vLLM counts
+    them from TTFT and ITLs) and ``max_concurrent_requests`` (sweep over [start, end))."""
+    ok = [r for r in results if r.success]
+    if not ok:
+        return 0.0, 0
+    t0 = min(r.start_time for r in ok)
+    t1 = max(r.start_time + r.latency for r in ok)
+    n = int(math.ceil(t1 - t0)) + 1
+    buckets = [0] * n
+    for r in ok:
+        t = r.start_time + r.ttft
+        times = [t]
+        for g in r.itl:
+            t += g
+            times.append(t)
+        for t in times:
+            b = int(t - t0)
+            if 0 <= b < n:
+                buckets[b] += 1
+    events = sorted([(r.start_time, 1) for r in ok] + [(r.start_time + r.latency, -1) for r in ok])
+    cur = peak = 0
+    for _, d in events:
+        cur += d
+        peak = max(peak, cur)
+    return float(max(buckets)), peak
 
 
 def summarize_errors(errors, limit=10):

@@ -129,3 +129,17 @@ def test_threshold_parsing_and_evaluation():
                               {"p99_ttft_ms": 612.5, "request_goodput": 20.0})
     assert [r["passed"] for r in res] == [False, True, False]
     assert res[0]["value"] == 612.5 and res[2]["value"] is None
+
+
+def test_peak_output_tokens_per_second_and_concurrency():
+    rs = [ok(start_time=10.0, ttft=0.2, itl=[0.3, 0.3, 0.5], latency=1.3,
+             output_tokens=4, usage_from_server=True),
+          ok(start_time=10.5, ttft=0.1, itl=[0.2], latency=0.3,
+             output_tokens=2, usage_from_server=True),
+          ok(start_time=12.0, ttft=0.1, itl=[], latency=0.1,
+             output_tokens=1, usage_from_server=True)]
+    m = calculate_metrics(rs, 3.0, [99])
+    # chunk times (s after 10.0): 0.2 0.5 0.8 1.3 | 0.6 0.8 | 2.1 -> bucket 0 holds 5
+    assert m["max_output_tokens_per_s"] == 5.0
+    # [10.0, 11.3) and [10.5, 10.8) overlap; [12.0, 12.1) alone
+    assert m["max_concurrent_requests"] == 2
