@@ -39,6 +39,7 @@ BASE_PACKAGES = [
     "netcat-openbsd", "less", "lsb-release",
 ]
 SUITE = "bookworm"
+HOST_CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 CAPS = ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH", "IPC_LOCK", "SYS_NICE"]
 # Memory a lab host may need at peak (its engine, Ray head, simulator or real vLLM on CPU).
 HOST_MEMORY_GIB = 2.5
@@ -201,7 +202,7 @@ def debian_mirror():
 
 
 def base_image():
-    key = _hash(SUITE, BASE_PACKAGES, "v1")
+    key = _hash(SUITE, BASE_PACKAGES, HOST_CA_BUNDLE, "v2")
     tag = "%s/base:%s" % (PREFIX, key)
     if image_exists(tag):
         return tag, 0.0
@@ -222,6 +223,9 @@ def base_image():
                 lst = os.path.join(root, "etc/apt/sources.list")
                 if os.path.exists(lst):
                     os.remove(lst)
+        # Same CA trust as this machine (its package mirrors may sit behind a TLS proxy).
+        if os.path.exists(HOST_CA_BUNDLE):
+            shutil.copy(HOST_CA_BUNDLE, os.path.join(root, "etc/ssl/certs/ca-certificates.crt"))
         for junk in ("var/cache/apt/archives", "var/lib/apt/lists"):
             p = os.path.join(root, junk)
             for fn in os.listdir(p) if os.path.isdir(p) else []:
@@ -229,7 +233,9 @@ def base_image():
                 if os.path.isfile(fp):
                     os.remove(fp)
         tar = subprocess.Popen(["tar", "-C", root, "--numeric-owner", "-c", "."], stdout=subprocess.PIPE)
-        imp = subprocess.run(["docker", "import", "--change", "ENV LANG=C.UTF-8", "-", tag],
+        ca = "/etc/ssl/certs/ca-certificates.crt"
+        imp = subprocess.run(["docker", "import", "--change", "ENV LANG=C.UTF-8 PIP_CERT=%s SSL_CERT_FILE=%s "
+                              "REQUESTS_CA_BUNDLE=%s" % (ca, ca, ca), "-", tag],
                              stdin=tar.stdout, capture_output=True)
         tar.wait()
         if imp.returncode != 0:

