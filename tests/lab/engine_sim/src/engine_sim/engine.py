@@ -1,0 +1,209 @@
+"""The simulated engine: admission queue, deadline scheduler, timing model.
+
+Timing is scheduled against absolute deadlines: the first chunk of a request is due at
+``admitted + ttft(prompt)``; every next chunk at ``previous deadline + itl(running)``. A
+late wake-up therefore never shifts the following tokens, and one scheduler task wakes all
+sequences that are due in the same tick (one timer for the whole engine, not one per token
+per request). The last stretch before a deadline (< ``SPIN_S``) is slept with a blocking
+``time.sleep`` because the event loop's epoll timeout has millisecond granularity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import time
+from collections import deque
+
+SPIN_S = 0.0015     # below this distance to the next deadline, sleep precisely (blocking)
+EARLY_S = 0.00005   # release what is due within this slack in the same tick
+
+
+def _wake(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
+class DeadlineScheduler(object):
+    """``await sched.until(deadline)`` returns at ``deadline`` (time.monotonic clock)."""
+
+    def __init__(self, loop=None):
+        self.loop = loop or asyncio.get_event_loop()
+        self.heap = []
+        self._seq = itertools.count()
+        self._wake = None
+        self._target = float("inf")
+        self._task = None
+
+    def start(self):
+        if self._task is None:
+            self._task = self.loop.create_task(self._run())
+
+    def stop(self):
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def until(self, deadline):
+        fut = self.loop.create_future()
+        heapq.heappush(self.heap, (deadline, next(self._seq), fut))
+        if deadline < self._target:
+            w = self._wake
+            if w is not None and not w.done():
+                w.set_result(None)
+        return fut
+
+    async def _run(self):
+        heap = self.heap
+        loop = self.loop
+        clock = time.monotonic
+        heappop = heapq.heappop
+        while True:
+            if not heap:
+                self._target = float("inf")
+                self._wake = w = loop.create_future()
+                await w
+                continue
+            deadline = heap[0][0]
+            delta = deadline - clock()
+            if delta > SPIN_S:
+                self._target = deadline
+                self._wake = w = loop.create_future()
+                handle = loop.call_at(deadline - SPIN_S, _wake, w)
+                await w
+                handle.cancel()
+                continue
+            self._target = float("-inf")   # busy: no need to be woken
+            if delta > 0:
+                await asyncio.sleep(0)          # let ready callbacks and I/O run first
+                delta = heap[0][0] - clock()
+                if delta > SPIN_S:
+                    continue
+                if delta > 0:
+                    time.sleep(delta)
+            now = clock() + EARLY_S
+            while heap and heap[0][0] <= now:
+                fut = heappop(heap)[2]
+                if not fut.done():
+                    fut.set_result(None)
+            await asyncio.sleep(0)
+
+
+class Slots(object):
+    """At most ``limit`` running sequences; the others wait in FIFO order."""
+
+    def __init__(self, limit, loop=None):
+        self.limit = max(1, int(limit))
+        self.loop = loop or asyncio.get_event_loop()
+        self.running = 0
+        self.waiters = deque()
+
+    @property
+    def waiting(self):
+        return sum(1 for f in self.waiters if not f.done())
+
+    async def acquire(self):
+        if self.running < self.limit and not self.waiters:
+            self.running += 1
+            return
+        fut = self.loop.create_future()
+        self.waiters.append(fut)
+        try:
+            await fut       # the releaser hands its slot over: running is unchanged
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()
+            raise
+
+    def release(self):
+        while self.waiters:
+            fut = self.waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                return
+        self.running -= 1
+
+
+class Engine(object):
+    """Shared state of the simulated engine (timing config, scheduler, slots, metrics)."""
+
+    def __init__(self, cfg, max_num_seqs, metrics, loop=None):
+        self.cfg = cfg
+        self.loop = loop or asyncio.get_event_loop()
+        self.sched = DeadlineScheduler(self.loop)
+        self.slots = Slots(max_num_seqs, self.loop)
+        self.metrics = metrics
+        self.kv_tokens = 0
+
+    def start(self):
+        self.sched.start()
+
+    @property
+    def running(self):
+        return self.slots.running
+
+    def kv_usage(self):
+        cap = self.cfg.kv_cache_tokens
+        return min(1.0, self.kv_tokens / float(cap)) if cap else 0.0
+
+    def plan_length(self, max_tokens, min_tokens, ignore_eos, default_len):
+        """How many tokens this request generates and why it ends."""
+        cfg = self.cfg
+        if max_tokens is None:
+            total, reason = default_len, "stop"
+        else:
+            total, reason = max_tokens, "length"
+        if not ignore_eos and cfg.eos_after and cfg.eos_after < total:
+            total, reason = max(cfg.eos_after, min_tokens or 0, 1), "stop"
+            if max_tokens is not None and total >= max_tokens:
+                total, reason = max_tokens, "length"
+        return total, reason
+
+    async def generate(self, prompt_tokens, total, arrival):
+        """Async iterator of ``(start_index, n_tokens, is_last)`` chunks, on schedule.
+
+        Holds a running slot from admission to the end (also on cancellation)."""
+        cfg = self.cfg
+        m = self.metrics
+        slots = self.slots
+        sched = self.sched
+        clock = time.monotonic
+        await slots.acquire()
+        admitted = clock()
+        self.kv_tokens += prompt_tokens
+        m.prompt_tokens += prompt_tokens
+        held = prompt_tokens
+        produced = 0
+        try:
+            m.queue.observe(admitted - arrival)
+            deadline = admitted + cfg.ttft_s(prompt_tokens)
+            tpc = cfg.tokens_per_chunk
+            last_emit = None
+            first_emit = None
+            while produced < total:
+                await sched.until(deadline)
+                n = tpc if total - produced > tpc else total - produced
+                start = produced
+                produced += n
+                self.kv_tokens += n
+                held += n
+                m.generation_tokens += n
+                now = clock()
+                if last_emit is None:
+                    first_emit = now
+                    m.ttft.observe(now - arrival)
+                else:
+                    m.itl.observe(now - last_emit)
+                last_emit = now
+                yield start, n, produced >= total
+                deadline += cfg.itl_s(slots.running)
+            end = clock()
+            m.e2e.observe(end - arrival)
+            m.req_prompt.observe(prompt_tokens)
+            m.req_gen.observe(produced)
+            if produced > 1 and first_emit is not None:
+                m.tpot.observe((end - first_emit) / (produced - 1))
+        finally:
+            self.kv_tokens -= held
+            slots.release()
