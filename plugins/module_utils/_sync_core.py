@@ -210,7 +210,7 @@ class Limiter(object):
         self.clock = clock
         self.sleep = sleep
         self.lock = threading.Lock()
-        self.allowance = self.rate
+        self.allowance = 0.0  # no initial burst: the cap holds from the first byte
         self.last = clock()
 
     def consume(self, nbytes):

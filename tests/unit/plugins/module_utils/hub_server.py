@@ -26,6 +26,7 @@ import hashlib
 import json
 import socket
 import threading
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
 
@@ -232,9 +233,10 @@ def moto_auth(endpoint):
 
     iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
                        aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-    iam.create_user(UserName="sync")
-    key = iam.create_access_key(UserName="sync")["AccessKey"]
-    iam.put_user_policy(UserName="sync", PolicyName="s3", PolicyDocument=json.dumps({
+    user = "sync-%s" % uuid.uuid4().hex[:8]  # moto's backends are process-wide
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    iam.put_user_policy(UserName=user, PolicyName="s3", PolicyDocument=json.dumps({
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
     requests.post(endpoint + "/moto-api/reset-auth", data=b"0", timeout=10).raise_for_status()
@@ -296,8 +298,11 @@ class CutProxy(object):
                             self.cuts += 1
                     if armed:
                         dst.sendall(data[:max(0, limit - passed)])
-                        for s in (src, dst):
-                            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        for s in (dst, src):  # shutdown wakes the other pipe thread at once
+                            try:
+                                s.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
                             s.close()
                         return
                 passed += len(data)

@@ -1,0 +1,284 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""model_sync's engine against a real S3 API: moto's server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from collections import namedtuple
+
+import boto3
+import pytest
+from boto3.s3.transfer import TransferConfig
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hub_server import CutProxy, moto_auth, moto_auth_off, start_moto  # noqa: E402
+
+from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core  # noqa: E402
+from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (  # noqa: E402
+    STATE_NAME,
+    SyncEngine,
+    SyncError,
+)
+from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import S3Source  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def moto():
+    server, endpoint = start_moto()
+    yield endpoint
+    server.stop()
+
+
+def _client(endpoint):
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                        aws_access_key_id="test", aws_secret_access_key="test")
+
+
+def _upload(client, bucket, prefix, files, tmp_path):
+    client.create_bucket(Bucket=bucket)
+    for name, data in files.items():
+        if len(data) > 5 * MiB:  # real multipart upload, 5 MiB parts
+            local = tmp_path / "upload.bin"
+            local.write_bytes(data)
+            client.upload_file(str(local), bucket, prefix + name,
+                               Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+        else:
+            client.put_object(Bucket=bucket, Key=prefix + name, Body=data)
+
+
+def _model(seed=1):
+    rnd = __import__("random").Random(seed)
+    return {
+        "config.json": b'{"architectures": ["DeepseekV3ForCausalLM"]}',
+        "tokenizer.json": bytes(rnd.getrandbits(8) for _ in range(3000)),
+        "model-00001-of-000003.safetensors": os.urandom(2 * MiB + 123),
+        "model-00002-of-000003.safetensors": os.urandom(MiB),
+        "model-00003-of-000003.safetensors": os.urandom(11 * MiB + 7),  # multipart
+        "sub/README.md": b"# hello\n",
+    }
+
+
+def _source(endpoint, bucket, prefix="m/", **kw):
+    return S3Source(bucket, prefix, endpoint, "us-east-1", "path",
+                    kw.pop("access_key", "test"), kw.pop("secret_key", "test"), **kw)
+
+
+def _tree(path):
+    out = {}
+    for root, _, names in os.walk(path):
+        for n in names:
+            full = os.path.join(root, n)
+            rel = os.path.relpath(full, path)
+            if rel != STATE_NAME:
+                out[rel] = hashlib.sha256(open(full, "rb").read()).hexdigest()
+    return out
+
+
+def _expected(files):
+    return {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+
+
+def test_cold_sync_then_noop_rerun_only_stats(moto, tmp_path, monkeypatch):
+    files = _model()
+    _upload(_client(moto), "cold", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    result = SyncEngine(_source(moto, "cold"), dest, concurrency=4).run()
+    assert result["changed"] and result["files_fetched"] == 6
+    assert result["bytes_fetched"] == sum(len(v) for v in files.values())
+    assert _tree(dest) == _expected(files)
+    state = json.load(open(os.path.join(dest, STATE_NAME)))
+    assert state["complete"] is True
+    big = state["files"]["model-00003-of-000003.safetensors"]
+    assert big["algo"] == "s3-multipart" and big["digest"].endswith("-3") and big["part_size"] == 5 * MiB
+    assert state["files"]["config.json"]["digest"] == hashlib.md5(files["config.json"]).hexdigest()
+    assert not os.path.exists(dest + ".llmfleet-staging")
+    progress = json.load(open(dest + ".llmfleet-progress.json"))
+    assert progress["phase"] == "done"
+
+    opened = []
+    real_open = open
+    monkeypatch.setattr("builtins.open", lambda p, *a, **k: opened.append(str(p)) or real_open(p, *a, **k))
+    again = SyncEngine(_source(moto, "cold"), dest).run()
+    monkeypatch.undo()
+    assert again["changed"] is False and again["files_fetched"] == 0 and again["bytes_fetched"] == 0
+    assert again["files_up_to_date"] == 6
+    assert [p for p in opened if p.startswith(dest + "/")] == [os.path.join(dest, STATE_NAME)]  # stat only
+
+
+def test_cut_mid_file_resumes_to_identical_hashes(moto, tmp_path):
+    files = {"model-00001-of-000001.safetensors": os.urandom(3 * MiB), "config.json": b"{}"}
+    _upload(_client(moto), "cut", "m/", files, tmp_path)
+    host, port = moto.rsplit("//", 1)[1].split(":")
+    proxy = CutProxy(host, int(port), cut_after=MiB + 4321)
+    dest = str(tmp_path / "pub")
+    try:
+        with pytest.raises(SyncError) as err:
+            SyncEngine(_source(proxy.url, "cut"), dest, concurrency=1, retries=0).run()
+        part = dest + ".llmfleet-staging/model-00001-of-000001.safetensors.part"
+        kept = os.path.getsize(part)
+        assert proxy.cuts == 1 and 0 < kept < 3 * MiB
+        assert not os.path.exists(dest)  # nothing published
+        result = SyncEngine(_source(proxy.url, "cut"), dest, concurrency=1, retries=0).run()
+    finally:
+        proxy.close()
+    assert "kept" in str(err.value)
+    assert result["bytes_fetched"] == 3 * MiB - kept  # only the rest (config.json was staged)
+    assert _tree(dest) == _expected(files)
+
+
+def test_cut_mid_file_retried_within_one_run(moto, tmp_path):
+    files = {"a.safetensors": os.urandom(2 * MiB)}
+    _upload(_client(moto), "retry", "m/", files, tmp_path)
+    host, port = moto.rsplit("//", 1)[1].split(":")
+    proxy = CutProxy(host, int(port), cut_after=700000)
+    try:
+        result = SyncEngine(_source(proxy.url, "retry"), str(tmp_path / "pub"), concurrency=1, retries=2).run()
+    finally:
+        proxy.close()
+    assert proxy.cuts == 1 and result["bytes_fetched"] == 2 * MiB
+    assert _tree(str(tmp_path / "pub")) == _expected(files)
+
+
+def test_corrupted_published_file_detected_and_refetched(moto, tmp_path):
+    files = _model(2)
+    _upload(_client(moto), "corrupt", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    SyncEngine(_source(moto, "corrupt"), dest).run()
+    victim = os.path.join(dest, "model-00001-of-000003.safetensors")
+    st = os.stat(victim)
+    with open(victim, "r+b") as fh:  # flip one byte, keep size and mtime: only a re-hash sees it
+        fh.seek(1000)
+        byte = fh.read(1)
+        fh.seek(1000)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    quick = SyncEngine(_source(moto, "corrupt"), dest).run()
+    full = SyncEngine(_source(moto, "corrupt"), dest, verify="full").run()
+    assert quick["files_fetched"] == 0  # verify: state trusts size + mtime
+    assert full["fetched"] == ["model-00001-of-000003.safetensors"] and full["files_verified"] == 6
+    assert _tree(dest) == _expected(files)
+    # a touched file (mtime changed) is re-hashed even with verify: state
+    with open(victim, "r+b") as fh:
+        fh.write(b"XX")
+    touched = SyncEngine(_source(moto, "corrupt"), dest).run()
+    assert touched["fetched"] == ["model-00001-of-000003.safetensors"]
+    assert _tree(dest) == _expected(files)
+
+
+def test_corrupted_staged_part_is_refetched(moto, tmp_path):
+    files = {"w.safetensors": os.urandom(MiB)}
+    _upload(_client(moto), "badpart", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    staging = dest + ".llmfleet-staging"
+    os.makedirs(staging)
+    with open(os.path.join(staging, "w.safetensors.part"), "wb") as fh:
+        fh.write(b"garbage" * 1000)  # a partial file that is not a prefix of the object
+    result = SyncEngine(_source(moto, "badpart"), dest, retries=1).run()
+    assert result["bytes_fetched"] == (MiB - 7000) + MiB  # resumed, failed the hash, fetched whole
+    assert _tree(dest) == _expected(files)
+
+
+def test_disk_full_leaves_published_model_untouched(moto, tmp_path, monkeypatch):
+    old = _model(3)
+    client = _client(moto)
+    _upload(client, "full", "m/", old, tmp_path)
+    dest = str(tmp_path / "pub")
+    SyncEngine(_source(moto, "full"), dest).run()
+    before = _tree(dest)
+    state_before = open(os.path.join(dest, STATE_NAME)).read()
+    client.put_object(Bucket="full", Key="m/model-00002-of-000003.safetensors", Body=os.urandom(3 * MiB))
+
+    Vfs = namedtuple("Vfs", "f_bavail f_frsize")
+    monkeypatch.setattr(_sync_core.os, "statvfs", lambda p: Vfs(f_bavail=256, f_frsize=4096))  # 1 MiB free
+    with pytest.raises(SyncError) as err:
+        SyncEngine(_source(moto, "full"), dest, free_space_margin=MiB).run()
+    msg = str(err.value)
+    assert dest + ".llmfleet-staging" in msg
+    assert "short by 3.0 MiB (%d bytes)" % (3 * MiB) in msg
+    assert _tree(dest) == before and open(os.path.join(dest, STATE_NAME)).read() == state_before
+    assert not os.path.exists(dest + ".llmfleet-staging")  # not a byte written
+
+
+def test_interrupted_update_never_half_publishes(moto, tmp_path, monkeypatch):
+    old = _model(4)
+    client = _client(moto)
+    _upload(client, "half", "m/", old, tmp_path)
+    dest = str(tmp_path / "pub")
+    SyncEngine(_source(moto, "half"), dest).run()
+    before = _tree(dest)
+    client.put_object(Bucket="half", Key="m/config.json", Body=b'{"v": 2}')
+    client.put_object(Bucket="half", Key="m/model-00002-of-000003.safetensors", Body=os.urandom(MiB))
+    real_fetch = S3Source.fetch
+
+    def failing(self, rf, offset, sink):
+        if rf.path == "config.json":
+            raise ConnectionResetError("connection reset by peer")
+        return real_fetch(self, rf, offset, sink)
+
+    monkeypatch.setattr(S3Source, "fetch", failing)
+    with pytest.raises(SyncError):
+        SyncEngine(_source(moto, "half"), dest, retries=0).run()
+    assert _tree(dest) == before  # the shard that did arrive is staged, not published
+    monkeypatch.undo()
+    result = SyncEngine(_source(moto, "half"), dest).run()
+    assert result["files_fetched"] == 2 and result["bytes_fetched"] == len(b'{"v": 2}')  # shard was staged
+    assert json.load(open(os.path.join(dest, "config.json"))) == {"v": 2}
+
+
+@pytest.mark.parametrize("wrong", ["secret", "key"])
+def test_wrong_credentials_clear_error_without_secret(tmp_path, wrong):
+    server, endpoint = start_moto()
+    try:
+        key, secret = moto_auth(endpoint)
+        good = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                            aws_access_key_id=key, aws_secret_access_key=secret)
+        good.create_bucket(Bucket="auth")
+        good.put_object(Bucket="auth", Key="m/config.json", Body=b"{}")
+        bad_secret = "WRONGsecret/" + secret[:20]
+        bad_key = "AKIAWRONGKEY0000" if wrong == "key" else key
+        src = _source(endpoint, "auth", access_key=bad_key, secret_key=bad_secret)
+        with pytest.raises(SyncError) as err:
+            SyncEngine(src, str(tmp_path / "pub")).run()
+        ok = SyncEngine(_source(endpoint, "auth", access_key=key, secret_key=secret), str(tmp_path / "ok")).run()
+    finally:
+        moto_auth_off()
+        server.stop()
+    msg = str(err.value)
+    assert "credentials rejected" in msg and "s3://auth/m/" in msg
+    assert ("InvalidAccessKeyId" if wrong == "key" else "SignatureDoesNotMatch") in msg
+    assert bad_secret not in msg and secret not in msg
+    assert ok["files_fetched"] == 1
+    assert not os.path.exists(str(tmp_path / "pub"))
+
+
+def test_multipart_etag_without_part_size_falls_back_to_size(moto, tmp_path, monkeypatch):
+    files = {"big.safetensors": os.urandom(11 * MiB)}
+    _upload(_client(moto), "nopart", "m/", files, tmp_path)
+    src = _source(moto, "nopart")
+    monkeypatch.setattr(src.client, "head_object", lambda **kw: (_ for _ in ()).throw(RuntimeError("no")))
+    dest = str(tmp_path / "pub")
+    SyncEngine(src, dest).run()
+    entry = json.load(open(os.path.join(dest, STATE_NAME)))["files"]["big.safetensors"]
+    assert entry["algo"] == "etag-multipart"
+    assert entry["digest"] == hashlib.sha256(files["big.safetensors"]).hexdigest()
+    assert _tree(dest) == _expected(files)
+
+
+def test_filters_check_mode_and_bandwidth(moto, tmp_path):
+    files = _model(5)
+    _upload(_client(moto), "filt", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    plan = SyncEngine(_source(moto, "filt"), dest, check_mode=True, allow_patterns=["*.json", "*.md"],
+                      ignore_patterns=["tokenizer*"]).run()
+    assert plan["files_to_fetch"] == ["config.json", "sub/README.md"] and plan["changed"]
+    assert not os.path.exists(dest) and not os.path.exists(dest + ".llmfleet-progress.json")
+    result = SyncEngine(_source(moto, "filt"), dest, allow_patterns=["model-00002*"], bandwidth_limit=2 * MiB).run()
+    assert result["duration_s"] >= 0.45  # 1 MiB at 2 MiB/s
+    assert sorted(_tree(dest)) == ["model-00002-of-000003.safetensors"]
