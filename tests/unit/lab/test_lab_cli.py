@@ -1,0 +1,72 @@
+"""The lab's refusals: one line on stderr, exit status 2, nothing created."""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from tests.lab import __main__ as cli
+from tests.lab import lab
+
+
+@pytest.fixture(autouse=True)
+def no_docker(monkeypatch):
+    # Refusals must happen before the Docker engine is even looked at.
+    def boom(*a, **k):
+        raise AssertionError("Docker touched before the input was validated")
+    monkeypatch.setattr(lab, "ensure_docker", boom)
+    monkeypatch.setattr(lab, "load_state", lambda name: None)
+
+
+def run_cli(capsys, *argv):
+    rc = cli.main(["--name", "unit-test"] + list(argv))
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+@pytest.mark.parametrize("hosts", ["0", "-1"])
+def test_too_few_hosts(capsys, hosts):
+    rc, err = run_cli(capsys, "up", "--hosts", hosts)
+    assert rc == 2
+    assert err.count("\n") == 0
+    assert "--hosts must be at least 1" in err
+
+
+def test_too_many_hosts(capsys, monkeypatch):
+    monkeypatch.setattr(lab, "max_hosts", lambda: 3)
+    rc, err = run_cli(capsys, "up", "--hosts", "4")
+    assert rc == 2
+    assert "does not fit" in err and "room for 3" in err
+
+
+def test_port_in_use(capsys):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    port = s.getsockname()[1]
+    try:
+        rc, err = run_cli(capsys, "up", "--hosts", "1", "--ssh-port-base", str(port - 1))
+    finally:
+        s.close()
+    assert rc == 2
+    assert "port %d on 127.0.0.1 is already in use" % port in err
+
+
+def test_unknown_fixture(capsys):
+    rc, err = run_cli(capsys, "up", "--hosts", "1", "--gpus", "b300x72")
+    assert rc == 2
+    assert "GPU fixture 'b300x72' not found" in err
+
+
+def test_missing_docker_that_cannot_be_installed(capsys, monkeypatch):
+    monkeypatch.undo()  # the real ensure_docker this time, with no docker and no apt-get
+    monkeypatch.setattr(lab, "load_state", lambda name: None)
+    monkeypatch.setattr(lab, "docker_ok", lambda: False)
+    monkeypatch.setattr(lab.shutil, "which", lambda name: None)
+    rc, err = run_cli(capsys, "up", "--hosts", "1", "--ssh-port-base", "40000")
+    assert rc == 2
+    assert "no Docker engine and cannot install one" in err
+
+
+def test_max_hosts_from_memory():
+    assert 1 <= lab.max_hosts() <= lab.MAX_HOSTS
