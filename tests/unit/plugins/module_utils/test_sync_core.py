@@ -1,0 +1,152 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""model_sync engine pieces, and the local / peer (rsync) sources between two directories."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+
+import pytest
+
+from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
+    STATE_NAME,
+    Limiter,
+    RemoteFile,
+    SyncEngine,
+    SyncError,
+    _MultipartHasher,
+    parse_size,
+    safe_rel,
+    select,
+)
+from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import (
+    LocalSource,
+    PeerSource,
+    make_source,
+)
+
+
+def test_parse_size():
+    assert parse_size("0") == 0 and parse_size(None) == 0 and parse_size(512) == 512
+    assert parse_size("100M") == 100 * 1024 ** 2 and parse_size("1.5G") == int(1.5 * 1024 ** 3)
+    assert parse_size("2GiB") == 2 * 1024 ** 3 and parse_size("10KB") == 10240
+    with pytest.raises(SyncError):
+        parse_size("lots")
+
+
+def test_multipart_hasher_matches_s3_rule():
+    data = os.urandom(2500)
+    parts = [data[i:i + 1000] for i in range(0, 2500, 1000)]
+    expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-3"
+    h = _MultipartHasher(1000)
+    for i in range(0, 2500, 333):  # chunks that straddle part boundaries
+        h.update(data[i:i + 333])
+    assert h.hexdigest() == expected
+
+
+def test_select_and_safe_rel():
+    files = [RemoteFile(p, 1) for p in ("a.safetensors", "sub/b.json", "README.md", STATE_NAME, "tokenizer.model")]
+    assert [f.path for f in select(files, ["*.safetensors", "*.json", "tokenizer*"], ["sub/*"])] == \
+        ["a.safetensors", "tokenizer.model"]
+    assert [f.path for f in select(files)] == ["a.safetensors", "sub/b.json", "README.md", "tokenizer.model"]
+    for bad in ("../etc/passwd", "/abs", "a/../../b"):
+        with pytest.raises(SyncError):
+            safe_rel(bad)
+
+
+def test_limiter_waits_for_the_rate():
+    now = [0.0]
+    slept = []
+    lim = Limiter(1000, clock=lambda: now[0], sleep=slept.append)
+    lim.consume(500)
+    lim.consume(1500)
+    assert slept == [0.5, 2.0]
+    Limiter(0, sleep=slept.append).consume(10 ** 9)
+    assert len(slept) == 2
+
+
+def _make_src(root, files):
+    for rel, data in files.items():
+        path = os.path.join(root, rel)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as fh:
+            fh.write(data)
+
+
+FILES = {"config.json": b"{}", "model-00001-of-00002.safetensors": os.urandom(70000),
+         "model-00002-of-00002.safetensors": os.urandom(50000), "sub/t.json": b"[1]"}
+
+
+def test_local_then_peer_between_directories(tmp_path):
+    _make_src(str(tmp_path / "src"), FILES)
+    first = str(tmp_path / "first")
+    r1 = SyncEngine(LocalSource(str(tmp_path / "src")), first, warm_up=True).run()
+    assert r1["files_fetched"] == 4 and r1["warmed_bytes"] == sum(len(v) for v in FILES.values())
+    state = json.load(open(os.path.join(first, STATE_NAME)))
+    assert state["files"]["sub/t.json"]["digest"] == hashlib.sha256(b"[1]").hexdigest()
+
+    second = str(tmp_path / "second")
+    peer = PeerSource(first)
+    r2 = SyncEngine(peer, second).run()
+    assert r2["files_fetched"] == 4 and r2["files_verified"] == 4
+    assert json.load(open(os.path.join(second, STATE_NAME)))["files"].keys() == state["files"].keys()
+    for rel, data in FILES.items():
+        assert open(os.path.join(second, rel), "rb").read() == data
+    assert SyncEngine(PeerSource(first), second).run()["changed"] is False
+
+
+def test_peer_over_remote_shell_and_corrupt_peer_copy(tmp_path):
+    """rsync host:path through a remote-shell program (a stand-in for ssh that runs the
+    command locally), as between two lab hosts; a peer whose bytes differ from its state is refused."""
+    _make_src(str(tmp_path / "src"), FILES)
+    first = str(tmp_path / "first")
+    SyncEngine(LocalSource(str(tmp_path / "src")), first).run()
+    fake_ssh = tmp_path / "fake-ssh"
+    log = tmp_path / "ssh.log"
+    fake_ssh.write_text('#!/bin/sh\n# args: [-o opt|-p port|-i key|-l user]... host command...\n'
+                        'echo "$@" >> %s\n'
+                        'while [ "$1" = "-o" ] || [ "$1" = "-p" ] || [ "$1" = "-i" ] || [ "$1" = "-l" ]; do shift 2; done\n'
+                        'shift\nexec sh -c "$*"\n' % log)
+    fake_ssh.chmod(fake_ssh.stat().st_mode | stat.S_IXUSR)
+    src = make_source({"source": "peer", "peer_host": "gpu-a", "peer_user": "llm", "peer_path": first,
+                       "peer_ssh_command": str(fake_ssh), "peer_port": 2222})
+    second = str(tmp_path / "second")
+    result = SyncEngine(src, second, bandwidth_limit=50 * 1024 * 1024).run()
+    assert result["files_fetched"] == 4
+    assert "-o BatchMode=yes -p 2222 -l llm gpu-a rsync --server" in log.read_text()
+    for rel, data in FILES.items():
+        assert open(os.path.join(second, rel), "rb").read() == data
+
+    victim = os.path.join(first, "model-00002-of-00002.safetensors")
+    st = os.stat(victim)
+    with open(victim, "r+b") as fh:
+        fh.write(b"\0\0\0")
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    third = str(tmp_path / "third")
+    with pytest.raises(SyncError) as err:
+        SyncEngine(PeerSource(first), third, retries=0).run()
+    assert "model-00002-of-00002.safetensors" in str(err.value) and not os.path.exists(third)
+
+
+def test_peer_refuses_incomplete_copy(tmp_path):
+    os.makedirs(str(tmp_path / "half"))
+    with open(str(tmp_path / "half" / STATE_NAME), "w") as fh:
+        json.dump({"complete": False, "files": {"a": {"size": 1}}}, fh)
+    with pytest.raises(SyncError) as err:
+        SyncEngine(PeerSource(str(tmp_path / "half")), str(tmp_path / "x")).run()
+    assert "not a complete" in str(err.value)
+
+
+def test_local_source_change_detected_by_size_mtime(tmp_path):
+    _make_src(str(tmp_path / "src"), {"a.bin": b"one"})
+    dest = str(tmp_path / "d")
+    SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()
+    assert SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()["changed"] is False
+    with open(str(tmp_path / "src" / "a.bin"), "wb") as fh:
+        fh.write(b"two!")
+    r = SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()
+    assert r["fetched"] == ["a.bin"] and open(os.path.join(dest, "a.bin"), "rb").read() == b"two!"

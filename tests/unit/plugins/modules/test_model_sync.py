@@ -1,0 +1,114 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""model_sync module: check mode, real run, re-run, diff, secrets, against moto's S3 server."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import boto3
+import pytest
+from ansible.module_utils import basic
+from ansible.module_utils.testing import patch_module_args
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
+from hub_server import moto_auth, moto_auth_off, start_moto  # noqa: E402
+
+from ansible_collections.llmfleet.serving.plugins.modules import model_sync  # noqa: E402
+
+
+class ExitJson(Exception):
+    pass
+
+
+class FailJson(Exception):
+    pass
+
+
+def _exit(self, **kw):
+    raise ExitJson(kw)
+
+
+def _fail(self, **kw):
+    kw["failed"] = True
+    raise FailJson(kw)
+
+
+@pytest.fixture
+def module_env(monkeypatch):
+    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit)
+    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail)
+
+
+@pytest.fixture(scope="module")
+def s3():
+    server, endpoint = start_moto()
+    try:
+        key, secret = moto_auth(endpoint)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id=key, aws_secret_access_key=secret)
+        client.create_bucket(Bucket="weights")
+        for name, data in {"config.json": b"{}", "model-00001-of-00001.safetensors": os.urandom(200000)}.items():
+            client.put_object(Bucket="weights", Key="r1/" + name, Body=data)
+        yield endpoint, key, secret
+    finally:
+        moto_auth_off()
+        server.stop()
+
+
+def _run(args, check=False, diff=False):
+    args = dict(args)
+    if check:
+        args["_ansible_check_mode"] = True
+    if diff:
+        args["_ansible_diff"] = True
+    with patch_module_args(args):
+        with pytest.raises((ExitJson, FailJson)) as exc:
+            model_sync.main()
+    return exc.type, exc.value.args[0]
+
+
+def _args(s3, tmp_path, **kw):
+    endpoint, key, secret = s3
+    args = {"source": "s3", "bucket": "weights", "prefix": "r1", "endpoint_url": endpoint,
+            "region": "us-east-1", "addressing_style": "path", "access_key": key, "secret_key": secret,
+            "path": str(tmp_path / "R1"), "free_space_margin": "0"}
+    args.update(kw)
+    return args
+
+
+def test_check_real_check_real(module_env, s3, tmp_path):
+    args = _args(s3, tmp_path)
+    kind, res = _run(args, check=True, diff=True)
+    assert kind is ExitJson and res["changed"] is True
+    assert res["files_to_fetch"] == ["config.json", "model-00001-of-00001.safetensors"]
+    assert res["diff"]["after"]["files_to_fetch"] == res["files_to_fetch"]
+    assert not os.path.exists(args["path"])
+    kind, res = _run(args)
+    assert kind is ExitJson and res["changed"] is True and res["files_fetched"] == 2
+    assert res["bytes_fetched"] == 200002 and res["files_verified"] == 2
+    assert res["published_path"] == args["path"] and res["state_file"].endswith(".llmfleet-state.json")
+    assert res["duration_s"] >= 0
+    assert json.load(open(res["state_file"]))["complete"] is True
+    kind, res = _run(args, check=True)
+    assert res["changed"] is False and res["files_to_fetch"] == []
+    kind, res = _run(args)
+    assert res["changed"] is False and res["files_fetched"] == 0
+    _, secret = s3[1], s3[2]
+    assert secret not in json.dumps(res)
+
+
+def test_wrong_secret_fails_cleanly(module_env, s3, tmp_path):
+    wrong = "wrongSECRETvalue1234567890"
+    kind, res = _run(_args(s3, tmp_path, secret_key=wrong))
+    assert kind is FailJson
+    assert "credentials rejected" in res["msg"] and "SignatureDoesNotMatch" in res["msg"]
+    assert wrong not in json.dumps(res) and "Traceback" not in res["msg"]
+
+
+def test_required_options(module_env, tmp_path):
+    kind, res = _run({"source": "huggingface", "path": str(tmp_path / "x")})
+    assert kind is FailJson and "repo_id" in res["msg"]
