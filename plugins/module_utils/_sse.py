@@ -75,6 +75,15 @@ class SSEParser(object):
                 text = text[1:]
         events = []
         buf = self._buf + text
+        if "\r" not in buf:
+            # fast path (LF-only streams, the usual case): split once
+            lines = buf.split("\n")
+            self._buf = lines.pop()
+            for line in lines:
+                ev = self._line(line)
+                if ev is not None:
+                    events.append(ev)
+            return events
         start = 0
         n = len(buf)
         while True:
