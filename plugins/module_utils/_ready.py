@@ -214,8 +214,8 @@ class ContainerWatch(object):
             elif st.get("restarting"):
                 reason = "is restarting (exit code %s)" % st.get("exit_code")
             elif not st.get("running") and st.get("status") != "created":
-                reason = "exited with code %s%s" % (st.get("exit_code"),
-                                                     " (OOM killed by the kernel)" if st.get("oom_killed") else "")
+                oom = " (OOM killed by the kernel)" if st.get("oom_killed") else ""
+                reason = "exited with code %s%s" % (st.get("exit_code"), oom)
             if reason:
                 return {"container": c["container"], "host": c.get("host"), "docker_host": c.get("docker_host"),
                         "reason": reason, "state": st}
@@ -238,8 +238,8 @@ def diagnose(backend, failure, log_lines):
         "reason": failure["reason"],
         "exit_code": st.get("exit_code"),
         "restart_count": st.get("restart_count"),
-        "summary": "container %s %s: %s%s" % (where, failure["reason"], diag["class"],
-                                               (" (%s)" % diag["line"]) if diag.get("line") else ""),
+        "summary": "container %s %s: %s%s" % (
+            where, failure["reason"], diag["class"], (" (%s)" % diag["line"]) if diag.get("line") else ""),
     })
     return diag, tail_lines(logs, log_lines)
 

@@ -22,7 +22,7 @@ description:
     O(node_rank) and O(master_addr) (for example with C(async) or C(strategy=free)); the parser handles the
     logs of several nodes. Orchestrating that from one task is not implemented.
 version_added: 0.1.0
-author: llmfleet developers
+author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING
@@ -306,9 +306,8 @@ def main():
     if rc != 0:
         diag = classify_logs(text)
         why = "timed out after %ss" % p["timeout"] if rc in (124, 137) and timeout_bin else "exited with %s" % rc
-        module.fail_json(msg="NCCL all-reduce %s: %s%s" % (why, diag["class"],
-                                                         (" (%s)" % diag["line"]) if diag.get("line") else ""),
-                         diagnosis=diag, **result)
+        line = (" (%s)" % diag["line"]) if diag.get("line") else ""
+        module.fail_json(msg="NCCL all-reduce %s: %s%s" % (why, diag["class"], line), diagnosis=diag, **result)
     errors = evaluate(parsed, p["min_busbw_gbps"], p["require_transport"])
     if errors:
         module.fail_json(msg="; ".join(errors), **result)

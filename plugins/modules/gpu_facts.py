@@ -18,7 +18,7 @@ description:
   - Without C(nvidia-smi), or with the driver not loaded, fails with a message saying which
     of the two is missing, unless O(fail_on_missing=false).
 version_added: 0.1.0
-author: llmfleet developers
+author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.INFO_MODULE

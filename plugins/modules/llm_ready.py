@@ -21,7 +21,7 @@ description:
   - HTTP uses only the Python standard library. Containers are read through the Docker SDK for
     Python when installed, otherwise through the C(docker) CLI (C(docker inspect), C(docker logs)).
 version_added: 0.1.0
-author: llmfleet developers
+author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.INFO_MODULE
@@ -234,7 +234,7 @@ def main():
             api_key_file=dict(type="path"),
             endpoint=dict(type="str", choices=["chat", "completions"], default="chat"),
             prompt=dict(type="str", default="Say hello."),
-            max_tokens=dict(type="int", default=16),
+            max_tokens=dict(type="int", default=16, no_log=False),
             timeout=dict(type="int", default=900),
             poll_interval=dict(type="float", default=2.0),
             request_timeout=dict(type="float", default=60.0),
