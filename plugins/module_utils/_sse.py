@@ -76,11 +76,31 @@ class SSEParser(object):
         events = []
         buf = self._buf + text
         if "\r" not in buf:
-            # fast path (LF-only streams, the usual case): split once
-            lines = buf.split("\n")
+            # Fast path (LF-only streams, the usual case): split into event blocks once;
+            # a block that is a single ``data:`` line (almost every chunk of an
+            # OpenAI-compatible stream) becomes an event without the per-line machinery.
+            blocks = buf.split("\n\n")
+            rest = blocks.pop()
+            line_of = self._line
+            for block in blocks:
+                if block[:5] == "data:" and "\n" not in block and not self._data \
+                        and not self._event:
+                    value = block[5:]
+                    if value[:1] == " ":
+                        value = value[1:]
+                    events.append(SSEEvent("message", value, self._id))
+                    continue
+                for line in block.split("\n"):
+                    ev = line_of(line)
+                    if ev is not None:
+                        events.append(ev)
+                ev = self._dispatch()
+                if ev is not None:
+                    events.append(ev)
+            lines = rest.split("\n")
             self._buf = lines.pop()
             for line in lines:
-                ev = self._line(line)
+                ev = line_of(line)
                 if ev is not None:
                     events.append(ev)
             return events

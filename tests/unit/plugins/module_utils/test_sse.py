@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.llmfleet.serving.plugins.module_utils._sse import (
     DONE, ERROR, JSON, OTHER, SSEEvent, SSEParser, classify,
@@ -79,3 +81,42 @@ def test_classify_done_json_error_other():
 def test_classify_several_json_documents_in_one_event():
     ev = SSEEvent(data='{"i": 1}\n{"i": 2}\n[DONE]')
     assert classify(ev) == [(JSON, {"i": 1}), (JSON, {"i": 2}), (DONE, None)]
+
+
+# The LF-only fast path (event blocks, single ``data:`` lines without per-line work) must
+# give exactly what the general CR/LF line path gives, for any stream and any split.
+LINES = ["data: x", 'data:{"a":1}', "data:", "data:  two spaces", "", "", ": c",
+         "event: error", "id: 7", "id", "data: [DONE]", "retry: 5", "foo", "data: \u00e9"]
+
+
+def _events_via_crlf_path(text):
+    # a CR anywhere sends the parser down the general path, in one piece
+    p = SSEParser()
+    return p.feed(text.replace("\n", "\r\n").encode("utf-8")) + p.close()
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.sampled_from(LINES), max_size=30), st.booleans(),
+       st.lists(st.integers(min_value=1, max_value=40), max_size=20))
+def test_lf_fast_path_matches_general_path(lines, trailing_lf, cuts):
+    text = "\n".join(lines) + ("\n" if trailing_lf else "")
+    data = text.encode("utf-8")
+    p = SSEParser()
+    got = []
+    pos = 0
+    for c in cuts:
+        got.extend(p.feed(data[pos:pos + c]))
+        pos += c
+    got.extend(p.feed(data[pos:]))
+    got.extend(p.close())
+    assert got == _events_via_crlf_path(text)
+
+
+def test_fast_path_keeps_pending_event_state():
+    p = SSEParser()
+    assert p.feed(b"event: error\n") == []
+    # a single data line after an event field belongs to that event, not a plain message
+    assert p.feed(b"data: boom\n\ndata: ok\n\n") == [SSEEvent("error", "boom"),
+                                                     SSEEvent("message", "ok")]
+    assert p.feed(b"data: a\n") == []
+    assert p.feed(b"\ndata: b\n\n") == [SSEEvent("message", "a"), SSEEvent("message", "b")]
