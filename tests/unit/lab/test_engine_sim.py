@@ -24,7 +24,7 @@ if SRC not in sys.path:
 
 from engine_sim import tokenizer as tok  # noqa: E402
 from engine_sim.config import SimConfig, parse_faults  # noqa: E402
-from engine_sim.engine import DeadlineScheduler, Slots  # noqa: E402
+from engine_sim.engine import DeadlineScheduler, Slots, TimerfdScheduler, make_scheduler  # noqa: E402
 from engine_sim.modelcheck import ModelDirError, check_model_dir  # noqa: E402
 from engine_sim.server import ServerSpec, SimServer  # noqa: E402
 
@@ -133,9 +133,10 @@ def test_model_dir_missing_config_and_weights(tmp_path):
 
 
 # ----------------------------------------------------------------------------- scheduler
-def test_scheduler_meets_absolute_deadlines():
+@pytest.mark.parametrize("kind", [DeadlineScheduler, TimerfdScheduler])
+def test_scheduler_meets_absolute_deadlines(kind):
     async def main():
-        sched = DeadlineScheduler(asyncio.get_running_loop())
+        sched = kind(asyncio.get_running_loop())
         sched.start()
         t0 = time.monotonic() + 0.01
         late = []
@@ -155,6 +156,20 @@ def test_scheduler_meets_absolute_deadlines():
     assert len(late) == 200
     assert min(late) >= -0.0001          # released at most EARLY_S (50 us) early
     assert statistics.median(late) < 0.001
+
+
+def test_scheduler_choice(monkeypatch):
+    async def main():
+        loop = asyncio.get_running_loop()
+        first = make_scheduler(loop)
+        monkeypatch.setenv("LLMFLEET_SIM_SCHEDULER", "sleep")
+        second = make_scheduler(loop)
+        first.stop()
+        second.stop()
+        return type(first), type(second)
+    first, second = asyncio.run(main())
+    assert first is TimerfdScheduler      # Linux
+    assert second is DeadlineScheduler
 
 
 def test_slots_queue_fifo_and_count_waiting():

@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 
 from . import flags, logs
-from .config import SimConfig
+from .config import PREFIX, SimConfig
 from .modelcheck import ModelDirError, check_model_dir
 from .server import ServerSpec, SimServer
 
@@ -98,11 +98,15 @@ def _strip_config(argv):
 
 def _parse(engine, argv, prog, cfg):
     version = cfg.engine_version or flags.default_version(engine)
-    cfg_path = None
-    if engine == "sglang":
-        argv, cfg_path = _strip_config(argv)
-        if cfg_path:
-            argv = _config_argv(cfg_path, prog) + argv
+    try:
+        flags.check_version(engine, version)
+    except flags.UsageError as exc:
+        flags.usage_exit(prog, "%sENGINE_VERSION: %s" % (PREFIX, exc))
+    argv, cfg_path = _strip_config(argv)
+    if cfg_path:
+        if engine == "sglang" and not cfg_path.endswith((".yaml", ".yml")):
+            flags.usage_exit(prog, "argument --config: config file must be YAML (.yaml or .yml): %s" % cfg_path)
+        argv = _config_argv(cfg_path, prog) + argv
     try:
         values = flags.parse(engine, version, argv)
     except flags.UsageError as exc:
@@ -124,10 +128,7 @@ def vllm_main(argv=None):
     if argv[0] != "serve":
         sys.stderr.write("vllm %s: not available in the llmfleet engine simulator\n" % argv[0])
         return 2
-    rest = argv[1:]
-    if rest and not rest[0].startswith("-"):
-        rest = ["--model", rest[0]] + rest[1:]
-    return run("vllm", rest, "vllm serve")
+    return run("vllm", argv[1:], "vllm serve")
 
 
 def vllm_api_server_main(argv=None):
@@ -178,13 +179,15 @@ def run(engine, argv, prog):
     if engine == "sglang":
         model = opts.get("model_path")
     else:
-        model = opts.get("model")
+        model = opts.get("model_tag", "model")
     if not model:
         flags.usage_exit(prog, "the following arguments are required: %s"
                          % ("--model-path" if engine == "sglang" else "model_tag"))
     host = opts.get("host") or ("127.0.0.1" if engine == "sglang" else "0.0.0.0")
     port = opts.as_int("port", default=30000 if engine == "sglang" else 8000)
     api_key = opts.get("api_key") or (os.environ.get("VLLM_API_KEY") if engine == "vllm" else None)
+    if isinstance(api_key, (list, tuple)):      # vLLM 0.32: --api-key takes one or more keys
+        api_key = [str(k) for k in api_key]
     served = _served_names(opts.get("served_model_name"), model)
 
     if engine == "vllm":

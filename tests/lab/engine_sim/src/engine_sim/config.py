@@ -29,6 +29,7 @@ ENV_VARS = {
     "DIST_INIT_TIMEOUT_S": (float, 300.0, "SGLang: how long ranks wait for each other at --dist-init-addr"),
     "PEER_TIMEOUT_S": (float, 10.0, "SGLang: a peer silent this long counts as lost"),
     "HEARTBEAT_S": (float, 1.0, "SGLang: heartbeat period between ranks"),
+    "SCHEDULER": (str, "", "token clock: timerfd (default on Linux) or sleep (portable fallback)"),
 }
 
 

@@ -2,17 +2,25 @@
 
 Timing is scheduled against absolute deadlines: the first chunk of a request is due at
 ``admitted + ttft(prompt)``; every next chunk at ``previous deadline + itl(running)``. A
-late wake-up therefore never shifts the following tokens, and one scheduler task wakes all
+late wake-up therefore never shifts the following tokens, and one scheduler wakes all
 sequences that are due in the same tick (one timer for the whole engine, not one per token
-per request). The last stretch before a deadline (< ``SPIN_S``) is slept with a blocking
-``time.sleep`` because the event loop's epoll timeout has millisecond granularity.
+per request).
+
+The event loop's own timers have millisecond granularity (epoll's timeout), too coarse for
+sub-millisecond accuracy. On Linux the scheduler therefore arms a ``timerfd`` (CLOCK_MONOTONIC,
+absolute, nanosecond resolution) registered with the loop as a reader: the loop wakes exactly
+at the next deadline without blocking. Elsewhere :class:`DeadlineScheduler` uses a loop timer
+until ``SPIN_S`` before the deadline and a short blocking ``time.sleep`` for the rest.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import heapq
 import itertools
+import os
 import time
 from collections import deque
 
@@ -90,6 +98,113 @@ class DeadlineScheduler(object):
             await asyncio.sleep(0)
 
 
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+_CLOCK_MONOTONIC = 1
+_TFD_NONBLOCK = 0o4000
+_TFD_CLOEXEC = 0o2000000
+_TFD_TIMER_ABSTIME = 1
+
+
+def _libc():
+    if not hasattr(time, "CLOCK_MONOTONIC") or os.name != "posix":
+        return None
+    # time.monotonic() must be CLOCK_MONOTONIC for absolute timerfd deadlines
+    if time.get_clock_info("monotonic").implementation != "clock_gettime(CLOCK_MONOTONIC)":
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        libc.timerfd_create.argtypes = [ctypes.c_int, ctypes.c_int]
+        libc.timerfd_settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_Itimerspec),
+                                         ctypes.c_void_p]
+        return libc
+    except (OSError, AttributeError):
+        return None
+
+
+class TimerfdScheduler(object):
+    """Same interface as :class:`DeadlineScheduler`, woken by a Linux timerfd."""
+
+    def __init__(self, loop=None):
+        self.loop = loop or asyncio.get_event_loop()
+        self.heap = []
+        self._seq = itertools.count()
+        self._libc = _libc()
+        if self._libc is None:
+            raise OSError("timerfd is not available")
+        self._fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create failed")
+        self._spec = _Itimerspec()
+        self._armed = float("inf")
+        self._started = False
+
+    def start(self):
+        if not self._started:
+            self.loop.add_reader(self._fd, self._fire)
+            self._started = True
+            if self.heap:
+                self._arm(self.heap[0][0])
+
+    def stop(self):
+        if self._started:
+            self.loop.remove_reader(self._fd)
+            self._started = False
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def _arm(self, deadline):
+        self._armed = deadline
+        if deadline <= 0:
+            deadline = 1e-9
+        sec = int(deadline)
+        self._spec.it_value.tv_sec = sec
+        self._spec.it_value.tv_nsec = max(1, int((deadline - sec) * 1e9))
+        if self._libc.timerfd_settime(self._fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    def until(self, deadline):
+        fut = self.loop.create_future()
+        heapq.heappush(self.heap, (deadline, next(self._seq), fut))
+        if deadline < self._armed and self._started:
+            self._arm(deadline)
+        return fut
+
+    def _fire(self):
+        try:
+            os.read(self._fd, 8)
+        except BlockingIOError:
+            pass
+        heap = self.heap
+        heappop = heapq.heappop
+        now = time.monotonic() + EARLY_S
+        while heap and heap[0][0] <= now:
+            fut = heappop(heap)[2]
+            if not fut.done():
+                fut.set_result(None)
+        if heap:
+            self._arm(heap[0][0])
+        else:
+            self._armed = float("inf")
+
+
+def make_scheduler(loop=None):
+    """A :class:`TimerfdScheduler` where Linux has timerfd, else a :class:`DeadlineScheduler`."""
+    if os.environ.get("LLMFLEET_SIM_SCHEDULER", "") != "sleep":
+        try:
+            return TimerfdScheduler(loop)
+        except OSError:
+            pass
+    return DeadlineScheduler(loop)
+
+
 class Slots(object):
     """At most ``limit`` running sequences; the others wait in FIFO order."""
 
@@ -131,7 +246,7 @@ class Engine(object):
     def __init__(self, cfg, max_num_seqs, metrics, loop=None):
         self.cfg = cfg
         self.loop = loop or asyncio.get_event_loop()
-        self.sched = DeadlineScheduler(self.loop)
+        self.sched = make_scheduler(self.loop)
         self.slots = Slots(max_num_seqs, self.loop)
         self.metrics = metrics
         self.kv_tokens = 0

@@ -1,12 +1,14 @@
 """Command-line parsing with the real engines' flag tables.
 
-The tables live in the collection (``plugins/module_utils/_engine_flags.py``); the lab's
-engine image copies that file next to this one as ``engine_sim/_engine_flags.py``.
+The tables live in the collection (``plugins/module_utils/_engine_flags.py``, extracted from
+the real vLLM and SGLang parsers); the lab's engine image copies that file next to this one
+as ``engine_sim/_engine_flags.py``. Its API: ``parse_args(engine, version, argv)`` returns
+``(values, unknown)`` with values keyed by canonical option strings (``--tp-size``), and
+``default_version`` / ``resolve_version`` / ``known_flags``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 try:
@@ -19,63 +21,37 @@ class UsageError(Exception):
     """Bad command line: print ``prog: error: message`` and exit 2, like argparse."""
 
 
-def _normalize(result):
-    """Accept what ``_engine_flags.parse_args`` returns and give a dict dest -> value."""
-    if isinstance(result, argparse.Namespace):
-        return dict(vars(result))
-    if isinstance(result, tuple) and len(result) == 2:
-        values, unknown = result
-        if unknown:
-            raise UsageError("unrecognized arguments: %s" % " ".join(unknown))
-        return _normalize(values)
-    if isinstance(result, dict):
-        return dict(result)
-    for attr in ("values", "args", "options"):
-        val = getattr(result, attr, None)
-        if isinstance(val, dict):
-            return dict(val)
-    raise TypeError("unexpected result from _engine_flags.parse_args: %r" % type(result))
-
-
 def parse(engine, version, argv):
-    """dest -> value for ``argv`` (flags only; the positional model of ``vllm serve`` is
-    handled by the caller). Raises :class:`UsageError`."""
+    """dest -> value for ``argv`` (``--max-model-len`` -> ``max_model_len``; vLLM's positional
+    model is ``model_tag``). Raises :class:`UsageError` for what the engine would reject."""
     try:
-        result = _ef.parse_args(engine, version, list(argv))
-    except SystemExit as exc:  # an argparse-based table printed its own error
-        raise UsageError("__printed__:%s" % exc.code)
-    except (ValueError, KeyError, TypeError) as exc:
-        msg = str(exc.args[0]) if exc.args else str(exc)
-        raise UsageError(msg)
-    return {str(k).lstrip("-").replace("-", "_"): v for k, v in _normalize(result).items()}
-
-
-def versions(engine):
-    for name in ("versions", "supported_versions", "known_versions"):
-        fn = getattr(_ef, name, None)
-        if callable(fn):
-            try:
-                return list(fn(engine))
-            except TypeError:
-                continue
-    return []
+        values, unknown = _ef.parse_args(engine, version, list(argv))
+    except ValueError as exc:  # UnknownEngineError: no table for this version
+        raise UsageError(str(exc))
+    if unknown:
+        raise UsageError("unrecognized arguments: %s" % " ".join(unknown))
+    return {str(k).lstrip("-").replace("-", "_"): v for k, v in values.items()}
 
 
 def default_version(engine):
-    for name in ("DEFAULT_VERSIONS", "DEFAULT_VERSION", "LATEST"):
-        val = getattr(_ef, name, None)
-        if isinstance(val, dict) and engine in val:
-            return str(val[engine])
-    vs = versions(engine)
-    if vs:
-        from .metrics import version_tuple
-        return str(sorted(vs, key=version_tuple)[-1])
-    return "0.32.0" if engine == "vllm" else "0.5.5"
+    return str(_ef.default_version(engine))
+
+
+def check_version(engine, version):
+    """The flag table version used for ``version`` (raises UsageError when there is none)."""
+    try:
+        return _ef.resolve_version(engine, version)
+    except ValueError as exc:
+        raise UsageError(str(exc))
+
+
+def known_flags(engine, version=None):
+    return _ef.known_flags(engine, version)
 
 
 def usage_exit(prog, message, stream=None):
     stream = stream or sys.stderr
-    if not message.startswith("__printed__:"):
-        stream.write("usage: %s [options]\n%s: error: %s\n" % (prog, prog, message))
-        stream.flush()
+    usage = "usage: %s [model_tag] [options]" % prog if prog == "vllm serve" else "usage: %s [options]" % prog
+    stream.write("%s\n%s: error: %s\n" % (usage, prog, message))
+    stream.flush()
     raise SystemExit(2)

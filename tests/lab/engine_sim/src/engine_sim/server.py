@@ -30,7 +30,7 @@ class ServerSpec(object):
         self.model_path = model_path
         self.served_names = list(served_names) or [model_path]
         self.max_model_len = int(max_model_len)
-        self.api_key = api_key
+        self.api_key = api_key                  # a key, a list of keys, or None
         self.max_num_seqs = max_num_seqs
         self.enable_metrics = enable_metrics
 
@@ -72,9 +72,11 @@ class SimServer(object):
         self.created = int(time.time())
         self.metrics = Metrics(spec.engine, spec.version, spec.served_names[0])
         self.engine = Engine(cfg, cfg.max_num_seqs or spec.max_num_seqs, self.metrics, loop)
-        self._auth = ("Bearer " + spec.api_key).encode("utf-8") if spec.api_key else None
+        keys = spec.api_key if isinstance(spec.api_key, (list, tuple)) else [spec.api_key]
+        self._auth = [("Bearer " + k).encode("utf-8") for k in keys if k] or None
         self.app = web.Application(middlewares=[self._middleware], client_max_size=64 * 1024 * 1024)
         self.app.on_startup.append(self._on_startup)
+        self.app.on_cleanup.append(self._on_cleanup)
         r = self.app.router
         r.add_get("/health", self.health)
         r.add_get("/ping", self.health)
@@ -93,6 +95,9 @@ class SimServer(object):
     async def _on_startup(self, _app):
         self.engine.start()
 
+    async def _on_cleanup(self, _app):
+        self.engine.sched.stop()
+
     # -- middleware: readiness and API key -------------------------------------------------
     def _protected(self, path):
         if self.spec.engine == "sglang":
@@ -103,7 +108,10 @@ class SimServer(object):
     async def _middleware(self, request, handler):
         if self._auth is not None and request.method != "OPTIONS" and self._protected(request.path):
             got = request.headers.get("Authorization", "").encode("utf-8")
-            if not hmac.compare_digest(got, self._auth):
+            ok = False
+            for want in self._auth:
+                ok = hmac.compare_digest(got, want) or ok
+            if not ok:
                 return json_response({"error": "Unauthorized"}, status=401)
         if not self.ready and request.path not in ("/metrics", "/version"):
             return json_response(error_body("The server is starting up: the model is still loading.",
