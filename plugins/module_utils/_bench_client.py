@@ -51,11 +51,18 @@ except ImportError as _e:  # pragma: no cover - exercised on hosts without aioht
     HAS_AIOHTTP = False
     AIOHTTP_IMPORT_ERROR = _e
 
+try:
+    import uvloop  # optional accelerator: a faster event loop, same results
+    HAS_UVLOOP = True
+except ImportError:  # pragma: no cover - depends on the host
+    uvloop = None
+    HAS_UVLOOP = False
+
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import (
     RequestResult, calculate_metrics, percentile,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._sse import (
-    DONE, ERROR, JSON, SSEParser, classify,
+    ERROR, JSON, SSEParser, classify,
 )
 
 READ_BUFSIZE = 1 << 20
@@ -63,6 +70,7 @@ LAG_WARN_MS = 5.0
 LOOP_DELAY_WARN_MS = 10.0
 OPTIONAL_FIELDS = ("ignore_eos", "stream_options", "temperature")
 ENDPOINT_PATHS = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 class BenchmarkError(Exception):
@@ -75,7 +83,7 @@ class BenchConfig(object):
                  request_rate=float("inf"), burstiness=1.0, max_concurrency=None,
                  num_prompts=None, duration_s=None, warmup_requests=0, seed=0,
                  request_timeout_s=600.0, percentiles=(50, 90, 99), goodput=None,
-                 extra_headers=None, probe=True):
+                 extra_headers=None, probe=True, event_loop="auto", tap_stream=True):
         if endpoint not in ENDPOINT_PATHS:
             raise BenchmarkError("endpoint must be one of %s" % ", ".join(ENDPOINT_PATHS))
         if burstiness is None or burstiness <= 0:
@@ -84,6 +92,10 @@ class BenchConfig(object):
             raise BenchmarkError("request_rate must be positive (or inf)")
         if max_concurrency is not None and max_concurrency < 1:
             raise BenchmarkError("max_concurrency must be at least 1")
+        if event_loop not in EVENT_LOOPS:
+            raise BenchmarkError("event_loop must be one of %s" % ", ".join(EVENT_LOOPS))
+        if event_loop == "uvloop" and not HAS_UVLOOP:
+            raise BenchmarkError("event_loop uvloop asked for but uvloop is not installed")
         if duration_s and math.isinf(request_rate) and not max_concurrency:
             raise BenchmarkError("duration_s with an infinite request_rate needs max_concurrency")
         self.base_url = base_url.rstrip("/")
@@ -106,6 +118,8 @@ class BenchConfig(object):
         self.goodput = goodput or {}
         self.extra_headers = dict(extra_headers or {})
         self.probe = probe
+        self.event_loop = event_loop
+        self.tap_stream = tap_stream
 
     @property
     def url(self):
@@ -166,6 +180,165 @@ def _rejected_fields(status, text, candidates):
     return [f for f in candidates if f.lower() in low]
 
 
+class _Accumulator(object):
+    """Turns the bytes of one streamed response into a :class:`RequestResult`.
+
+    ``feed`` is called once per network read with one clock reading taken for that read;
+    every event in the read gets that arrival time (TTFT, ITL and E2EL are arrival
+    gaps as the client sees them). A plain content delta is recognised by a prefix
+    check and counted without ``json.loads``; anything else (usage, role-only and
+    reasoning chunks, errors, tool calls, unusual shapes) is decoded and classified.
+    """
+
+    __slots__ = ("r", "st", "chat", "parser", "last", "error", "itl")
+
+    def __init__(self, r, st, chat):
+        self.r = r
+        self.st = st
+        self.chat = chat
+        self.parser = SSEParser()
+        self.last = None
+        self.error = None
+        self.itl = r.itl
+
+    def feed(self, chunk, now):
+        self._events(self.parser.feed(chunk), now)
+
+    def close(self, now):
+        self._events(self.parser.close(), now)
+
+    def _events(self, events, now):
+        r = self.r
+        for ev in events:
+            data = ev.data
+            if ev.event == "message":
+                text_len = _fast_text_len(data, self.chat)
+                if text_len:
+                    r.chunk_count += 1
+                    self._token(now, text_len)
+                    continue
+            for kind, payload in classify(ev):
+                if kind == JSON:
+                    if not isinstance(payload, dict):
+                        continue
+                    r.chunk_count += 1
+                    usage = payload.get("usage")
+                    if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+                        r.output_tokens = int(usage["completion_tokens"])
+                        r.usage_from_server = True
+                        if usage.get("prompt_tokens"):
+                            r.prompt_len = int(usage["prompt_tokens"])
+                    choices = payload.get("choices")
+                    if not choices:
+                        continue
+                    c = choices[0] or {}
+                    if self.chat:
+                        d = c.get("delta") or {}
+                        text = (d.get("content") or d.get("reasoning_content")
+                                or d.get("reasoning") or "")
+                        if not text and d.get("tool_calls"):
+                            text = json.dumps(d["tool_calls"])
+                    else:
+                        text = c.get("text") or ""
+                    if text:
+                        self._token(now, len(text))
+                elif kind == ERROR:
+                    self.error = "error event in stream: %s" % (payload,)
+
+    def _token(self, now, n_chars):
+        r = self.r
+        if self.last is None:
+            r.ttft = now - self.st
+        else:
+            self.itl.append(now - self.last)
+        self.last = now
+        r.token_chunks += 1
+        r.generated_chars += n_chars
+
+    def finish(self):
+        r = self.r
+        if self.error:
+            r.error = self.error
+        elif self.last is None:
+            r.error = "stream ended without a token"
+        else:
+            r.success = True
+        if self.last is not None:
+            r.latency = self.last - self.st
+
+
+# A plain content delta, as vLLM, SGLang and most OpenAI-compatible servers write it:
+#   {"id":...,"choices":[{"index":0,"text":"...","logprobs":null,"finish_reason":null,...}]}
+#   {"id":...,"choices":[{"index":0,"delta":{"content":"..."},"logprobs":null,...}]}
+# Only such a chunk, whose text is an ordinary JSON string and which names no usage,
+# error or tool call, is counted without json.loads; all others take the full path.
+_SLOW_MARKERS = ('"usage"', '"error"', '"tool_calls"', '"reasoning', '"object":"error"',
+                 '"role"')
+
+
+def _fast_text_len(data, chat):
+    """Length of the generated text of a plain content delta, or 0 to decode fully."""
+    key = '"content":"' if chat else '"text":"'
+    i = data.find(key)
+    if i < 0 or data[:1] != "{" or data.count(key) != 1:
+        return 0
+    start = i + len(key)
+    end = data.find('"', start)
+    if end <= start or "\\" in data[start:end]:
+        return 0
+    for marker in _SLOW_MARKERS:
+        if marker in data:
+            return 0
+    return end - start
+
+
+_TAPS = {}
+
+
+if HAS_AIOHTTP:
+    class _TapReader(aiohttp.StreamReader):
+        """aiohttp's StreamReader, except that body bytes go straight to a handler.
+
+        The response parser calls ``feed_data`` from the protocol's ``data_received``;
+        handing the bytes over right there (with one clock reading per network read)
+        saves a future, a task wake-up and a buffer copy per chunk. Same memory layout
+        as the base class, so an existing reader can be switched to it.
+        """
+
+        __slots__ = ()
+
+        def feed_data(self, data, size=0):
+            acc = _TAPS.get(id(self))
+            if acc is None:
+                return aiohttp.StreamReader.feed_data(self, data, size)
+            if data:
+                self.total_bytes += len(data)
+                try:
+                    acc.feed(data, time.perf_counter())
+                except Exception as e:  # never let a parse error kill the connection
+                    acc.error = "%s: %s" % (type(e).__name__, e)
+            return False
+
+
+def _tap(stream, acc):
+    """Switch ``stream`` (an aiohttp StreamReader) to :class:`_TapReader`; False if not."""
+    if not HAS_AIOHTTP or type(stream) is not aiohttp.StreamReader:
+        return False
+    try:
+        stream.__class__ = _TapReader
+    except TypeError:  # pragma: no cover - a different aiohttp layout
+        return False
+    _TAPS[id(stream)] = acc
+    pending = stream.read_nowait(-1) if not stream.at_eof() else b""
+    if pending:
+        acc.feed(pending, time.perf_counter())
+    return True
+
+
+def _untap(stream):
+    _TAPS.pop(id(stream), None)
+
+
 class _State(object):
     def __init__(self):
         self.unsupported = []
@@ -222,12 +395,10 @@ class Runner(object):
                             client_queue_time=result.client_queue_time)
 
     async def _stream(self, body, sample, r):
-        chat = self.cfg.endpoint == "chat"
         r.prompt_len = sample.prompt_len
         st = time.perf_counter()
         r.start_time = st
-        last = None
-        error = None
+        acc = _Accumulator(r, st, self.cfg.endpoint == "chat")
         try:
             async with self.session.post(self.cfg.url, data=json.dumps(body),
                                          headers=self._headers) as resp:
@@ -240,68 +411,26 @@ class Runner(object):
                         return rejected
                     r.error = "HTTP %d: %s" % (resp.status, text.strip()[:300])
                     return None
-                parser = SSEParser()
-                itl = r.itl
-                eof = False
                 stream = resp.content
-                while not eof:
-                    chunk = await stream.readany()
-                    if chunk:
-                        events = parser.feed(chunk)
-                    else:
-                        eof = True
-                        events = parser.close()
-                    now = time.perf_counter()
-                    for ev in events:
-                        for kind, payload in classify(ev):
-                            if kind == JSON:
-                                if not isinstance(payload, dict):
-                                    continue
-                                r.chunk_count += 1
-                                usage = payload.get("usage")
-                                if isinstance(usage, dict) and \
-                                        usage.get("completion_tokens") is not None:
-                                    r.output_tokens = int(usage["completion_tokens"])
-                                    r.usage_from_server = True
-                                    if usage.get("prompt_tokens"):
-                                        r.prompt_len = int(usage["prompt_tokens"])
-                                choices = payload.get("choices")
-                                if not choices:
-                                    continue
-                                c = choices[0] or {}
-                                if chat:
-                                    d = c.get("delta") or {}
-                                    text = (d.get("content") or d.get("reasoning_content")
-                                            or d.get("reasoning") or "")
-                                    if not text and d.get("tool_calls"):
-                                        text = json.dumps(d["tool_calls"])
-                                else:
-                                    text = c.get("text") or ""
-                                if not text:
-                                    continue
-                                if last is None:
-                                    r.ttft = now - st
-                                else:
-                                    itl.append(now - last)
-                                last = now
-                                r.token_chunks += 1
-                                r.generated_chars += len(text)
-                            elif kind == ERROR:
-                                error = "error event in stream: %s" % (payload,)
-                            elif kind == DONE:
-                                pass
+                if self.cfg.tap_stream and _tap(stream, acc):
+                    try:
+                        await asyncio.wait_for(stream.wait_eof(), self.cfg.request_timeout_s)
+                    finally:
+                        _untap(stream)
+                    if stream.exception() is not None:
+                        raise stream.exception()
+                else:
+                    while True:
+                        chunk = await stream.readany()
+                        if not chunk:
+                            break
+                        acc.feed(chunk, time.perf_counter())
+                acc.close(time.perf_counter())
         except asyncio.TimeoutError:
-            error = "timeout after %.0f s" % self.cfg.request_timeout_s
+            acc.error = "timeout after %.0f s" % self.cfg.request_timeout_s
         except Exception as e:  # aiohttp.ClientError, OSError, payload errors
-            error = "%s: %s" % (type(e).__name__, e)
-        if error:
-            r.error = error
-        elif last is None:
-            r.error = "stream ended without a token"
-        else:
-            r.success = True
-        if last is not None:
-            r.latency = last - st
+            acc.error = "%s: %s" % (type(e).__name__, e)
+        acc.finish()
         return None
 
     # -- load -----------------------------------------------------------------------
@@ -310,6 +439,38 @@ class Runner(object):
             t = time.perf_counter()
             await asyncio.sleep(interval)
             delays.append(max(0.0, time.perf_counter() - t - interval))
+
+    def _dispatch(self, offsets, start, sem, results, tasks):
+        """Start request ``i`` at ``start + offsets[i]`` from loop timers, not a coroutine.
+
+        A timer callback starts the request task directly: no dispatcher coroutine has
+        to be woken first, so a send waits for at most the loop iteration in progress.
+        A timer never fires a request early: a callback that runs before the scheduled
+        time re-arms itself (uvloop's timers have 1 ms resolution). The lag itself is
+        measured by the request task when it starts (see :meth:`_timed`).
+        """
+        loop = asyncio.get_event_loop()
+        done = loop.create_future()
+        samples = self.samples
+        n_samples = len(samples)
+        n = len(offsets)
+        pos = [0]
+
+        def fire():
+            now = time.perf_counter()
+            i = pos[0]
+            while i < n and start + offsets[i] <= now:
+                tasks.append(loop.create_task(self._timed(
+                    samples[i % n_samples], start + offsets[i], sem, results)))
+                i += 1
+            pos[0] = i
+            if i < n:
+                loop.call_later(start + offsets[i] - now, fire)
+            elif not done.done():
+                done.set_result(None)
+
+        loop.call_later(max(0.0, start + offsets[0] - time.perf_counter()), fire)
+        return done
 
     async def _timed(self, sample, scheduled, sem, results):
         r = RequestResult(scheduled_time=scheduled)
@@ -367,13 +528,8 @@ class Runner(object):
             else:
                 offsets = arrival_offsets(cfg.num_prompts or len(self.samples), rate,
                                           cfg.burstiness, rng)
-            for i, off in enumerate(offsets):
-                scheduled = start + off
-                delay = scheduled - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.ensure_future(
-                    self._timed(self.samples[i % len(self.samples)], scheduled, sem, results)))
+            if offsets:
+                await self._dispatch(offsets, start, sem, results, tasks)
         await asyncio.gather(*tasks)
         duration = time.perf_counter() - start
         stop.set()
@@ -449,11 +605,25 @@ def run_benchmark(cfg, samples, rates=None):
     """Run the benchmark at ``rates`` (default: ``cfg.request_rate``); list of level dicts."""
     rates = list(rates) if rates else [cfg.request_rate]
     runner = Runner(cfg, samples)
-    loop = asyncio.new_event_loop()
+    loop, name = new_event_loop(cfg.event_loop)
     try:
-        return loop.run_until_complete(runner.run_all([float(x) for x in rates]))
+        levels = loop.run_until_complete(runner.run_all([float(x) for x in rates]))
     finally:
         loop.close()
+    for level in levels:
+        level["event_loop"] = name
+    return levels
+
+
+def new_event_loop(kind="auto"):
+    """``(loop, name)``: uvloop when installed (``auto``) or asked for, else asyncio's."""
+    if kind not in EVENT_LOOPS:
+        raise BenchmarkError("event_loop must be one of %s" % ", ".join(EVENT_LOOPS))
+    if kind == "uvloop" and not HAS_UVLOOP:
+        raise BenchmarkError("event_loop uvloop asked for but uvloop is not installed")
+    if kind != "asyncio" and HAS_UVLOOP:
+        return uvloop.new_event_loop(), "uvloop"
+    return asyncio.new_event_loop(), "asyncio"
 
 
 def make_token_counter(base_url, model, api_key=None, timeout=10.0):

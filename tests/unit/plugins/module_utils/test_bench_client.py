@@ -269,3 +269,174 @@ def test_token_counter(server):
     count = make_token_counter(server.base_url, "m")
     assert count("a b c d") == 4
     assert make_token_counter("http://127.0.0.1:9", "m") is None
+
+
+# ------------------------------------------------------------- lean stream path, dispatcher
+
+import aiohttp  # noqa: E402
+
+from ansible_collections.llmfleet.serving.plugins.module_utils import _bench_client as bc  # noqa: E402
+from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import (  # noqa: E402
+    RequestResult,
+)
+from ansible_collections.llmfleet.serving.plugins.module_utils._sse import SSEEvent  # noqa: E402
+
+
+def test_fast_text_len_only_for_plain_content_deltas():
+    f = bc._fast_text_len
+    assert f('{"id":"c","choices":[{"index":0,"text":" tok","finish_reason":null}]}', False) == 4
+    assert f('{"choices":[{"index":0,"delta":{"content":"ab"},"logprobs":null}]}', True) == 2
+    # everything else goes to json.loads + classify
+    assert f('{"choices":[{"index":0,"text":"","finish_reason":null}]}', False) == 0
+    assert f('{"choices":[],"usage":{"completion_tokens":3}}', False) == 0
+    assert f('{"choices":[{"text":"x","finish_reason":"length"}],"usage":{"a":1}}', False) == 0
+    assert f('{"error":{"message":"x"},"text":"y"}', False) == 0
+    assert f('{"object":"error","text":"y"}', False) == 0
+    assert f('{"choices":[{"delta":{"role":"assistant","content":"x"}}]}', True) == 0
+    assert f('{"choices":[{"delta":{"reasoning_content":"r","content":"x"}}]}', True) == 0
+    assert f('{"choices":[{"delta":{"content":"a\\"b"}}]}', True) == 0       # escapes
+    assert f('{"choices":[{"text":"a"},{"text":"b"}]}', False) == 0          # two choices
+    assert f('{"choices":[{"delta":{"content":"x"}}]}', False) == 0          # wrong endpoint
+    assert f('[DONE]', False) == 0
+
+
+PAYLOADS = [
+    '{"choices":[{"index":0,"text":" tok","finish_reason":null}]}',
+    '{"choices":[{"index":0,"text":"","finish_reason":null}]}',
+    '{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"hi"},"logprobs":null}]}',
+    '{"choices":[{"index":0,"delta":{"reasoning_content":"hmm"}}]}',
+    '{"choices":[{"index":0,"delta":{"content":"a\\nb"}}]}',
+    '{"choices":[{"index":0,"text":"x","finish_reason":"length"}],'
+    '"usage":{"prompt_tokens":3,"completion_tokens":7}}',
+    '{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":9}}',
+    '{"error":{"message":"boom","code":500}}',
+    '[DONE]',
+]
+
+
+def _slow_reference(events, chat):
+    # the same events with the fast check disabled
+    r = RequestResult()
+    acc = bc._Accumulator(r, 0.0, chat)
+    saved = bc._fast_text_len
+    bc._fast_text_len = lambda data, chat: 0
+    try:
+        for i, ev in enumerate(events):
+            acc._events([ev], float(i + 1))
+    finally:
+        bc._fast_text_len = saved
+    acc.finish()
+    return r
+
+
+@pytest.mark.parametrize("chat", [False, True])
+@pytest.mark.parametrize("seed", range(20))
+def test_fast_path_gives_what_full_decoding_gives(chat, seed):
+    rng = random.Random(seed)
+    events = [SSEEvent(data=rng.choice(PAYLOADS)) for _ in range(rng.randint(1, 12))]
+    r = RequestResult()
+    acc = bc._Accumulator(r, 0.0, chat)
+    for i, ev in enumerate(events):
+        acc._events([ev], float(i + 1))
+    acc.finish()
+    ref = _slow_reference(events, chat)
+    for k in ("success", "error", "prompt_len", "output_tokens", "chunk_count", "token_chunks",
+              "ttft", "itl", "latency", "generated_chars", "usage_from_server"):
+        assert getattr(r, k) == getattr(ref, k), k
+
+
+class _Proto(object):
+    def pause_reading(self):
+        pass
+
+    def resume_reading(self, resume_parser=True):
+        pass
+
+
+def test_tap_hands_buffered_and_later_bytes_to_the_accumulator():
+    async def go():
+        reader = aiohttp.StreamReader(_Proto(), 1 << 16, loop=asyncio.get_event_loop())
+        reader.feed_data(b'data: {"choices":[{"text":"a"}]}\n\n')    # before the tap
+        r = RequestResult()
+        acc = bc._Accumulator(r, time.perf_counter(), False)
+        assert bc._tap(reader, acc)
+        assert r.token_chunks == 1
+        reader.feed_data(b'data: {"choices":[{"text":"bc"}]}\n\ndata: {"choi')
+        reader.feed_data(b'ces":[{"text":"d"}]}\n\ndata: [DONE]\n\n')
+        assert reader.read_nowait(-1) == b""        # nothing buffered in aiohttp
+        reader.feed_eof()
+        await asyncio.wait_for(reader.wait_eof(), 1)
+        bc._untap(reader)
+        acc.close(time.perf_counter())
+        acc.finish()
+        return r, reader
+    loop = asyncio.new_event_loop()
+    try:
+        r, reader = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert r.success and r.token_chunks == 3 and r.generated_chars == 4
+    assert len(r.itl) == 2 and all(x >= 0 for x in r.itl)
+    assert reader.total_bytes > 0 and id(reader) not in bc._TAPS
+
+
+def test_tap_refuses_other_readers():
+    assert bc._tap(object(), None) is False
+
+
+import time  # noqa: E402
+
+
+@pytest.mark.parametrize("tap", [True, False])
+def test_readany_and_tap_paths_measure_the_same(server, tap):
+    m = run(server, "vllm", ignore_eos=True, tap_stream=tap)
+    assert m["completed"] == 4 and m["failed"] == 0
+    assert m["total_output_tokens"] == 20 and [len(x) for x in m["itls"]] == [4] * 4
+    assert 9 <= m["median_itl_ms"] < 30 and 38 <= m["median_ttft_ms"] < 80
+    assert not bc._TAPS
+
+
+def test_event_loop_choice():
+    loop, name = bc.new_event_loop("asyncio")
+    loop.close()
+    assert name == "asyncio"
+    with pytest.raises(BenchmarkError):
+        bc.new_event_loop("trio")
+    with pytest.raises(BenchmarkError):
+        BenchConfig("http://127.0.0.1:1", "m", event_loop="trio")
+    if bc.HAS_UVLOOP:
+        loop, name = bc.new_event_loop("auto")
+        loop.close()
+        assert name == "uvloop"
+
+
+@pytest.mark.parametrize("event_loop", ["asyncio", "uvloop"])
+def test_dispatcher_never_sends_early_and_reports_the_loop(server, event_loop):
+    if event_loop == "uvloop" and not bc.HAS_UVLOOP:
+        pytest.skip("uvloop not installed")
+    cfg = BenchConfig(server.base_url, "vllm", num_prompts=12, request_rate=300.0, seed=3,
+                      probe=False, event_loop=event_loop)
+    runner = bc.Runner(cfg, samples(12, 2))
+    runner._headers = cfg.headers()
+
+    async def go():
+        async with aiohttp.ClientSession() as session:
+            runner.session = session
+            return await runner.run_level(300.0)
+    loop, name = bc.new_event_loop(event_loop)
+    try:
+        results, duration, lags, delays = loop.run_until_complete(go())
+    finally:
+        loop.close()
+    assert name == event_loop and len(results) == 12
+    scheduled = [x.scheduled_time for x in results]
+    assert scheduled == sorted(scheduled) and len(set(scheduled)) == 12
+    for x in results:
+        assert x.success
+        # the request really started at or after its scheduled time (uvloop's timers
+        # have 1 ms resolution: a timer that fires early must re-arm, not send)
+        assert x.start_time >= x.scheduled_time
+        assert x.dispatch_lag >= 0 and x.dispatch_lag <= x.start_time - x.scheduled_time
+    m = run(server, "vllm", n=2, event_loop=event_loop)
+    assert m["event_loop"] == event_loop
