@@ -361,6 +361,23 @@ def _plan_one(ctx, dep, label):
             ctx.err("%s.env.%s" % (label, k), "secrets do not belong in the container environment "
                     "(visible in docker inspect): use api_key / api_key_file")
 
+    # API key
+    key = d.get("api_key")
+    key_file = d.get("api_key_file")
+    key_source = None
+    if key is not None and key_file is not None:
+        ctx.err(label + ".api_key", "set api_key or api_key_file, not both")
+    elif key is not None:
+        key_source = "vault" if ctx.is_vaulted(key) else "inline"
+    elif key_file is not None:
+        key_source = "file"
+    if d["exposure"] != "localhost" and key_source is None:
+        ctx.err(label + ".api_key_file", "exposure %s needs an API key: set api_key_file (a file on the control "
+                "node) or api_key from a vault variable, or use exposure: localhost" % d["exposure"])
+    if d["exposure"] == "public" and key_source == "inline":
+        ctx.err(label + ".api_key", "a plain-text API key is refused for exposure public: encrypt it "
+                "(ansible-vault encrypt_string) or use api_key_file")
+
     # model
     model = None
     try:
@@ -458,23 +475,6 @@ def _plan_one(ctx, dep, label):
         ctx.err(label + ".max_model_len", "the model does not fit in the GPU memory planned:\n    %s\n  fix: lower "
                 "max_model_len, add GPUs (tensor_parallel / pipeline_parallel / hosts), raise "
                 "gpu_memory_utilization, or use a quantized model" % "\n    ".join(sizing["lines"]))
-
-    # API key
-    key = d.get("api_key")
-    key_file = d.get("api_key_file")
-    key_source = None
-    if key is not None and key_file is not None:
-        ctx.err(label + ".api_key", "set api_key or api_key_file, not both")
-    elif key is not None:
-        key_source = "vault" if ctx.is_vaulted(key) else "inline"
-    elif key_file is not None:
-        key_source = "file"
-    if d["exposure"] != "localhost" and key_source is None:
-        ctx.err(label + ".api_key_file", "exposure %s needs an API key: set api_key_file (a file on the control "
-                "node) or api_key from a vault variable, or use exposure: localhost" % d["exposure"])
-    if d["exposure"] == "public" and key_source == "inline":
-        ctx.err(label + ".api_key", "a plain-text API key is refused for exposure public: encrypt it "
-                "(ansible-vault encrypt_string) or use api_key_file")
 
     # addresses, interfaces, ports, GPUs
     addrs = {h: host_address(ctx.hostvars, h) for h in hosts}

@@ -1,0 +1,91 @@
+"""Unit tests for the serving_plan action plugin (runs on the controller, no host)."""
+from unittest.mock import MagicMock
+
+import pytest
+from ansible.parsing.dataloader import DataLoader
+from ansible.parsing.vault import EncryptedString, VaultedValue
+from ansible.playbook.task import Task
+from ansible.template import Templar
+
+from ansible_collections.llmfleet.serving.plugins.action import serving_plan as sp
+
+SECRET = "sk-never-shown"
+
+
+def facts(ip):
+    return {"gpu_count": 8, "gpus": [{"memory_total_mib": 143771}] * 8, "rdma_devices": [],
+            "interfaces": [{"name": "eth0", "ipv4": [{"address": ip, "prefix": 24}]}]}
+
+
+TASK_VARS = {
+    "groups": {"all": ["gpu-a", "gpu-b"], "r1_dual": ["gpu-a", "gpu-b"]},
+    "hostvars": {"gpu-a": {"ansible_host": "10.0.0.11", "llmfleet_gpu_facts": facts("10.0.0.11"), "other": 1},
+                 "gpu-b": {"ansible_host": "10.0.0.12", "llmfleet_gpu_facts": facts("10.0.0.12")}},
+}
+
+
+def run(args, task_vars):
+    task = Task()
+    task.args = args
+    task.action = "llmfleet.serving.serving_plan"
+    action = sp.ActionModule(task, MagicMock(), MagicMock(), DataLoader(), Templar(loader=DataLoader()),
+                             MagicMock())
+    return action.run(task_vars=task_vars)
+
+
+def dep(**kw):
+    d = {"name": "r1", "hosts": "r1_dual", "model": "deepseek-r1", "max_model_len": 32768,
+         "exposure": "public"}
+    d.update(kw)
+    return d
+
+
+def test_is_vaulted_on_encrypted_and_tagged_values():
+    assert sp.is_vaulted(EncryptedString(ciphertext="$ANSIBLE_VAULT;1.1;AES256\n3132"))
+    assert sp.is_vaulted(VaultedValue(ciphertext="$ANSIBLE_VAULT;1.1;AES256\n3132").tag(SECRET))
+    assert not sp.is_vaulted(SECRET)
+    assert not sp.is_vaulted(None)
+
+
+def test_hosts_of_and_collect_hostvars():
+    deps = [dep(), {"name": "x", "hosts": ["gpu-c"]}, "junk"]
+    assert sp.hosts_of(deps, TASK_VARS["groups"]) == ["gpu-a", "gpu-b", "gpu-c"]
+    hv = sp.collect_hostvars(["gpu-a", "gpu-c"], TASK_VARS["hostvars"], lambda v: v)
+    assert list(hv) == ["gpu-a"] and "other" not in hv["gpu-a"]
+
+
+def test_run_plans_from_variables_and_sets_fact():
+    tagged = VaultedValue(ciphertext="$ANSIBLE_VAULT;1.1;AES256\n3132").tag(SECRET)
+    tv = dict(TASK_VARS, llmfleet_deployments=[dep(api_key=tagged)])
+    res = run({}, tv)
+    assert not res.get("failed"), res.get("msg")
+    plan = res["ansible_facts"]["llmfleet_plan"]
+    assert plan is res["plan"] and plan["deployments"]["r1"]["api_key"]["source"] == "vault"
+    assert SECRET not in repr(res)
+    assert res["changed"] is False
+
+
+def test_run_fails_with_every_error_and_hides_the_key():
+    res = run({"deployments": [dep(api_key=SECRET, tensor_parallel=3)]}, dict(TASK_VARS))
+    assert res["failed"] is True
+    assert sorted(e["variable"] for e in res["errors"]) == ["llmfleet_deployments[r1].api_key",
+                                                            "llmfleet_deployments[r1].tensor_parallel"]
+    assert SECRET not in repr(res)
+
+
+def test_run_with_user_models(tmp_path):
+    models = {"tiny": {"hf_id": "o/tiny", "size_bytes": 1000, "num_hidden_layers": 2, "num_attention_heads": 2,
+                       "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 512,
+                       "engine_flags": {"vllm": ["--no-such-flag"]}}}
+    res = run({"deployments": [dep(model="tiny", exposure="localhost", max_model_len=512)], "models": models},
+              dict(TASK_VARS))
+    assert res["failed"] and res["errors"][0]["variable"] == "llmfleet_models[tiny].engine_flags.vllm"
+    bad = tmp_path / "c.yml"
+    bad.write_text("- not a mapping\n")
+    res = run({"deployments": [], "catalog_path": str(bad)}, dict(TASK_VARS))
+    assert res["failed"] and "expected a mapping" in res["msg"]
+
+
+@pytest.mark.parametrize("key", ["deployments", "models"])
+def test_valid_args(key):
+    assert key in sp.ActionModule._VALID_ARGS
