@@ -459,3 +459,26 @@ def test_timing_ttft_itl_and_load_slowdown():
     assert 0.0075 < statistics.median(short[1]) < 0.0095
     itl_loaded = statistics.median([g for _ttft, gaps in many for g in gaps])
     assert 0.0155 < itl_loaded < 0.0195               # 8 ms + 19 others * 0.5 ms
+
+
+def test_client_disconnect_frees_the_slot():
+    async def t(s, url, _srv):
+        body = {"prompt": "abcd", "max_tokens": 200, "stream": True}
+        resp = await s.post(url + "/v1/completions", json=body)
+        assert resp.status == 200
+        await resp.content.readline()
+        async with s.get(url + "/metrics") as r:
+            during = _metric(await r.text(), "vllm:num_requests_running")
+        resp.close()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            async with s.get(url + "/metrics") as r:
+                text = await r.text()
+            if _metric(text, "vllm:num_requests_running") == 0:
+                break
+        return during, text
+    during, after = serve(t, env=_env(itl_base_ms=2))
+    assert during == 1
+    assert _metric(after, "vllm:num_requests_running") == 0
+    assert _metric(after, "vllm:kv_cache_usage_perc") == 0
+    assert 'finished_reason="abort"} 1.0' in after

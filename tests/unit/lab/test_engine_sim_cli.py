@@ -206,6 +206,21 @@ def test_startup_faults(tmp_path, fault, expect):
     assert expect in r.stderr
 
 
+def test_hang_never_gets_ready(tmp_path):
+    model = make_model(tmp_path)
+    port = free_port()
+    proc = subprocess.Popen(VLLM + ["serve", model, "--host", "127.0.0.1", "--port", str(port)],
+                            env=env(fail="hang"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert wait_status("http://127.0.0.1:%d/health" % port, 503, timeout=8)
+        time.sleep(0.5)
+        still = get("http://127.0.0.1:%d/health" % port)[0]
+        alive = proc.poll() is None
+    finally:
+        rc, _out, _err = stop(proc)
+    assert still == 503 and alive and rc == 0
+
+
 def test_real_port_in_use(tmp_path):
     model = make_model(tmp_path)
     with socket.socket() as s:

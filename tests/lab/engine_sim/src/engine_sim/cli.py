@@ -303,14 +303,14 @@ async def _serve(engine, opts, cfg, spec, sock, host, port, log, node_rank):
 
     # "loading the weights"
     left = cfg.load_delay_s - (time.monotonic() - t0)
-    if engine == "vllm":
-        log.info("Loading weights took %.2f seconds" % max(0.0, cfg.load_delay_s), "default_loader.py:267")
     if left > 0:
         try:
             await asyncio.wait_for(stopped.wait(), left)
             return 0
         except asyncio.TimeoutError:
             pass
+    if engine == "vllm":
+        log.info("Loading weights took %.2f seconds" % max(0.0, left), "default_loader.py:267")
     if "oom" in cfg.faults:
         logs.die(logs.oom_message(engine, 1))
     if "nccl" in cfg.faults:
