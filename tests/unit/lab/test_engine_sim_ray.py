@@ -79,6 +79,7 @@ def healthy(port):
         return False
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which(RAY) is None and not os.path.exists(RAY), reason="no ray CLI")
 def test_waits_for_ray_gpus_then_dies_with_a_dead_node(tmp_path):
     temp = tempfile.mkdtemp(prefix="rs", dir="/tmp")   # short: Ray's socket paths are length-limited
