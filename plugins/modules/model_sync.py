@@ -19,7 +19,7 @@ description:
   - Checks free space before the first byte and writes a progress file (percent, bytes, rate, ETA) while
     it runs, for a caller that polls an async task.
   - See C(docs/model-weights.md) in the collection for the design.
-author: llmfleet developers
+author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING
