@@ -130,6 +130,15 @@ options:
     type: list
     elements: str
     default: []
+  event_loop:
+    description:
+      - Event loop of the load generator. V(auto) uses uvloop when it is installed on the
+        runner (recommended: the client then keeps its schedule at higher request rates) and
+        asyncio's own loop otherwise; V(uvloop) fails when uvloop is missing.
+      - The loop used is recorded as C(llmfleet.event_loop) in the result file.
+    type: str
+    choices: [auto, asyncio, uvloop]
+    default: auto
   request_timeout_s:
     description: Read timeout of one request.
     type: float
@@ -252,7 +261,8 @@ DETAILED_FIELDS = ("input_lens", "output_lens", "start_times", "ttfts", "itls",
                    "generated_texts", "errors")
 # Our additions live under one key so vLLM's top-level names stay untouched.
 EXTRA_FIELDS = ("dispatch_lag_ms", "event_loop_delay_ms", "client_warnings",
-                "unsupported_fields", "usage_source", "requests_counted_by_chunks")
+                "unsupported_fields", "usage_source", "requests_counted_by_chunks",
+                "event_loop")
 
 
 def parse_rate(value):
@@ -320,6 +330,7 @@ def main():
             goodput=dict(type="dict"),
             thresholds=dict(type="list", elements="str", default=[]),
             request_timeout_s=dict(type="float", default=600),
+            event_loop=dict(type="str", default="auto", choices=["auto", "asyncio", "uvloop"]),
             result_dir=dict(type="path", required=True),
             result_filename=dict(type="str"),
             label=dict(type="str"),
@@ -376,7 +387,7 @@ def main():
             max_concurrency=p["max_concurrency"], num_prompts=p["num_prompts"],
             duration_s=p["duration_s"], warmup_requests=p["warmup_requests"], seed=p["seed"],
             request_timeout_s=p["request_timeout_s"], percentiles=p["percentiles"],
-            goodput=goodput)
+            goodput=goodput, event_loop=p["event_loop"])
         levels = bc.run_benchmark(cfg, samples, rates)
     except bc.BenchmarkError as e:
         module.fail_json(msg=str(e))

@@ -123,6 +123,7 @@ def test_result_file_has_vllm_field_names_and_no_secret(monkeypatch, tmp_path, s
     assert "ttfts" not in data and "itls" not in data          # vLLM drops them without --save-detailed
     assert os.path.basename(res["result_file"]).startswith("openai-100.0qps-m-")
     assert data["llmfleet"]["usage_source"] == "server"
+    assert data["llmfleet"]["event_loop"] in ("asyncio", "uvloop")
     assert all(t["passed"] for t in res["thresholds"])
     assert res["usage_source"] == "server" and res["unsupported_fields"] == []
     assert seen[-1][1] == "Bearer sk-secret-123" and seen[-1][0]["ignore_eos"] is True
@@ -189,3 +190,11 @@ def test_api_key_file_and_missing_aiohttp(monkeypatch, tmp_path, server):
     monkeypatch.setattr(bc, "AIOHTTP_IMPORT_ERROR", ImportError("no aiohttp"))
     kind, res = run_module(monkeypatch, base_args(url, tmp_path))
     assert kind == "fail" and "aiohttp" in res["msg"]
+
+
+def test_event_loop_option_is_used(monkeypatch, tmp_path, server):
+    url, seen = server
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path, event_loop="asyncio"))
+    assert kind == "exit", res
+    with open(res["result_file"]) as f:
+        assert json.load(f)["llmfleet"]["event_loop"] == "asyncio"
