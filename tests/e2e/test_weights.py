@@ -1,0 +1,323 @@
+"""Issue 6 in the lab: roles/model_weights on two lab hosts reached over SSH.
+
+The first host fetches a small DeepSeek-R1-shaped model from a real S3 server (moto's
+ThreadedMotoServer, on this machine at the lab's management gateway address), verifies and
+publishes it; the second copies it from the first over the private network (rsync over SSH
+with a key made here). Then: a re-run only stats, the S3 secret never shows up in -vvv output
+nor in a readable file on the hosts, and a transfer cut off mid-file resumes on the next run
+while the published directory never holds a file that differs from the source.
+
+Its own lab ("weights": 172.31.220.0/24 management, 172.31.221.0/24 private, ssh 2521-2522),
+removed at the end even when a test fails.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from tests.lab import lab
+
+from .conftest import REPO, Lab
+
+LAB = "weights"
+MGMT = "172.31.220.0/24"
+PRIVATE = "172.31.221.0/24"
+GATEWAY = "172.31.220.1"  # this machine on the lab's management network
+BUCKET = "models"
+PREFIX = "deepseek-ai/DeepSeek-R1-tiny/"
+PLAYBOOK = os.path.join(REPO, "tests", "e2e", "playbooks", "weights.yml")
+KiB, MiB = 1024, 1024 * 1024
+MULTIPART = "model-00003-of-00008.safetensors"
+RESULT = re.compile(r'ok: \[(lab-h\d+)\] => \{\s*"msg": "(\d+) file\(s\), (\d+) bytes fetched in ([\d.?]+) s')
+
+
+def r1_tiny_model():
+    """config, index (weight_map over 8 shards), tokenizer files; shard 3 is 6 MiB (multipart)."""
+    shards = ["model-%05d-of-00008.safetensors" % i for i in range(1, 9)]
+    files = {}
+    weight_map = {}
+    for i, name in enumerate(shards):
+        size = 6 * MiB + 4099 if name == MULTIPART else 200 * KiB + 37 * i
+        files[name] = os.urandom(size)
+        for layer in range(i * 8, i * 8 + 8):
+            weight_map["model.layers.%d.mlp.experts.0.down_proj.weight" % layer] = name
+    files["model.safetensors.index.json"] = json.dumps(
+        {"metadata": {"total_size": sum(len(v) for v in files.values())}, "weight_map": weight_map}, indent=2).encode()
+    files["config.json"] = json.dumps({"architectures": ["DeepseekV3ForCausalLM"], "model_type": "deepseek_v3",
+                                       "num_hidden_layers": 64, "hidden_size": 7168}).encode()
+    files["generation_config.json"] = b'{"temperature": 0.6, "top_p": 0.95}'
+    files["tokenizer.json"] = json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}}).encode()
+    files["tokenizer_config.json"] = b'{"bos_token": "<|begin_of_sentence|>"}'
+    return files
+
+
+class CutProxy(object):
+    """TCP proxy on the gateway to the S3 server; while armed, the first response stream to
+    pass ``cut_after`` bytes is cut there (RST) once."""
+
+    def __init__(self, upstream):
+        self.upstream = upstream
+        self.cut_after = None
+        self.cuts = 0
+        self.lock = threading.Lock()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((GATEWAY, 0))
+        self.sock.listen(64)
+        self.url = "http://%s:%d" % self.sock.getsockname()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, is_response):
+        passed = 0
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                if is_response and self.cut_after is not None and passed + len(data) > self.cut_after:
+                    with self.lock:
+                        limit, self.cut_after = self.cut_after, None
+                        if limit is not None:
+                            self.cuts += 1
+                    if limit is not None:
+                        dst.sendall(data[:max(0, limit - passed)])
+                        dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                        for s in (dst, src):
+                            s.close()
+                        return
+                passed += len(data)
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.sock.close()
+
+
+class Watcher(object):
+    """Hashes the published directory on every host, again and again, while a run goes on;
+    records any file there whose bytes are not the source's."""
+
+    def __init__(self, weights, path):
+        self.weights, self.path = weights, path
+        self.bad, self.rounds = [], 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stop.is_set():
+            for h in self.weights.lab.hosts:
+                for rel, digest in self.weights.hashes(h.name, self.path).items():
+                    if self.weights.expected.get(rel) != digest:
+                        self.bad.append((h.name, rel, digest))
+            self.rounds += 1
+            self.stop.wait(0.2)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+
+class Weights(object):
+    def __init__(self, lab_, endpoint, proxy, secret, files, workdir):
+        self.lab, self.endpoint, self.proxy, self.secret, self.files = lab_, endpoint, proxy, secret, files
+        self.workdir = workdir
+        self.expected = {k: hashlib.sha256(v).hexdigest() for k, v in files.items()}
+        self.key = os.path.join(workdir, "peer_ed25519")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "llmfleet-weights-peer", "-f", self.key],
+                       check=True)
+
+    def play(self, path, *args, endpoint=None, check=True, **overrides):
+        """Run the playbook with the role's variables in a 0600 vars file; returns
+        (rc, output, recap, {host: (files, bytes, seconds)}, wall seconds)."""
+        variables = {
+            "weights_peer_key": self.key,
+            "model_weights_source": "s3",
+            "model_weights_path": path,
+            "model_weights_s3_bucket": BUCKET,
+            "model_weights_s3_prefix": PREFIX,
+            "model_weights_s3_endpoint_url": endpoint or self.endpoint,
+            "model_weights_s3_region": "us-east-1",
+            "model_weights_s3_addressing_style": "path",
+            "model_weights_s3_access_key": "weights-e2e-access",
+            "model_weights_s3_secret_key": self.secret,
+            "model_weights_free_space_margin": "16M",
+            "model_weights_poll_interval": 1,
+            "model_weights_progress_every": 2,
+        }
+        variables.update(overrides)
+        vars_file = os.path.join(self.workdir, "vars-%s.json" % uuid.uuid4().hex[:8])
+        fd = os.open(vars_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(variables, fh)
+        t0 = time.monotonic()
+        try:
+            rc, out, recap = self.lab.playbook(PLAYBOOK, "-e", "@" + vars_file, *args, check=check,
+                                               env={"ANSIBLE_CALLBACK_RESULT_FORMAT": "json"})
+        finally:
+            os.unlink(vars_file)
+        wall = time.monotonic() - t0
+        with open(os.path.join(self.workdir, "play-%d.log" % int(time.time() * 1000)), "w") as fh:
+            fh.write(out)  # kept with the test's tmp dir, for a failing run
+        results = {m.group(1): (int(m.group(2)), int(m.group(3)), float(m.group(4)) if m.group(4) != "?" else None)
+                   for m in RESULT.finditer(out)}
+        return rc, out, recap, results, wall
+
+    def hashes(self, host, path):
+        out = self.lab.sh(host, "cd %s 2>/dev/null && find . -type f ! -name .llmfleet-state.json "
+                                "-exec sha256sum {} + || true" % path)
+        found = {}
+        for line in out.splitlines():
+            digest, rel = line.split(None, 1)
+            found[rel[2:] if rel.startswith("./") else rel] = digest
+        return found
+
+    def state(self, host, path):
+        return json.loads(self.lab.sh(host, "cat %s/.llmfleet-state.json" % path))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    import boto3
+    from boto3.s3.transfer import TransferConfig
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    lab.down(LAB)
+    st, timings = lab.up(LAB, 2, ssh_port_base=2520, mgmt_subnet=MGMT, private_subnet=PRIVATE, engine=())
+    print("lab %s up: %s" % (LAB, json.dumps(timings)))
+    server = proxy = None
+    try:
+        server = ThreadedMotoServer(ip_address=GATEWAY, port=0, verbose=False)
+        server.start()
+        port = server._server.server_port
+        endpoint = "http://%s:%d" % (GATEWAY, port)
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
+                              aws_access_key_id="weights-e2e-access", aws_secret_access_key="x")
+        client.create_bucket(Bucket=BUCKET)
+        files = r1_tiny_model()
+        workdir = str(tmp_path_factory.mktemp("weights"))
+        for name, data in files.items():
+            if name == MULTIPART:  # a real multipart upload: 5 MiB parts, ETag md5-of-md5s-2
+                local = os.path.join(workdir, "upload.bin")
+                with open(local, "wb") as fh:
+                    fh.write(data)
+                client.upload_file(local, BUCKET, PREFIX + name,
+                                   Config=TransferConfig(multipart_threshold=5 * MiB, multipart_chunksize=5 * MiB))
+                os.unlink(local)
+            else:
+                client.put_object(Bucket=BUCKET, Key=PREFIX + name, Body=data)
+        assert client.head_object(Bucket=BUCKET, Key=PREFIX + MULTIPART)["ETag"].strip('"').endswith("-2")
+        proxy = CutProxy((GATEWAY, port))
+        yield Weights(Lab(st), endpoint, proxy, "e2e-S3-secret-" + uuid.uuid4().hex, files, workdir)
+    finally:
+        if proxy:
+            proxy.close()
+        if server:
+            server.stop()
+        if not os.environ.get("LLMFLEET_E2E_KEEP"):
+            lab.down(LAB)
+
+
+def test_cold_sync_then_peer_fan_out_over_the_private_network(weights):
+    path = "/data/models/DeepSeek-R1-tiny"
+    rc, out, recap, results, wall = weights.play(path, "-vvv")
+    assert set(recap) == {"lab-h1", "lab-h2"}
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in recap.values())
+    # the secret is in no line of -vvv output (module args, async results, rsync/ssh commands)
+    assert weights.secret not in out
+    total = sum(len(v) for v in weights.files.values())
+    assert results["lab-h1"][:2] == (len(weights.files), total)  # from S3
+    assert results["lab-h2"][0] == len(weights.files)  # from lab-h1 over rsync
+    # lab-h2 copied from lab-h1's private address (state file source, and ssh's known_hosts)
+    assert weights.state("lab-h2", path)["source"] == {"type": "peer", "host": "172.31.221.11", "path": path}
+    assert weights.lab.sh("lab-h2", "ssh-keygen -F 172.31.221.11 -f /root/.ssh/known_hosts").strip()
+    for h in ("lab-h1", "lab-h2"):
+        assert weights.hashes(h, path) == weights.expected
+        state = weights.state(h, path)
+        assert state["complete"] is True and set(state["files"]) == set(weights.files)
+        assert state["files"][MULTIPART]["algo"] == "s3-multipart"
+        assert state["files"][MULTIPART]["part_size"] == 5 * MiB
+        assert weights.lab.sh(h, "ls -a %s" % os.path.dirname(path)).split().count(
+            os.path.basename(path) + ".llmfleet-staging") == 0
+    # on the hosts the secret is only in 0600 files, if anywhere
+    for h in weights.lab.hosts:
+        proc = subprocess.run(
+            ["docker", "exec", "-i", h.container, "sh", "-c",
+             'read -r S; grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- "$S" / '
+             '| while read -r f; do echo "$(stat -c %a "$f") $f"; done'],
+            input=weights.secret + "\n", capture_output=True, text=True, timeout=120)
+        leaks = [line for line in proc.stdout.splitlines() if not line.startswith("600 ")]
+        assert not leaks, "secret readable on %s: %s" % (h.name, leaks)
+    print("cold: S3 -> lab-h1 %.2f s, rsync lab-h1 -> lab-h2 %.2f s, play %.1f s (venv included)"
+          % (results["lab-h1"][2], results["lab-h2"][2], wall))
+
+
+def test_second_run_changes_nothing_and_only_stats(weights):
+    path = "/data/models/DeepSeek-R1-tiny"
+    before = {h.name: weights.lab.sh(h.name, "stat -c '%%n %%Y %%i' %s/*" % path) for h in weights.lab.hosts}
+    rc, out, recap, results, wall = weights.play(path)
+    assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), recap
+    for h in ("lab-h1", "lab-h2"):
+        files, nbytes, seconds = results[h]
+        assert (files, nbytes) == (0, 0)
+        assert seconds < 2.0
+        assert weights.lab.sh(h, "stat -c '%%n %%Y %%i' %s/*" % path) == before[h]  # same inodes, not rewritten
+        assert weights.hashes(h, path) == weights.expected
+    print("no-op re-run: lab-h1 %.2f s, lab-h2 %.2f s (module), play %.1f s"
+          % (results["lab-h1"][2], results["lab-h2"][2], wall))
+
+
+def test_transfer_cut_mid_file_resumes_and_never_publishes_a_partial_file(weights):
+    path = "/data/models/R1-cut"
+    multipart = len(weights.files[MULTIPART])
+    weights.proxy.cut_after = 3 * MiB  # only the 6 MiB shard's stream passes 3 MiB
+    with Watcher(weights, path) as watch:
+        rc, out, recap, results, wall = weights.play(path, endpoint=weights.proxy.url, check=False,
+                                                     model_weights_retries=0)
+    assert weights.proxy.cuts == 1
+    assert rc != 0 and recap["lab-h1"]["failed"] == 1
+    assert "kept in" in out and weights.secret not in out
+    part = weights.lab.sh("lab-h1", "stat -c %%s %s.llmfleet-staging/%s.part" % (path, MULTIPART)).strip()
+    assert 0 < int(part) < multipart
+    assert weights.hashes("lab-h1", path) == {}  # nothing published before every file verified
+    with Watcher(weights, path) as watch2:
+        rc, out, recap, results, wall = weights.play(path, endpoint=weights.proxy.url)
+    assert weights.proxy.cuts == 1
+    # only the missing tail of the cut file travelled again
+    assert 0 < results["lab-h1"][1] <= multipart - int(part)
+    for h in ("lab-h1", "lab-h2"):
+        assert weights.hashes(h, path) == weights.expected
+        assert weights.state(h, path)["complete"] is True
+    assert watch.rounds > 0 and watch2.rounds > 0
+    assert not watch.bad and not watch2.bad, watch.bad + watch2.bad
