@@ -289,6 +289,28 @@ class Progress(object):
         except OSError:
             pass  # progress is best effort; never fail a sync over it
 
+    def start_ticker(self):
+        """Rewrite the file every interval even when no byte moves (a stalled transfer shows a
+        falling rate and a growing elapsed time, not a frozen snapshot)."""
+        if not self.path or getattr(self, "_ticker", None):
+            return
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.wait(self.interval):
+                self.write(force=True)
+
+        self._ticker = threading.Thread(target=loop, name="llmfleet-progress")
+        self._ticker.daemon = True
+        self._ticker.start()
+
+    def stop_ticker(self):
+        ticker = getattr(self, "_ticker", None)
+        if ticker:
+            self._stop.set()
+            ticker.join()
+            self._ticker = None
+
     def set(self, **kw):
         with self.lock:
             for key, value in kw.items():
@@ -610,6 +632,13 @@ class SyncEngine(object):
         return total
 
     def run(self):
+        self.progress.start_ticker()
+        try:
+            return self._run()
+        finally:
+            self.progress.stop_ticker()
+
+    def _run(self):
         started = time.monotonic()
         self.progress.set(phase="listing")
         revision, files, up_to_date, adopt, to_fetch, state = self.plan()

@@ -512,7 +512,13 @@ class PeerSource(BaseSource):
     def listing(self):
         tmp = tempfile.mkdtemp(prefix="llmfleet-peer-")
         try:
-            self._run(self._base_args() + [self._remote(STATE_NAME), tmp + "/"], "of the state file")
+            try:
+                self._run(self._base_args() + [self._remote(STATE_NAME), tmp + "/"], "of the state file")
+            except SyncError as exc:
+                if "No such file or directory" not in str(exc):
+                    raise
+                raise SyncError("the peer %s holds no model published by model_sync (no %s there): sync the "
+                                "peer source first" % (self._remote(), STATE_NAME))
             state = load_state(os.path.join(tmp, STATE_NAME))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -63,7 +63,7 @@ def r1_tiny_model():
 
 class CutProxy(object):
     """TCP proxy on the gateway to the S3 server; while armed, the first response stream to
-    pass ``cut_after`` bytes is cut there (RST) once."""
+    pass ``cut_after`` bytes is cut there once."""
 
     def __init__(self, upstream):
         self.upstream = upstream
@@ -101,9 +101,12 @@ class CutProxy(object):
                             self.cuts += 1
                     if limit is not None:
                         dst.sendall(data[:max(0, limit - passed)])
-                        dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                        for s in (dst, src):
-                            s.close()
+                        for sock in (dst, src):  # shutdown (not only close) wakes the other pipe thread
+                            try:
+                                sock.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+                            sock.close()
                         return
                 passed += len(data)
                 dst.sendall(data)

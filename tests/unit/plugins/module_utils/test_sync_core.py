@@ -9,12 +9,14 @@ import hashlib
 import json
 import os
 import stat
+import time
 
 import pytest
 
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
     STATE_NAME,
     Limiter,
+    Progress,
     RemoteFile,
     SyncEngine,
     SyncError,
@@ -139,6 +141,34 @@ def test_peer_refuses_incomplete_copy(tmp_path):
     with pytest.raises(SyncError) as err:
         SyncEngine(PeerSource(str(tmp_path / "half")), str(tmp_path / "x")).run()
     assert "not a complete" in str(err.value)
+
+
+def test_peer_without_a_published_model_says_so(tmp_path):
+    os.makedirs(str(tmp_path / "empty"))
+    with pytest.raises(SyncError) as err:
+        SyncEngine(PeerSource(str(tmp_path / "empty")), str(tmp_path / "x")).run()
+    assert "holds no model published by model_sync" in str(err.value)
+    assert not os.path.exists(str(tmp_path / "x"))
+
+
+def test_progress_ticker_rewrites_the_file_while_nothing_moves(tmp_path):
+    path = str(tmp_path / "progress.json")
+    progress = Progress(path, interval=0.05)
+    progress.set(phase="fetching", bytes_total=100)
+    progress.add(10)
+    progress.write(force=True)
+    first = json.load(open(path))
+    progress.start_ticker()
+    try:
+        time.sleep(0.3)  # no byte moves
+        later = json.load(open(path))
+    finally:
+        progress.stop_ticker()
+    assert later["bytes_done"] == 10 and later["elapsed_s"] >= first["elapsed_s"]
+    assert later["updated"] > first["updated"] and later["rate_bytes_per_s"] <= first["rate_bytes_per_s"]
+    stopped = json.load(open(path))
+    time.sleep(0.15)
+    assert json.load(open(path)) == stopped  # the ticker thread is gone
 
 
 def test_local_source_change_detected_by_size_mtime(tmp_path):
