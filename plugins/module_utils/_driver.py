@@ -179,7 +179,7 @@ def decide(facts, branch, allow_downgrade=False, allow_crossgrade=False, want_op
             return {"action": "refuse", "transition": "downgrade",
                     "reason": "driver %s is loaded, newer than the pinned %s; a downgrade can break "
                               "containers built for the newer CUDA version: set allow_downgrade to do it, "
-                              "or pin %s" % (loaded_text, branch, loaded_text.split(".")[0])}
+                              "or pin %s" % (loaded_text, branch, loaded_text.split(".", maxsplit=1)[0])}
         return {"action": "install", "transition": "downgrade",
                 "reason": "driver %s loaded, downgrade to %s allowed" % (loaded_text, branch)}
     if flavor_change and not allow_crossgrade:
@@ -194,7 +194,7 @@ def cuda_repo_distro(distribution, os_family, major):
     """NVIDIA CUDA repository directory name (``ubuntu2404``, ``debian12``, ``rhel9``, ``rhel8``)."""
     dist = str(distribution or "").lower()
     family = str(os_family or "").lower()
-    major = str(major or "").split(".")[0]
+    major = str(major or "").split(".", maxsplit=1)[0]
     if (dist, major) in APT_CUDA_DISTROS:
         return APT_CUDA_DISTROS[(dist, major)]
     if dist == "alibaba":

@@ -19,7 +19,7 @@ description:
   - Does not restart Docker; it returns RV(restart_needed) so that a handler can.
   - This is the check-mode and diff-aware equivalent of C(nvidia-ctk runtime configure --runtime=docker).
 author:
-  - llmfleet developers
+  - llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
 attributes:

@@ -19,7 +19,7 @@ description:
   - Alibaba Cloud Linux 3 (distribution C(Alibaba), family C(RedHat), major C(3)) is mapped to the
     C(rhel8) repository.
 author:
-  - llmfleet developers
+  - llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.INFO_MODULE
@@ -102,7 +102,7 @@ plan:
   type: dict
   contains:
     action: {description: "V(install), V(skip) or V(refuse).", type: str, returned: always, sample: skip}
-    reason: {description: Why, in words., type: str, returned: always, sample: driver 580.95.05 is loaded and matches the pinned branch 580}
+    reason: {description: "Why, in words.", type: str, returned: always, sample: driver 580.95.05 is loaded and matches the pinned branch 580}
     transition: {description: "V(fresh), V(none), V(upgrade), V(downgrade) or V(crossgrade).", type: str, returned: always, sample: none}
     open_kernel_modules: {description: Open kernel modules wanted., type: bool, returned: always, sample: true}
     architecture: {description: GPU architecture (lower case) or null., type: str, returned: always, sample: hopper}
@@ -112,9 +112,18 @@ plan:
     module_stream: {description: DNF module stream (RedHat family) or null., type: str, returned: always, sample: null}
     fabric_manager: {description: Fabric Manager needed., type: bool, returned: always, sample: false}
     fabric_manager_package: {description: Fabric Manager package name or null., type: str, returned: always, sample: nvidia-fabricmanager-580}
-    fabric_manager_spec: {description: Fabric Manager package pinned to the driver version, null while unknown., type: str, returned: always, sample: nvidia-fabricmanager-580=580.95.05-*}
-    hold: {description: Packages to hold (apt) or patterns to version-lock (dnf)., type: list, elements: str, returned: always, sample: [nvidia-driver-580-open]}
-    secure_boot: {description: Secure Boot state, null when unknown., type: bool, returned: always, sample: false}
+    fabric_manager_spec:
+      description: "Fabric Manager package pinned to the driver version, null while unknown."
+      type: str
+      returned: always
+      sample: "nvidia-fabricmanager-580=580.95.05-*"
+    hold:
+      description: Packages to hold (apt) or patterns to version-lock (dnf).
+      type: list
+      elements: str
+      returned: always
+      sample: [nvidia-driver-580-open]
+    secure_boot: {description: "Secure Boot state, null when unknown.", type: bool, returned: always, sample: false}
     reboot_expected: {description: An install would change the kernel module., type: bool, returned: always, sample: false}
 """
 
