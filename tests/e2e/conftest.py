@@ -17,7 +17,7 @@ from tests.lab import lab
 
 REPO = lab.REPO
 LAB = os.environ.get("LLMFLEET_E2E_LAB", "e2e")
-HOSTS = int(os.environ.get("LLMFLEET_E2E_HOSTS", "2"))
+HOSTS = int(os.environ.get("LLMFLEET_E2E_HOSTS", "3"))
 
 
 class Lab:

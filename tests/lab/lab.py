@@ -587,6 +587,10 @@ def write_inventory(st):
         lines += ["    lab_dual:", "      hosts:"] + ["        %s: {}" % h.name for h in st.hosts[:2]]
     path = inventory_path(st.name)
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    # A named lab's inventory lives under build/lab/<name>/inventory: give it the lab's group_vars.
+    gv = os.path.join(os.path.dirname(path), "group_vars")
+    if st.name != "default" and not os.path.lexists(gv):
+        os.symlink(os.path.join(REPO, "inventories", "lab", "group_vars"), gv)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
