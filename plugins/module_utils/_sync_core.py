@@ -699,8 +699,8 @@ class SyncEngine(object):
 
         entries = {}
         for rf in files:
-            if rf.path in fetched or rf.path in digests and not self._same_entry(old_entries.get(rf.path), rf,
-                                                                                   digests[rf.path]):
+            recomputed = rf.path in digests and not self._same_entry(old_entries.get(rf.path), rf, digests[rf.path])
+            if rf.path in fetched or recomputed:
                 entries[rf.path] = None  # (re)computed below, after the rename
             elif rf.path in digests:
                 entries[rf.path] = old_entries[rf.path]

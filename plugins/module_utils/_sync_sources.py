@@ -585,4 +585,3 @@ def make_source(params):
             raise SyncError("source=local needs src_path")
         return LocalSource(params["src_path"])
     raise SyncError("unknown source %r" % kind)
-

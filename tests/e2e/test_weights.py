@@ -80,7 +80,7 @@ class CutProxy(object):
     def _accept(self):
         while True:
             try:
-                client, _ = self.sock.accept()
+                client = self.sock.accept()[0]
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
@@ -279,7 +279,7 @@ def test_cold_sync_then_peer_fan_out_over_the_private_network(weights):
             ["docker", "exec", "-i", h.container, "sh", "-c",
              'read -r S; grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- "$S" / '
              '| while read -r f; do echo "$(stat -c %a "$f") $f"; done'],
-            input=weights.secret + "\n", capture_output=True, text=True, timeout=120)
+            input=weights.secret + "\n", capture_output=True, text=True, timeout=120, check=False)
         leaks = [line for line in proc.stdout.splitlines() if not line.startswith("600 ")]
         assert not leaks, "secret readable on %s: %s" % (h.name, leaks)
     print("cold: S3 -> lab-h1 %.2f s, rsync lab-h1 -> lab-h2 %.2f s, play %.1f s (venv included)"

@@ -45,7 +45,7 @@ def _files():
 
 def _tree(path):
     return {os.path.relpath(os.path.join(r, n), path): open(os.path.join(r, n), "rb").read()
-            for r, _, ns in os.walk(path) for n in ns if n != STATE_NAME}
+            for r, _dirs, ns in os.walk(path) for n in ns if n != STATE_NAME}
 
 
 @pytest.fixture

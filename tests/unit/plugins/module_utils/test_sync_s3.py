@@ -57,7 +57,7 @@ def _model(seed=1):
     rnd = __import__("random").Random(seed)
     return {
         "config.json": b'{"architectures": ["DeepseekV3ForCausalLM"]}',
-        "tokenizer.json": bytes(rnd.getrandbits(8) for _ in range(3000)),
+        "tokenizer.json": bytes(rnd.getrandbits(8) for _i in range(3000)),
         "model-00001-of-000003.safetensors": os.urandom(2 * MiB + 123),
         "model-00002-of-000003.safetensors": os.urandom(MiB),
         "model-00003-of-000003.safetensors": os.urandom(11 * MiB + 7),  # multipart
@@ -72,7 +72,7 @@ def _source(endpoint, bucket, prefix="m/", **kw):
 
 def _tree(path):
     out = {}
-    for root, _, names in os.walk(path):
+    for root, _dirs, names in os.walk(path):
         for n in names:
             full = os.path.join(root, n)
             rel = os.path.relpath(full, path)
@@ -262,7 +262,7 @@ def test_multipart_etag_without_part_size_falls_back_to_size(moto, tmp_path, mon
     files = {"big.safetensors": os.urandom(11 * MiB)}
     _upload(_client(moto), "nopart", "m/", files, tmp_path)
     src = _source(moto, "nopart")
-    monkeypatch.setattr(src.client, "head_object", lambda **kw: (_ for _ in ()).throw(RuntimeError("no")))
+    monkeypatch.setattr(src.client, "head_object", lambda **kw: (_x for _x in ()).throw(RuntimeError("no")))
     dest = str(tmp_path / "pub")
     SyncEngine(src, dest).run()
     entry = json.load(open(os.path.join(dest, STATE_NAME)))["files"]["big.safetensors"]

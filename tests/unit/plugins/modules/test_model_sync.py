@@ -97,7 +97,7 @@ def test_check_real_check_real(module_env, s3, tmp_path):
     assert res["changed"] is False and res["files_to_fetch"] == []
     kind, res = _run(args)
     assert res["changed"] is False and res["files_fetched"] == 0
-    _, secret = s3[1], s3[2]
+    secret = s3[2]
     assert secret not in json.dumps(res)
 
 
