@@ -469,6 +469,9 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
                    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
                    "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
                    "--tmpfs", "/run:exec", "--tmpfs", "/tmp:exec",
+                   # Engines run with --ipc host, i.e. this host's /dev/shm: vLLM needs more than 64 MiB.
+                   "--shm-size", "2g",
+                   "-e", "LLMFLEET_LAB_NAME=%s" % name,
                    "-v", "%s-docker:/var/lib/docker" % cname,
                    "-v", "%s:/root/.ssh/authorized_keys:ro" % auth,
                    "-v", "%s:/opt/llmfleet-lab/gpu:ro" % os.path.join(REPO, "tests", "fixtures", "gpu", h.gpu_fixture)]

@@ -7,8 +7,8 @@ mkdir -p /run/sshd /var/log
 /usr/sbin/sshd -E /var/log/sshd.log
 if [ -x /usr/sbin/dockerd ] && [ ! -f /etc/llmfleet-lab/no-dockerd ]; then
     # The lab host's engine keeps its cgroups under a parent named after the host, so that
-    # several lab hosts (and the machine's own engine) never share cgroup paths.
-    /usr/sbin/dockerd --cgroup-parent "/llmfleet-lab-$(hostname)" \
+    # several lab hosts, labs, and the machine's own engine never share cgroup paths.
+    /usr/sbin/dockerd --cgroup-parent "/llmfleet-lab-${LLMFLEET_LAB_NAME:-default}-$(hostname)" \
         >/var/log/dockerd.log 2>&1 &
 fi
 # Reap and wait forever; SIGTERM (docker stop) ends the container.
