@@ -273,8 +273,16 @@ def test_cold_sync_then_peer_fan_out_over_the_private_network(weights):
         assert state["files"][MULTIPART]["part_size"] == 5 * MiB
         assert weights.lab.sh(h, "ls -a %s" % os.path.dirname(path)).split().count(
             os.path.basename(path) + ".llmfleet-staging") == 0
-    # on the hosts the secret is only in 0600 files, if anywhere
+    # on the hosts the secret is only in 0600 files, if anywhere. Ansible's own module payload
+    # (AnsiballZ_*.py, in a 0700 root-only ~/.ansible/tmp/ansible-tmp-*) holds the arguments
+    # while a job runs; the async wrapper removes it just after the job's result is written:
+    # wait for that, then search the whole file system.
     for h in weights.lab.hosts:
+        deadline = time.monotonic() + 20
+        while weights.lab.sh(h.name, "find /root/.ansible/tmp -mindepth 1 -maxdepth 1 2>/dev/null || true").strip():
+            assert weights.lab.sh(h.name, "stat -c %a /root/.ansible/tmp").strip() == "700"
+            assert time.monotonic() < deadline, "Ansible's tmp dir on %s was not cleaned up" % h.name
+            time.sleep(0.5)
         proc = subprocess.run(
             ["docker", "exec", "-i", h.container, "sh", "-c",
              'read -r S; grep -rlsF --exclude-dir=proc --exclude-dir=sys --exclude-dir=dev -- "$S" / '
