@@ -20,7 +20,7 @@ description:
   - Fails with the numbers when a O(thresholds) entry is broken.
   - Runs on the host it is delegated to; needs C(aiohttp) there.
 version_added: 0.1.0
-author: llmfleet developers
+author: llmfleet developers (@llmfleet)
 requirements:
   - aiohttp >= 3.8 on the host running the module
 extends_documentation_fragment:
@@ -325,7 +325,7 @@ def main():
             extra_body=dict(type="dict", default={}),
             ignore_eos=dict(type="bool"),
             temperature=dict(type="float"),
-            max_tokens=dict(type="int"),
+            max_tokens=dict(type="int", no_log=False),
             percentiles=dict(type="list", elements="float", default=[50, 90, 99]),
             goodput=dict(type="dict"),
             thresholds=dict(type="list", elements="str", default=[]),
