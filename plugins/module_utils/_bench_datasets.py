@@ -111,6 +111,19 @@ def _fit_text(rng, target, count_tokens, ratio, prefix=""):
             words.extend(rng.choice(WORDS) for _ in range(step))
         else:
             del words[max(1, len(words) + step):]
+    if best[1] != target:
+        # Off by a token or two (word merges): swap or add one word until it fits.
+        body = best[0][len(prefix):] if prefix and best[0].startswith(prefix) else best[0]
+        ws = body.split() or [rng.choice(WORDS)]
+        for w in rng.sample(WORDS, min(len(WORDS), 24)):
+            cand = ws[:-1] + [w] if best[1] > target else ws + [w]
+            text = (prefix + " ".join(cand)).strip()
+            n = count_tokens(text)
+            if abs(n - target) < abs(best[1] - target):
+                best = (text, n)
+                ws = cand
+            if n == target:
+                break
     return best
 
 

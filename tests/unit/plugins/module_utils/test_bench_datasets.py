@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_datasets import (
+    _lengths,
     build_dataset, load_jsonl, load_sharegpt, prefix_dataset, random_dataset,
 )
 
@@ -103,3 +105,16 @@ def test_build_dataset_dispatch(tmp_path):
         build_dataset("sharegpt", 1, {})
     with pytest.raises(ValueError):
         build_dataset("nope", 1, {})
+
+
+def test_random_hits_the_exact_length_when_word_merges_make_counts_jump():
+    # Long words are two tokens and every third word merges away: adding or removing whole
+    # words alone oscillates around some targets (3 of these 300 missed before the word swap).
+    def count(text):
+        ws = text.split()
+        return sum(2 if len(w) > 4 else 1 for w in ws) - len(ws) // 3
+
+    ds = random_dataset(300, 16, 4, range_ratio=0.5, seed=3, count_tokens=count)
+    want = _lengths(random.Random(3), 16, 0.5, 300)
+    assert [s.prompt_len for s in ds] == want
+    assert [count(s.prompt) for s in ds] == want
