@@ -45,7 +45,7 @@ setup() {
         rm -f "$VENV"/.llmfleet-req-* && touch "$stamp"
     fi
     export PATH="$VENV/bin:$PATH"
-    ansible --version | head -1
+    ansible --version | sed -n 1p
 }
 
 unit() {
