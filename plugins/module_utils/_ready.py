@@ -43,6 +43,11 @@ DIAGNOSES = [
       r".*is not a valid model identifier.*", r".*HFValidationError.*", r".*safetensors_rust\.SafetensorError.*",
       r".*incomplete metadata, file not fully covered.*", r".*Cannot find any model weights.*",
       r".*No model weights found.*"]),
+    ("shm",
+     "the engine's shared memory (/dev/shm) is too small: run it with --ipc host (inference_server_ipc_mode) "
+     "or a larger --shm-size",
+     [r".*Insufficient space in /dev/shm.*", r".*/dev/shm.*No space left on device.*",
+      r".*Error while creating shared memory segment.*"]),
     ("cuda_oom",
      "the GPUs ran out of memory: lower gpu_memory_utilization / max_model_len, raise tensor_parallel, "
      "or free the GPUs (gpu_facts processes)",

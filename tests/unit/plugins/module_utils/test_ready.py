@@ -239,7 +239,7 @@ def test_missing_container_and_oom_killed():
     assert f["container"] == "gone" and "does not exist" in f["reason"]
     watch.containers = [{"container": "c"}]
     f = watch.check()
-    d, _ = r.diagnose(watch.backend, f, 10)
+    d, dummy = r.diagnose(watch.backend, f, 10)
     assert d["class"] == "host_oom" and "137" in d["summary"] and "OOM killed" in d["summary"]
 
 
@@ -278,3 +278,15 @@ def test_timeout_with_running_container_classifies_logs():
     res = e.value.result
     assert res["diagnosis"]["class"] == "nccl_ray" and res["diagnosis"]["reason"] == "timeout"
     assert res["log_tail"][0].startswith("[eng] ")
+
+
+def test_classify_shared_memory_too_small():
+    # Seen for real: vLLM 0.32 (CPU) in a container whose /dev/shm was Docker's default 64 MiB.
+    log = ("(EngineCore pid=27) ERROR 11-23 11:18:43 [core.py:1510]     check_shm_free_space(self.total_bytes_of_buffer)\n"
+           "(EngineCore pid=27) ERROR 11-23 11:18:43 [core.py:1510] RuntimeError: Insufficient space in /dev/shm for "
+           "shared-memory allocation: 160 MiB required, 64 MiB free. Increase /dev/shm (e.g. --shm-size or --ipc=host).\n"
+           "RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}\n")
+    diag = r.classify_logs(log)
+    assert diag["class"] == "shm"
+    assert "Insufficient space in /dev/shm" in diag["line"]
+    assert "--ipc host" in diag["hint"]
