@@ -47,3 +47,37 @@ def test_playbook_reaches_both_hosts_and_each_serves_a_stream(lab_hosts):
     lab_hosts.playbook(os.path.join(REPO, "tests", "e2e", "playbooks", "smoke.yml"), extra_vars={"smoke_state": "absent"})
     for h in lab_hosts.hosts:
         assert "llmfleet-smoke" not in lab_hosts.sh(h.name, "docker ps -a --format '{{.Names}}'").split()
+
+
+def _ping(lab_hosts, host):
+    """ansible -m ping through SSH, with a short connect timeout; returns True when reachable."""
+    import subprocess
+    import sys
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible"), "-i", lab_hosts.inventory, host, "-m",
+           "ansible.builtin.ping", "-T", "5"]
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"))
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=60).returncode == 0
+
+
+def test_fault_commands_cut_pause_restart(lab_hosts):
+    from tests.lab import lab as labmod
+    name = lab_hosts.state.name
+    assert _ping(lab_hosts, "lab-h2")
+    labmod.fault(name, "cut", "lab-h2")
+    try:
+        assert not _ping(lab_hosts, "lab-h2")
+        assert _ping(lab_hosts, "lab-h1"), "cutting one host must not affect the others"
+    finally:
+        labmod.fault(name, "heal", "lab-h2")
+    assert _ping(lab_hosts, "lab-h2")
+    labmod.fault(name, "pause", "lab-h2")
+    try:
+        assert not _ping(lab_hosts, "lab-h2")
+    finally:
+        labmod.fault(name, "unpause", "lab-h2")
+    assert _ping(lab_hosts, "lab-h2")
+    labmod.fault(name, "restart", "lab-h2")
+    assert _ping(lab_hosts, "lab-h2")
+    # After a restart the host's own Docker engine is back too.
+    h2 = labmod.host_of(lab_hosts.state, "lab-h2")
+    labmod._wait_inner_docker(h2, 60)
