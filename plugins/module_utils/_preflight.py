@@ -1,0 +1,506 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Preflight across hosts: compare the hosts of each deployment before anything starts (PRIVATE).
+
+This file is private to the collection (leading underscore): its API may change without notice.
+Pure Python (no Ansible imports), unit-tested without hosts (tests/unit/plugins/module_utils/
+test_preflight.py). Three steps, see docs/preflight.md:
+
+1. ``views(deployments, groups, hostvars, catalog, plan=None)``: per deployment its hosts (head
+   first), image, model_path, weight size, ports per host and private addresses; from the plan
+   when one is given, else from the deployment keys with the planner's defaults.
+2. ``targets(views)``: per host what the host tasks must look at (images, paths, ports).
+3. ``check(views, host_data, ...)``: compares, returns {"ok", "tables", "errors", "hosts"}; a
+   failure renders one table per deployment (one row per host, one column per value, the
+   mismatching columns marked) followed by the fixes.
+
+``host_data`` per host is parsed from the raw outputs the playbook registered:
+``parse_df``, ``parse_listening`` (``ss -ltnH`` or /proc/net/tcp), ``parse_clock``,
+``image_ref`` (docker_image_info), ``parse_state`` / ``parse_index`` (file contents).
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+
+from ansible_collections.llmfleet.serving.plugins.module_utils import _engine_flags
+from ansible_collections.llmfleet.serving.plugins.module_utils import _plan
+from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import resolve_model
+from ansible_collections.llmfleet.serving.plugins.module_utils._sizing import weight_bytes
+
+CHECKS = ("gpu", "driver", "image", "interface", "disk", "ports", "clock")
+DEFAULT_CLOCK_TOLERANCE_S = 2.0
+DEFAULT_DISK_MARGIN = 0.10
+MARK = " !"
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. deployment views
+
+def _ports_of(engine, hosts, port, ray_port, dash_port, dist_port):
+    """{host: [(port, key)]}, the same claims as the planner's (_plan._claim_ports)."""
+    out = {h: [] for h in hosts}
+    nodes = len(hosts)
+    for rank, h in enumerate(hosts):
+        if engine == "sglang" or rank == 0:
+            out[h].append((port, "port"))
+    if engine == "vllm" and nodes > 1:
+        out[hosts[0]] += [(ray_port, "ray_port"), (dash_port, "ray_dashboard_port")]
+    if engine == "sglang" and nodes > 1:
+        out[hosts[0]].append((dist_port, "dist_init_port"))
+    return out
+
+
+def _view_from_plan(p, deployment_keys):
+    hosts = [p["head"]] + list(p.get("workers") or [])
+    d = deployment_keys or {}
+    ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
+                      d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
+    return {"name": p["name"], "label": "llmfleet_deployments[%s]" % p["name"], "engine": p["engine"],
+            "hosts": hosts, "head": p["head"], "image": p["image"], "model_path": p["model_path"],
+            "weights_bytes": (p.get("sizing") or {}).get("weights_bytes"), "ports": ports,
+            "addresses": {h: p["hosts"][h].get("private_address") for h in hosts},
+            "interfaces_planned": {h: p["hosts"][h].get("network_interface") for h in hosts}}
+
+
+def views(deployments, groups=None, hostvars=None, catalog=None, plan=None):
+    """One view per deployment that can be read; deployments the planner would refuse outright
+    (no hosts, unknown engine) are skipped here: the plan task names their errors."""
+    groups = groups or {}
+    hostvars = hostvars or {}
+    out = []
+    planned = (plan or {}).get("deployments") or {}
+    for i, dep in enumerate(deployments if isinstance(deployments, list) else []):
+        if not isinstance(dep, dict):
+            continue
+        if dep.get("name") in planned:
+            out.append(_view_from_plan(planned[dep["name"]], dep))
+            continue
+        ctx = _plan._Ctx(hostvars, groups, catalog, None)  # pylint: disable=protected-access
+        label = "llmfleet_deployments[%s]" % (dep.get("name") if isinstance(dep.get("name"), str) else i)
+        d = {}
+        for k, (_typ, default) in _plan.DEPLOYMENT_KEYS.items():
+            d[k] = dep[k] if dep.get(k) is not None else copy.deepcopy(default)
+        if not d["hosts"] or not d["name"]:
+            continue
+        hosts = _plan._resolve_hosts(ctx, d, label)  # pylint: disable=protected-access
+        engine = d["engine"]
+        if not hosts or engine not in _plan.ENGINES:
+            continue
+        try:
+            version = _engine_flags.resolve_version(engine, d["engine_version"])
+        except Exception:  # noqa: BLE001 - the plan names a bad version; keep the image unknown
+            version = None
+        image = d["image"] or (_plan.DEFAULT_IMAGES[engine].format(version=version) if version else None)
+        model = None
+        try:
+            model = resolve_model(d["model"], catalog or {}, d.get("model_path"))
+        except (KeyError, ValueError, TypeError):
+            model = None
+        model_path = d["model_path"]
+        if not model_path and model:
+            model_path = "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
+        wb = weight_bytes(model)[0] if model else None
+        try:
+            ports = _ports_of(engine, hosts, int(d["port"]), int(d["ray_port"]), int(d["ray_dashboard_port"]),
+                              int(d["dist_init_port"]))
+        except (TypeError, ValueError):
+            ports = {h: [] for h in hosts}
+        ni = d["network_interface"]
+        out.append({"name": d["name"], "label": label, "engine": engine, "hosts": hosts, "head": hosts[0],
+                    "image": image, "model_path": model_path, "weights_bytes": wb, "ports": ports,
+                    "addresses": {h: _plan.host_address(hostvars, h) for h in hosts},
+                    "interfaces_planned": {h: (ni.get(h, "auto") if isinstance(ni, dict) else ni) for h in hosts}})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# 2. what each host must report
+
+def targets(view_list):
+    """{"hosts": {host: {"images": [...], "paths": [...], "ports": [...]}}, "deployments": [names]}."""
+    hosts = {}
+    for v in view_list:
+        for h in v["hosts"]:
+            t = hosts.setdefault(h, {"images": [], "paths": [], "ports": []})
+            if v["image"] and v["image"] not in t["images"]:
+                t["images"].append(v["image"])
+            if v["model_path"] and v["model_path"] not in t["paths"]:
+                t["paths"].append(v["model_path"])
+            for port, _key in v["ports"].get(h, []):
+                if port not in t["ports"]:
+                    t["ports"].append(port)
+    return {"hosts": hosts, "deployments": [v["name"] for v in view_list]}
+
+
+# ---------------------------------------------------------------------------------------------
+# parsers of raw host outputs
+
+def parse_df(text):
+    """``df -PB1 PATH`` output -> {"filesystem", "size", "used", "avail", "mount"} or None."""
+    lines = [ln for ln in (text or "").splitlines() if ln.strip()]
+    if not lines:
+        return None
+    # the last line is the data line; -P keeps one line per file system (a long device name too)
+    parts = lines[-1].split()
+    if len(parts) < 6 or not parts[3].isdigit():
+        return None
+    return {"filesystem": parts[0], "size": int(parts[1]), "used": int(parts[2]), "avail": int(parts[3]),
+            "mount": " ".join(parts[5:])}
+
+
+def _port_of(addr):
+    try:
+        return int(addr.rsplit(":", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
+def parse_listening(text):
+    """Listening TCP ports from ``ss -ltnH`` (or ``ss -ltn`` with its header) or /proc/net/tcp[6]."""
+    ports = set()
+    for line in (text or "").splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "sl" or parts[0] == "State":
+            continue
+        if parts[0].endswith(":") and len(parts) > 3 and ":" in parts[1]:
+            # /proc/net/tcp: "0: 0100007F:1F40 00000000:0000 0A ..."; 0A = LISTEN
+            if parts[3] == "0A":
+                try:
+                    ports.add(int(parts[1].rsplit(":", 1)[1], 16))
+                except ValueError:
+                    pass
+            continue
+        # ss: "LISTEN 0 4096 0.0.0.0:8000 0.0.0.0:*" (State Recv-Q Send-Q Local Peer)
+        if parts[0] == "LISTEN" and len(parts) >= 4:
+            p = _port_of(parts[3])
+        elif len(parts) >= 3 and parts[0].isdigit():  # -H without the state column on some versions
+            p = _port_of(parts[2])
+        else:
+            continue
+        if p is not None:
+            ports.add(p)
+    return sorted(ports)
+
+
+def parse_clock(text, control_after=None):
+    """``<control epoch before> <host epoch>`` (the shell task prints both) plus the control epoch
+    read after the task -> {"before", "host", "after", "low", "high", "skew"}: the host's offset
+    lies within [low, high] = [host - after, host - before]; ``skew`` is the midpoint estimate."""
+    try:
+        parts = (text or "").split()
+        before, host = float(parts[0]), float(parts[1])
+    except (IndexError, ValueError):
+        return None
+    after = float(control_after) if control_after not in (None, "") else before
+    after = max(after, before)
+    return {"before": before, "host": host, "after": after, "low": host - after, "high": host - before,
+            "skew": host - (before + after) / 2.0}
+
+
+def parse_state(text):
+    """Contents of ``<model_path>/.llmfleet-state.json`` -> True when it says complete."""
+    try:
+        data = json.loads(text or "")
+    except ValueError:
+        return False
+    return isinstance(data, dict) and data.get("complete") is True
+
+
+def parse_index(text):
+    """``metadata.total_size`` of model.safetensors.index.json text, or None."""
+    try:
+        data = json.loads(text or "")
+        return int(data["metadata"]["total_size"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def image_ref(info, image):
+    """Identity of ``image`` from docker_image_info's ``images`` list: the repo digest of its
+    repository (``repo@sha256:...``) when the image came from a registry, else its image ID
+    (loaded or built locally). None when the image is not on the host."""
+    repo = image.split("@")[0]
+    last = repo.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo = repo[: -(len(last) - last.index(":"))]
+    for img in info or []:
+        if not isinstance(img, dict):
+            continue
+        digests = img.get("RepoDigests") or []
+        for dg in digests:
+            if dg.split("@")[0] == repo or dg.split("@")[0].endswith("/" + repo):
+                return dg.split("@", 1)[1]
+        if digests:
+            return digests[0].split("@", 1)[1]
+        if img.get("Id"):
+            return img["Id"]
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# 3. comparison
+
+def _gib(n):
+    return "%.1f GiB" % (n / float(1 << 30))
+
+
+def _short(ref):
+    if not ref:
+        return "not pulled"
+    return ref if len(ref) <= 19 else ref[:19]
+
+
+def _iface_in_subnet(facts, head_address):
+    """Interfaces (name, address/prefix) of ``facts`` whose IPv4 subnet contains the head's private
+    address, the one holding the address itself first."""
+    try:
+        ip = ipaddress.IPv4Address(str(head_address))
+    except ValueError:
+        return None
+    found = []
+    for iface in (facts or {}).get("interfaces") or []:
+        for a in iface.get("ipv4") or []:
+            try:
+                net = ipaddress.IPv4Network("%s/%s" % (a["address"], a.get("prefix", 32)), strict=False)
+            except (KeyError, ValueError):
+                continue
+            if ip in net and not net.network_address.is_loopback and net.prefixlen < 32:
+                found.append((iface.get("name"), "%s/%s" % (a["address"], net.prefixlen)))
+    return found[0] if found else None
+
+
+def _gpu_mem(facts):
+    mems = [g.get("memory_total_mib") for g in (facts or {}).get("gpus") or [] if g.get("memory_total_mib")]
+    return min(mems) if mems else None
+
+
+def _ports_text(ports):
+    return ",".join(str(p) for p in ports) if ports else "-"
+
+
+def check(view_list, host_data, checks=CHECKS, clock_tolerance_s=DEFAULT_CLOCK_TOLERANCE_S,
+          disk_margin=DEFAULT_DISK_MARGIN):
+    """Compare; returns {"ok", "errors": [{deployment, check, host, variable, message}],
+    "tables": {deployment: text}, "rows": {deployment: [row dicts]}, "message"}.
+
+    ``host_data[host]``: {"gpu_facts": {...} | None, "images": {image: ref | None},
+    "disks": {path: {"checked": path, "df": parse_df(...), "complete": bool, "index_size": int|None}},
+    "listening": [ports] | None, "containers": [deployment labels of running containers] | None,
+    "clock": parse_clock(...) | None, "errors": {what: message}}."""
+    checks = set(checks or CHECKS)
+    unknown = checks - set(CHECKS)
+    if unknown:
+        raise ValueError("unknown preflight check(s) %s: use %s" % (", ".join(sorted(unknown)), ", ".join(CHECKS)))
+    errors = []
+    tables = {}
+    rows_out = {}
+    for v in view_list:
+        name, label, hosts = v["name"], v["label"], v["hosts"]
+        multi = len(hosts) > 1
+        marked = set()
+        fixes = []
+        rows = []
+        for rank, h in enumerate(hosts):
+            hd = host_data.get(h) or {}
+            f = hd.get("gpu_facts") or {}
+            row = {"host": h, "role": "single" if not multi else ("head" if rank == 0 else "worker"),
+                   "GPUs": f.get("gpu_count"), "GPU model": f.get("product_name"), "GPU MiB": _gpu_mem(f),
+                   "driver": f.get("driver_version"), "CUDA": f.get("cuda_version")}
+            if v["image"]:
+                ref = (hd.get("images") or {}).get(v["image"])
+                row["image"] = ref
+            rows.append(row)
+
+        def mark_all(col):
+            marked.add(col)
+
+        def mark(row, col):
+            marked.add(col)
+            row.setdefault("_bad", set()).add(col)
+
+        # same across the group
+        if multi:
+            same = []
+            if "gpu" in checks:
+                same += [("GPUs", label + ".hosts", "use hosts with the same GPU count (or set gpus_per_host to "
+                          "the smallest count)"),
+                         ("GPU model", label + ".hosts", "use hosts with the same GPU model: mixed models split "
+                          "the layers unevenly and the smallest memory decides (vLLM #7815)"),
+                         ("GPU MiB", label + ".hosts", "use hosts with the same GPU memory")]
+            if "driver" in checks:
+                same += [("driver", "gpu_host_driver_branch (role gpu_host)", "install the same NVIDIA driver "
+                          "on every host of the group (NCCL hangs or fails between versions, vLLM #13388)"),
+                         ("CUDA", "gpu_host_driver_branch (role gpu_host)", "the same driver gives the same "
+                          "CUDA version")]
+            for col, var, fix in same:
+                values = [r[col] for r in rows]
+                known = [x for x in values if x is not None]
+                if len(set(map(str, known))) > 1 or (known and len(known) < len(values)):
+                    head_val = rows[0][col]
+                    for r in rows:
+                        if str(r[col]) != str(head_val):
+                            mark(r, col)
+                    mark_all(col)
+                    errors.append({"deployment": name, "check": col, "host": None, "variable": var,
+                                   "message": "%s differs: %s" % (col, ", ".join("%s=%s" % (r["host"], r[col])
+                                                                                 for r in rows))})
+                    fixes.append("%s differs across the hosts: %s (%s)" % (col, fix, var))
+            if "image" in checks and v["image"]:
+                refs = {r["host"]: r.get("image") for r in rows}
+                pulled = [x for x in refs.values() if x]
+                if len(set(pulled)) > 1:
+                    head_ref = refs[hosts[0]] or pulled[0]
+                    for r in rows:
+                        if r.get("image") and r["image"] != head_ref:
+                            mark(r, "image")
+                    errors.append({"deployment": name, "check": "image", "host": None, "variable": label + ".image",
+                                   "message": "image %s differs: %s" % (v["image"], ", ".join(
+                                       "%s=%s" % (h, refs[h] or "not pulled") for h in hosts))})
+                    fixes.append("image %s is a different build on some hosts (version mismatch, gpustack #1640): "
+                                 "pin it by digest (%s: repo@sha256:...) or pull the same tag everywhere"
+                                 % (v["image"], label + ".image"))
+        for r in rows:
+            if "image" in r:
+                r["image"] = _short(r["image"])
+
+        # private interface of the group's subnet (head's private address)
+        if multi and "interface" in checks:
+            head_addr = v["addresses"].get(hosts[0])
+            for r in rows:
+                f = (host_data.get(r["host"]) or {}).get("gpu_facts") or {}
+                found = _iface_in_subnet(f, head_addr)
+                if found:
+                    r["private interface"] = "%s %s" % found
+                else:
+                    r["private interface"] = "none in subnet of %s" % head_addr
+                    mark(r, "private interface")
+                    errors.append({"deployment": name, "check": "interface", "host": r["host"],
+                                   "variable": "hostvars[%s].llmfleet_private_address" % r["host"],
+                                   "message": "host %s has no interface in the subnet of the head's private address "
+                                   "%s" % (r["host"], head_addr)})
+                    fixes.append("host %s has no IPv4 interface in the subnet of %s (head %s): put it on the private "
+                                 "network, or correct llmfleet_private_address of %s / %s (NCCL and GLOO need a "
+                                 "common network, vLLM #7074)" % (r["host"], head_addr, hosts[0], hosts[0], r["host"]))
+
+        # free disk at model_path
+        if "disk" in checks and v["model_path"]:
+            col = "disk %s" % v["model_path"]
+            for r in rows:
+                hd = host_data.get(r["host"]) or {}
+                dk = (hd.get("disks") or {}).get(v["model_path"]) or {}
+                size = dk.get("index_size") or v["weights_bytes"]
+                df = dk.get("df")
+                if dk.get("complete"):
+                    r[col] = "published"
+                    continue
+                if not df:
+                    r[col] = "unknown"
+                    continue
+                if not size:
+                    r[col] = "%s free (size unknown)" % _gib(df["avail"])
+                    continue
+                need = int(size * (1.0 + disk_margin))
+                r[col] = "%s free, need %s" % (_gib(df["avail"]), _gib(need))
+                if df["avail"] < need:
+                    mark(r, col)
+                    short = need - df["avail"]
+                    errors.append({"deployment": name, "check": "disk", "host": r["host"], "variable": label + ".model_path",
+                                   "message": "host %s: %s (file system %s at %s) has %d bytes free, the weights need %d "
+                                   "(+%d%%): short by %d bytes (%s)" % (
+                                       r["host"], v["model_path"], df["filesystem"], df["mount"], df["avail"], need,
+                                       round(disk_margin * 100), short, _gib(short))})
+                    fixes.append("host %s: free %s at %s (file system %s mounted at %s), or set %s.model_path to a "
+                                 "file system with room" % (r["host"], _gib(short), v["model_path"], df["filesystem"],
+                                                              df["mount"], label))
+
+        # ports free, unless the deployment's own containers run there
+        if "ports" in checks:
+            for r in rows:
+                hd = host_data.get(r["host"]) or {}
+                claims = v["ports"].get(r["host"], [])
+                if not claims:
+                    r["ports"] = "-"
+                    continue
+                listening = hd.get("listening")
+                if listening is None:
+                    r["ports"] = "unknown"
+                    continue
+                own = name in (hd.get("containers") or [])
+                busy = [(p, k) for p, k in claims if p in listening]
+                if busy and not own:
+                    mark(r, "ports")
+                    r["ports"] = "in use: %s" % _ports_text([p for p, _ in busy])
+                    for p, k in busy:
+                        errors.append({"deployment": name, "check": "ports", "host": r["host"],
+                                       "variable": "%s.%s" % (label, k),
+                                       "message": "port %d (%s) is in use on host %s" % (p, k, r["host"])})
+                        fixes.append("port %d (%s) is in use on host %s by a process that is not a container of %s: "
+                                     "stop it, or set %s.%s to a free port (vLLM #12997)"
+                                     % (p, k, r["host"], name, label, k))
+                else:
+                    r["ports"] = "%s %s" % (_ports_text([p for p, _ in claims]),
+                                            "(own containers)" if busy else "free")
+
+        # clocks
+        if "clock" in checks:
+            for r in rows:
+                ck = (host_data.get(r["host"]) or {}).get("clock")
+                if not ck:
+                    r["clock skew s"] = "unknown"
+                    continue
+                r["clock skew s"] = "%+.1f" % ck["skew"]
+                if ck["low"] > clock_tolerance_s or ck["high"] < -clock_tolerance_s:
+                    mark(r, "clock skew s")
+                    errors.append({"deployment": name, "check": "clock", "host": r["host"],
+                                   "variable": "llmfleet_preflight_clock_tolerance_s",
+                                   "message": "host %s clock is %+.1f s off the control node's (tolerance %.1f s)"
+                                   % (r["host"], ck["skew"], clock_tolerance_s)})
+                    fixes.append("host %s: its clock is %+.1f s off the control node's (tolerance %.1f s): sync it "
+                                 "with NTP (chrony / systemd-timesyncd); or raise llmfleet_preflight_clock_tolerance_s"
+                                 % (r["host"], ck["skew"], clock_tolerance_s))
+
+        # host-level read errors are shown, not failed on
+        for r in rows:
+            for what, msg in sorted(((host_data.get(r["host"]) or {}).get("errors") or {}).items()):
+                fixes.append("note: host %s: %s: %s" % (r["host"], what, msg))
+
+        rows_out[name] = [{k: val for k, val in r.items() if k != "_bad"} for r in rows]
+        bad = [e for e in errors if e["deployment"] == name]
+        tables[name] = render_table(name, rows, marked, fixes if bad else [n for n in fixes if n.startswith("note:")])
+    ok = not errors
+    failed = [n for n in tables if any(e["deployment"] == n for e in errors)]
+    message = ("preflight passed for %s" % ", ".join(tables) if ok else
+               "preflight failed for %s:\n\n%s" % (", ".join(failed), "\n\n".join(tables[n] for n in failed)))
+    return {"ok": ok, "errors": errors, "tables": tables, "rows": rows_out, "message": message}
+
+
+def render_table(name, rows, marked, fixes):
+    """A Markdown table: one row per host, one column per value; the header and each cell of a
+    mismatching column carry `` !``. Then the fixes, one per line."""
+    cols = []
+    for r in rows:
+        for k in r:
+            if k != "_bad" and k not in cols:
+                cols.append(k)
+    header = [c + (MARK if c in marked else "") for c in cols]
+    body = []
+    for r in rows:
+        bad = r.get("_bad") or set()
+        body.append([("-" if r.get(c) is None else str(r.get(c))) + (MARK if c in bad else "") for c in cols])
+    widths = [max(len(x) for x in [header[i]] + [b[i] for b in body]) for i in range(len(cols))]
+
+    def line(cells):
+        return "| " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(cells)) + " |"
+    out = ["deployment %s (hosts %s; ! marks a mismatch):" % (name, ", ".join(r["host"] for r in rows)),
+           line(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(b) for b in body]
+    if fixes:
+        out.append("fix:")
+        out += ["  - " + f for f in fixes]
+    return "\n".join(out)
