@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Time the planner on a 1,000-host fleet: 600 deployments (200 single-host QwQ-32B / Qwen3 / R1-Distill,
 400 dual-host DeepSeek-R1 with vLLM Ray or SGLang), GPU facts on every host (8 x H200, RDMA).
 
@@ -13,7 +12,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-import conftest  # noqa: E402,F401  (puts build/collections on sys.path)
+import conftest  # noqa: E402  (puts build/collections on sys.path)
+
+if conftest.COLLECTIONS not in sys.path:  # conftest puts it there when first imported
+    sys.path.insert(0, conftest.COLLECTIONS)
 
 from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import load_catalog  # noqa: E402
 from ansible_collections.llmfleet.serving.plugins.module_utils._plan import build_plan  # noqa: E402
@@ -51,7 +53,7 @@ def main():
     catalog = load_catalog()
     deps, hostvars, groups = fleet()
     times = []
-    for _ in range(args.repeat):
+    for dummy in range(args.repeat):
         t = time.perf_counter()
         plan = build_plan(deps, hostvars, groups, catalog)
         times.append(time.perf_counter() - t)

@@ -336,8 +336,8 @@ def _plan_one(ctx, dep, label):
     engine = d["engine"]
     version = None
     if engine not in ENGINES:
-        ctx.err(label + ".engine", "unknown engine %r%s: use one of %s" % (engine, did_you_mean(engine, ENGINES),
-                                                                            ", ".join(ENGINES)))
+        ctx.err(label + ".engine", "unknown engine %r%s: use one of %s"
+                % (engine, did_you_mean(engine, ENGINES), ", ".join(ENGINES)))
         engine = None
     else:
         try:
@@ -348,8 +348,8 @@ def _plan_one(ctx, dep, label):
     for k in ("exposure", "gpu_runtime", "nccl_debug"):
         allowed = {"exposure": EXPOSURES, "gpu_runtime": ("nvidia", "none"), "nccl_debug": NCCL_DEBUG_LEVELS}[k]
         if d[k] not in allowed:
-            ctx.err("%s.%s" % (label, k), "%r is not one of %s%s" % (d[k], ", ".join(allowed),
-                                                                    did_you_mean(d[k], allowed)))
+            ctx.err("%s.%s" % (label, k), "%r is not one of %s%s"
+                    % (d[k], ", ".join(allowed), did_you_mean(d[k], allowed)))
     u = d["gpu_memory_utilization"]
     if not 0 < u <= 1:
         ctx.err(label + ".gpu_memory_utilization", "%s is outside (0, 1]" % u)
@@ -501,7 +501,7 @@ def _plan_one(ctx, dep, label):
         return None
 
     served = d["served_model_name"] or model.get("served_model_name") or model.get("hf_id") or model.get("name")
-    model_path = d["model_path"] or "/data/models/%s" % str(model.get("hf_id") or model.get("name")).split("/")[-1]
+    model_path = d["model_path"] or "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
     image = d["image"] or DEFAULT_IMAGES[engine].format(version=version)
     head_ip = addrs[hosts[0]]
     key_host_path = "%s/%s/api_key" % (d["config_dir"].rstrip("/"), name)

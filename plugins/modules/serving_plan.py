@@ -15,9 +15,9 @@ description:
     merged with C(llmfleet_models), and, for every host the deployments name, the host variables
     C(llmfleet_gpu_facts) (from M(llmfleet.serving.gpu_facts)), C(llmfleet_private_address),
     C(llmfleet_public_address) and C(ansible_host).
-  - Returns the plan (per deployment and host: role, rank, container name, image, command, environment,
+  - Returns the plan (per deployment and host, its role, rank, container name, image, command, environment,
     mounts, ports, GPUs, labels, config hash, sizing) and sets it as the fact C(llmfleet_plan).
-  - Fails listing B(every) refusal, each naming the variable to fix: TP x PP not equal to the GPUs,
+  - Fails listing B(every) refusal, each naming the variable to fix; refusals include TP x PP not equal to the GPUs,
     head missing or not in the group, hosts listed twice, different GPU counts in one multi-node group,
     weights + minimum KV cache for C(max_model_len) larger than the GPU memory (with the arithmetic),
     unknown engine or engine version, a flag the engine version does not accept, two deployments on one
@@ -26,7 +26,7 @@ description:
   - The API key never appears in the result, only its source (V(vault), V(file), V(inline)) and file paths.
   - See C(docs/planner.md) for the deployment keys and the plan schema.
 version_added: 0.1.0
-author: llmfleet developers
+author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING

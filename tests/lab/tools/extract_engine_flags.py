@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Regenerate the engine flag tables in plugins/module_utils/_engine_flags.py.
 
 The tables come from the engines' own argparse parsers, walked in an interpreter where the

@@ -43,11 +43,11 @@ def test_parse_vllm_serve_line():
 
 
 def test_parse_rejects_like_the_engine():
-    _, unknown = ef.parse_args("vllm", "0.32.0", ["--enable-reasoning", "--tensor-parallel-size"])
+    dummy, unknown = ef.parse_args("vllm", "0.32.0", ["--enable-reasoning", "--tensor-parallel-size"])
     assert unknown == ["--enable-reasoning", "--tensor-parallel-size"]
-    _, unknown = ef.parse_args("vllm", "0.32.0", ["m", "extra-positional", "--trust-remote-code=yes"])
+    dummy, unknown = ef.parse_args("vllm", "0.32.0", ["m", "extra-positional", "--trust-remote-code=yes"])
     assert unknown == ["extra-positional", "--trust-remote-code=yes"]
-    _, unknown = ef.parse_args("sglang", "0.5.23", ["stray", "--no-such-flag", "1"])
+    dummy, unknown = ef.parse_args("sglang", "0.5.23", ["stray", "--no-such-flag", "1"])
     assert unknown == ["stray", "--no-such-flag", "1"]
 
 
@@ -59,7 +59,7 @@ def test_parse_sglang_abbreviations_like_argparse():
     assert values["--tp-size"] == "16"
     assert values["--dist-init-addr"] == "10.0.0.11:20000"
     # an ambiguous prefix is an error in argparse
-    _, unknown = ef.parse_args("sglang", "0.5.23", ["--enable", "1"])
+    dummy, unknown = ef.parse_args("sglang", "0.5.23", ["--enable", "1"])
     assert "--enable" in unknown
 
 

@@ -134,7 +134,7 @@ def test_choose_interface_and_rdma_env():
     assert _plan.choose_interface(f, "10.9.9.9") is None
     assert _plan.choose_interface(f, "gpu-a.example") is None
     assert _plan.rdma_env(facts(rdma=["mlx5_0"])) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "mlx5_0",
-                                                        "NCCL_NET_GDR_LEVEL": "5", "NCCL_IB_GID_INDEX": "1"}
+                                                      "NCCL_NET_GDR_LEVEL": "5", "NCCL_IB_GID_INDEX": "1"}
     down = facts(rdma=["mlx5_0"])
     down["rdma"][0]["ports"][0]["state"] = "DOWN"
     assert _plan.rdma_env(down) == {}

@@ -12,7 +12,7 @@ def test_kv_per_token_standard_and_mla():
     per, line = sz.kv_bytes_per_token(QWQ, tp=1, pp=1)
     assert per == 2 * 64 * 8 * 128 * 2 == 262144
     assert "head_dim 128" in line
-    per, _ = sz.kv_bytes_per_token(QWQ, tp=16, pp=1)   # KV heads replicated when TP > KV heads
+    per, dummy = sz.kv_bytes_per_token(QWQ, tp=16, pp=1)   # KV heads replicated when TP > KV heads
     assert per == 2 * 64 * 1 * 128 * 2
     per, line = sz.kv_bytes_per_token(R1, tp=8, pp=2)
     assert per == 31 * (512 + 64) * 2 == 35712
