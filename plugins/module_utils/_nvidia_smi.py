@@ -356,13 +356,13 @@ def interfaces_from_ioctl(sysfs_root="/sys"):
 def collect_interfaces(run, ip_path, sysfs_root="/sys"):
     """Try ``ip -j addr``, then ``ip -o -4 addr``, then ioctl. Returns (interfaces, source)."""
     if ip_path:
-        rc, out, _ = run([ip_path, "-j", "addr"])
+        rc, out, dummy = run([ip_path, "-j", "addr"])
         if rc == 0 and out.strip().startswith("["):
             try:
                 return parse_ip_json(out), "ip -j addr"
             except (ValueError, KeyError, TypeError):
                 pass
-        rc, out, _ = run([ip_path, "-o", "-4", "addr"])
+        rc, out, dummy = run([ip_path, "-o", "-4", "addr"])
         if rc == 0:
             return parse_ip_oneline(out), "ip -o -4 addr"
     return interfaces_from_ioctl(sysfs_root), "ioctl"
@@ -375,7 +375,7 @@ def _nvswitch(gpus, product_name, topo):
         # Hopper and later report the NVSwitch fabric (fabric manager) registration per GPU;
         # 'N/A' (cleaned to None) on boards without NVSwitch.
         return True
-    _, all_pairs = nvlink_pairs(topo) if topo else (0, False)
+    dummy, all_pairs = nvlink_pairs(topo) if topo else (0, False)
     return bool(len(gpus) >= 8 and all_pairs and product_name
                 and any(p in product_name for p in NVSWITCH_PRODUCTS))
 
@@ -406,24 +406,24 @@ def collect(run, nvidia_smi, sysfs_root="/sys", include_processes=True, ip_path=
             raise NvidiaSmiError("failed", "nvidia-smi failed (rc=%s) for both -q -x and --query-gpu: %s"
                                  % (rc, (err.strip() or out.strip())[:500]))
         facts = parse_query_csv(out)
-        rc, out, _ = run([nvidia_smi, "--version"])
+        rc, out, dummy = run([nvidia_smi, "--version"])
         if rc != 0:
-            rc, out, _ = run([nvidia_smi])
-        _, facts["cuda_version"] = parse_version(out if rc == 0 else "")
+            rc, out, dummy = run([nvidia_smi])
+        dummy, facts["cuda_version"] = parse_version(out if rc == 0 else "")
         if include_processes:
-            rc, out, _ = run([nvidia_smi, "--query-compute-apps=" + ",".join(APPS_QUERY_FIELDS),
-                              "--format=csv,noheader,nounits"])
+            rc, out, dummy = run([nvidia_smi, "--query-compute-apps=" + ",".join(APPS_QUERY_FIELDS),
+                                  "--format=csv,noheader,nounits"])
             facts["processes"] = parse_compute_apps_csv(out, facts["gpus"]) if rc == 0 else []
     gpus = facts["gpus"]
 
-    rc, out, _ = run([nvidia_smi, "nvlink", "-s"])
+    rc, out, dummy = run([nvidia_smi, "nvlink", "-s"])
     nvl = parse_nvlink_status(out) if rc == 0 else {}
     for g in gpus:
         if g["index"] in nvl:
             g["nvlink_links_active"] = nvl[g["index"]]["active"]
         elif g["nvlink_links_active"] is None and rc == 0:
             g["nvlink_links_active"] = 0
-    rc, out, _ = run([nvidia_smi, "topo", "-m"])
+    rc, out, dummy = run([nvidia_smi, "topo", "-m"])
     topo = parse_topo_matrix(out) if rc == 0 else None
     pairs, all_pairs = nvlink_pairs(topo) if topo else (0, False)
     link_count = sum(g["nvlink_links_active"] or 0 for g in gpus)

@@ -280,7 +280,7 @@ def main():
                 module.fail_json(msg=missing_required_lib("docker (Docker SDK for Python) or the docker CLI",
                                                           reason="to watch the engine containers"),
                                  exception=DOCKER_IMPORT_ERROR)
-            backend = CLIBackend(lambda argv: module.run_command(argv), cli)
+            backend = CLIBackend(module.run_command, cli)
         watch = ContainerWatch(backend, [dict(c) for c in p["containers"]])
         backend_name = backend.name
 

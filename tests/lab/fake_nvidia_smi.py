@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) llmfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -215,7 +214,7 @@ def query_apps(fx, fields, fmt_opts):
                 continue
             vals = []
             for f in fields:
-                path, unit, _ = APP_FIELDS[f]
+                path, unit, dummy = APP_FIELDS[f]
                 v = meta[path] if path.startswith("@") else _strip_unit(p.findtext(path, "N/A"), unit)
                 vals.append(_fmt(v, unit, nounits))
             lines.append(", ".join(vals))

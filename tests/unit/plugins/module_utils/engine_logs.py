@@ -14,7 +14,9 @@ ERROR 11-23 07:41:45 [core.py:700] EngineCore failed to start.
 ERROR 11-23 07:41:45 [core.py:700] Traceback (most recent call last):
 ERROR 11-23 07:41:45 [core.py:700]   File "/usr/local/lib/python3.12/dist-packages/vllm/v1/engine/core.py", line 691, in run_engine_core
 ERROR 11-23 07:41:45 [core.py:700]     engine_core = EngineCoreProc(*args, **kwargs)
-ERROR 11-23 07:41:45 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of 79.19 GiB of which 1.02 GiB is free. Process 2154 has 78.16 GiB memory in use. Of the allocated memory 76.12 GiB is allocated by PyTorch, and 1.21 GiB is reserved by PyTorch but unallocated.
+ERROR 11-23 07:41:45 [core.py:700] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of \
+79.19 GiB of which 1.02 GiB is free. Process 2154 has 78.16 GiB memory in use. Of the allocated memory 76.12 GiB is allocated by PyTorch, \
+and 1.21 GiB is reserved by PyTorch but unallocated.
 Process EngineCore_0:
 Traceback (most recent call last):
 RuntimeError: Engine core initialization failed. See root cause above. Failed core proc(s): {}
@@ -22,13 +24,17 @@ RuntimeError: Engine core initialization failed. See root cause above. Failed co
 
 VLLM_KV_CACHE = """\
 INFO 11-23 07:43:10 [kv_cache_utils.py:833] GPU KV cache size: 9,632 tokens
-ERROR 11-23 07:43:10 [core.py:700] ValueError: To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is needed, which is larger than the available KV cache memory (9.45 GiB). Based on the available memory, the estimated maximum model length is 77392. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.
+ERROR 11-23 07:43:10 [core.py:700] ValueError: To serve at least one request with the models's max seq len (131072), (16.00 GiB KV cache is \
+needed, which is larger than the available KV cache memory (9.45 GiB). Based on the available memory, the estimated maximum model length is \
+77392. Try increasing `gpu_memory_utilization` or decreasing `max_model_len` when initializing the engine.
 """
 
 NCCL_WATCHDOG = """\
 INFO 11-23 07:50:01 [parallel_state.py:1102] rank 1 in world size 16 is assigned as DP rank 0, PP rank 0, TP rank 1
-[rank1]:[E1123 07:52:11.123456789 ProcessGroupNCCL.cpp:632] [Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=3, OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600043 milliseconds before timing out.
-[rank1]:[E1123 07:52:11.124012345 ProcessGroupNCCL.cpp:2168] [PG ID 0 PG GUID 0(default_pg) Rank 1] failure detected by watchdog at work sequence id: 3 PG status: last enqueued work: 3, last completed work: 2
+[rank1]:[E1123 07:52:11.123456789 ProcessGroupNCCL.cpp:632] [Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=3, \
+OpType=ALLREDUCE, NumelIn=1, NumelOut=1, Timeout(ms)=600000) ran for 600043 milliseconds before timing out.
+[rank1]:[E1123 07:52:11.124012345 ProcessGroupNCCL.cpp:2168] [PG ID 0 PG GUID 0(default_pg) Rank 1] failure detected by watchdog at work \
+sequence id: 3 PG status: last enqueued work: 3, last completed work: 2
 terminate called after throwing an instance of 'c10::DistBackendError'
 """
 
@@ -36,19 +42,22 @@ RAY_ACTOR_DIED = """\
 INFO 11-23 07:54:30 [ray_distributed_executor.py:176] use_ray_spmd_worker: True
 (RayWorkerWrapper pid=1873, ip=10.0.0.12) INFO 11-23 07:54:50 [default_loader.py:262] Loading weights took 80.11 seconds
 ERROR 11-23 07:55:03 [core.py:700] ray.exceptions.ActorDiedError: The actor died unexpectedly before finishing this task.
-	class_name: RayWorkerWrapper
-	actor_id: 8d3c2f0e5a9b7c1d0a00000001000000
-	pid: 1873
-	ip: 10.0.0.12
-The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a connection error code 2. End of file.
+\tclass_name: RayWorkerWrapper
+\tactor_id: 8d3c2f0e5a9b7c1d0a00000001000000
+\tpid: 1873
+\tip: 10.0.0.12
+The actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker exit detail: Worker unexpectedly exits with a \
+connection error code 2. End of file.
 """
 
 MISSING_SHARD = """\
 INFO 11-23 08:00:40 [gpu_model_runner.py:1843] Starting to load model /data/models/DeepSeek-R1...
 Loading safetensors checkpoint shards:  25% Completed | 41/163 [00:31<01:34,  1.29it/s]
-ERROR 11-23 08:01:12 [core.py:700]   File "/usr/local/lib/python3.12/dist-packages/vllm/model_executor/model_loader/weight_utils.py", line 494, in safetensors_weights_iterator
+ERROR 11-23 08:01:12 [core.py:700]   File "/usr/local/lib/python3.12/dist-packages/vllm/model_executor/model_loader/weight_utils.py", line \
+494, in safetensors_weights_iterator
 ERROR 11-23 08:01:12 [core.py:700]     with safe_open(st_file, framework="pt") as f:
-ERROR 11-23 08:01:12 [core.py:700] FileNotFoundError: [Errno 2] No such file or directory: '/data/models/DeepSeek-R1/model-00042-of-000163.safetensors'
+ERROR 11-23 08:01:12 [core.py:700] FileNotFoundError: [Errno 2] No such file or directory: \
+'/data/models/DeepSeek-R1/model-00042-of-000163.safetensors'
 """
 
 PORT_IN_USE = """\

@@ -94,7 +94,7 @@ def test_parse_xml_rejects_garbage():
 # ------------------------------------------------------------------ CSV, version, nvlink, topo
 def test_parse_query_csv_from_fake_matches_xml():
     run = fake_smi("h200x8")
-    rc, out, _ = run(["nvidia-smi", "--query-gpu=" + ",".join(ns.CSV_QUERY_FIELDS), "--format=csv,noheader,nounits"])
+    rc, out, dummy = run(["nvidia-smi", "--query-gpu=" + ",".join(ns.CSV_QUERY_FIELDS), "--format=csv,noheader,nounits"])
     assert rc == 0
     c = ns.parse_query_csv(out)
     x = ns.parse_xml(_read("h200x8", "nvidia-smi-q.xml"))
@@ -137,7 +137,7 @@ def test_parse_topo_real_and_8gpu():
 
 
 def test_driver_failure_markers():
-    rc, out, _ = fake_smi("h100x1", env={"LLMFLEET_GPU_FAKE_NO_DRIVER": "1"})(["nvidia-smi", "-q", "-x"])
+    rc, out, dummy = fake_smi("h100x1", env={"LLMFLEET_GPU_FAKE_NO_DRIVER": "1"})(["nvidia-smi", "-q", "-x"])
     assert rc == 9 and ns.is_driver_failure(out)
     assert not ns.is_driver_failure("Segmentation fault")
 
@@ -269,20 +269,19 @@ def test_empty_facts_shape_matches_collect():
 def test_fake_nvidia_smi_as_a_real_process():
     script = os.path.join(REPO, "tests", "lab", "fake_nvidia_smi.py")
     env = dict(os.environ, LLMFLEET_GPU_FIXTURE_DIR=os.path.join(FIXTURES, "h100x8"))
-    p = subprocess.run([sys.executable, script, "-L"], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, script, "-L"], env=env, capture_output=True, text=True, check=False)
     assert p.returncode == 0 and len(p.stdout.splitlines()) == 8
-    p = subprocess.run([sys.executable, script, "--frobnicate"], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, script, "--frobnicate"], env=env, capture_output=True, text=True, check=False)
     assert p.returncode == 1 and "Invalid combination of input arguments" in p.stderr
     env.pop("LLMFLEET_GPU_FIXTURE_DIR")
-    p = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, check=False)
     assert p.returncode == 9 and "couldn't communicate with the NVIDIA driver" in p.stdout
 
 
 def test_fake_reproduces_real_csv_with_units_from_xml():
-    rc, out, _ = fake_smi("h100x1")(["nvidia-smi", "--query-gpu=memory.total,pstate,clocks.max.mem",
-                                     "--format=csv"])
+    rc, out, dummy = fake_smi("h100x1")(["nvidia-smi", "--query-gpu=memory.total,pstate,clocks.max.mem",
+                                         "--format=csv"])
     assert rc == 0
     assert out == "memory.total [MiB], pstate, clocks.max.mem [MHz]\n81559 MiB, P0, 2619 MHz\n"
-    rc, out, _ = fake_smi("h100x1")(["nvidia-smi", "--query-gpu=no.such.field", "--format=csv"])
+    rc, out, dummy = fake_smi("h100x1")(["nvidia-smi", "--query-gpu=no.such.field", "--format=csv"])
     assert rc == 2
-
