@@ -27,7 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "plugins", "module_utils"))
-import conftest  # noqa: E402,F401  (puts the collection on sys.path)
+import conftest  # noqa: E402  (puts the collection on sys.path)
+
+if conftest.COLLECTIONS not in sys.path:  # conftest puts it there when first imported
+    sys.path.insert(0, conftest.COLLECTIONS)
 
 import boto3  # noqa: E402
 from boto3.s3.transfer import TransferConfig  # noqa: E402
@@ -67,7 +70,7 @@ def start_moto_process():
     proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = "http://127.0.0.1:%d" % port
-    for _ in range(100):
+    for dummy in range(100):
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break
@@ -141,8 +144,8 @@ def main():
             _sync_core.new_hasher = real
             _sync_core.digest_matches = real_match
         best_ref, best_ours = max(ref), max(ours)
-        print("cold sync %d x %d MiB, concurrency %d, best of %d:" % (args.files, args.size_mib, args.concurrency,
-                                                                       args.rounds))
+        print("cold sync %d x %d MiB, concurrency %d, best of %d:"
+              % (args.files, args.size_mib, args.concurrency, args.rounds))
         print("  boto3 download_file  %.1f MiB/s" % best_ref)
         print("  model_sync           %.1f MiB/s  (%.0f%% of boto3; target >= 90%%)" % (
             best_ours, 100 * best_ours / best_ref))
@@ -156,7 +159,7 @@ def main():
         src = S3Source("bench", "r1", endpoint, "us-east-1", "path", "bench", "bench")
         SyncEngine(src, d).run()
         times = []
-        for _ in range(args.rounds):
+        for dummy in range(args.rounds):
             t = time.perf_counter()
             res = SyncEngine(S3Source("bench", "r1", endpoint, "us-east-1", "path", "bench", "bench"), d).run()
             times.append(time.perf_counter() - t)

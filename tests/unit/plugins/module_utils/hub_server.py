@@ -275,7 +275,7 @@ class CutProxy(object):
     def _accept(self):
         while self.running:
             try:
-                client, _ = self.sock.accept()
+                client, dummy = self.sock.accept()
             except OSError:
                 return
             upstream = socket.create_connection(self.upstream)
