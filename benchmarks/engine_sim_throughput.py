@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) llmfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -98,7 +97,7 @@ async def one_request(port, body, on_chunk):
         now = time.monotonic()
         buf = tail + data
         k = buf.count(b"data: {")
-        for _ in range(k):
+        for dummy in range(k):
             on_chunk(now)
         n += k
         tail = buf[-7:]
@@ -121,7 +120,7 @@ async def saturate(port, streams, seconds, max_tokens):
             await one_request(port, body, on_chunk)
 
     t0 = time.monotonic()
-    tasks = [asyncio.ensure_future(worker()) for _ in range(streams)]
+    tasks = [asyncio.ensure_future(worker()) for dummy in range(streams)]
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - t0
     got = count[0]
@@ -153,7 +152,7 @@ async def poisson(port, rate, seconds, max_tokens):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--streams", type=int, default=1000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rate", type=float, default=20.0)

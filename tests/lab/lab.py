@@ -76,7 +76,7 @@ class LabState:
 # ---------------------------------------------------------------- small helpers
 
 def run(cmd, check=True, capture=True, input_bytes=None, timeout=None, env=None):
-    proc = subprocess.run(cmd, input=input_bytes, capture_output=capture, timeout=timeout, env=env)
+    proc = subprocess.run(cmd, input=input_bytes, capture_output=capture, timeout=timeout, env=env, check=False)
     if check and proc.returncode != 0:
         err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
         raise LabError("%s failed: %s" % (" ".join(cmd[:3]), err[-1] if err else "exit %d" % proc.returncode))
@@ -124,7 +124,7 @@ def save_state(st):
 def docker_ok():
     if not shutil.which("docker"):
         return False
-    return subprocess.run(["docker", "info"], capture_output=True, timeout=30).returncode == 0
+    return subprocess.run(["docker", "info"], capture_output=True, timeout=30, check=False).returncode == 0
 
 
 def ensure_docker():
@@ -137,10 +137,10 @@ def ensure_docker():
                            "install docker.io and start dockerd")
         log("installing docker.io (Debian package)")
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        proc = subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True, env=env)
+        proc = subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True, env=env, check=False)
         if proc.returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env)
-            proc = subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True, env=env)
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True, env=env, check=False)
+            proc = subprocess.run(["apt-get", "install", "-y", "-q", "docker.io"], capture_output=True, env=env, check=False)
         if proc.returncode != 0 or not shutil.which("dockerd"):
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["?"]
             raise LabError("Docker engine missing and apt-get install docker.io failed: %s" % tail[0])
@@ -159,7 +159,7 @@ def ensure_docker():
 
 
 def image_exists(tag):
-    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True, check=False).returncode == 0
 
 
 # ---------------------------------------------------------------- images
@@ -236,12 +236,12 @@ def base_image():
         ca = "/etc/ssl/certs/ca-certificates.crt"
         imp = subprocess.run(["docker", "import", "--change", "ENV LANG=C.UTF-8 PIP_CERT=%s SSL_CERT_FILE=%s "
                               "REQUESTS_CA_BUNDLE=%s" % (ca, ca, ca), "-", tag],
-                             stdin=tar.stdout, capture_output=True)
+                             stdin=tar.stdout, capture_output=True, check=False)
         tar.wait()
         if imp.returncode != 0:
             raise LabError("docker import failed: %s" % imp.stderr.decode().strip())
     finally:
-        subprocess.run(["rm", "-rf", root])
+        subprocess.run(["rm", "-rf", root], check=False)
     return tag, time.time() - t0
 
 
@@ -263,7 +263,7 @@ def docker_build(tag, dockerfile_text, context_files):
                 shutil.copy(src, full)
         log("building %s" % tag)
         proc = subprocess.run(["docker", "build", "-q", "-t", tag, ctx], capture_output=True,
-                              env=dict(os.environ, DOCKER_BUILDKIT="0"))
+                              env=dict(os.environ, DOCKER_BUILDKIT="0"), check=False)
         if proc.returncode != 0:
             tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
             raise LabError("building %s failed: %s" % (tag, " | ".join(tail)))
@@ -274,7 +274,7 @@ def docker_build(tag, dockerfile_text, context_files):
 
 def host_image(with_docker=True):
     """Image of a lab host: base + sshd setup + fake nvidia-smi (+ Docker engine)."""
-    base, _ = base_image()
+    base, dummy = base_image()
     fake = os.path.join(REPO, "tests", "lab", "fake_nvidia_smi.py")
     key = _hash(base, with_docker, os.path.join(FILES, "host-init.sh"), os.path.join(FILES, "nvidia-smi"), fake, "v1")
     tag = "%s/host%s:%s" % (PREFIX, "" if with_docker else "-nodocker", key)
@@ -305,7 +305,7 @@ ENGINE_FLAGS = os.path.join(REPO, "plugins", "module_utils", "_engine_flags.py")
 
 def engine_sim_image():
     """Engine image: real Ray from PyPI + the engine simulator (vllm / sglang command lines)."""
-    base, _ = base_image()
+    base, dummy = base_image()
     reqs = os.path.join(FILES, "engine-requirements.txt")
     key = _hash(base, reqs, ENGINE_SIM_DIR, ENGINE_FLAGS, "v1")
     tag = "%s/engine-sim:%s" % (PREFIX, key)
@@ -498,10 +498,10 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
             timings["load_%s_s" % kind] = round(time.time() - t1, 1)
     except BaseException:
         for c in created_containers:
-            subprocess.run(["docker", "rm", "-f", "-v", c], capture_output=True)
-            subprocess.run(["docker", "volume", "rm", "-f", "%s-docker" % c], capture_output=True)
+            subprocess.run(["docker", "rm", "-f", "-v", c], capture_output=True, check=False)
+            subprocess.run(["docker", "volume", "rm", "-f", "%s-docker" % c], capture_output=True, check=False)
         for n in created_networks:
-            subprocess.run(["docker", "network", "rm", n], capture_output=True)
+            subprocess.run(["docker", "network", "rm", n], capture_output=True, check=False)
         try:
             os.remove(state_path(name))
         except FileNotFoundError:
@@ -516,11 +516,11 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
 def _wait_inner_docker(h, timeout):
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if subprocess.run(["docker", "exec", h.container, "docker", "info"], capture_output=True).returncode == 0:
+        if subprocess.run(["docker", "exec", h.container, "docker", "info"], capture_output=True, check=False).returncode == 0:
             return
         time.sleep(0.5)
     tail = subprocess.run(["docker", "exec", h.container, "tail", "-3", "/var/log/dockerd.log"],
-                          capture_output=True).stdout.decode(errors="replace").strip().replace("\n", " | ")
+                          capture_output=True, check=False).stdout.decode(errors="replace").strip().replace("\n", " | ")
     raise LabError("Docker engine inside %s did not start within %d s: %s" % (h.name, timeout, tail))
 
 
@@ -534,11 +534,11 @@ def load_image(st, tag, alias=None, hosts=None):
         os.replace(tar + ".tmp", tar)
 
     def one(h):
-        have = subprocess.run(["docker", "exec", h.container, "docker", "image", "inspect", tag], capture_output=True)
+        have = subprocess.run(["docker", "exec", h.container, "docker", "image", "inspect", tag], capture_output=True, check=False)
         if have.returncode != 0:
             with open(tar, "rb") as f:
                 p = subprocess.run(["docker", "exec", "-i", h.container, "docker", "load", "-q"], stdin=f,
-                                   capture_output=True)
+                                   capture_output=True, check=False)
             if p.returncode != 0:
                 raise LabError("loading %s into %s failed: %s" % (tag, h.name, p.stderr.decode().strip()))
         if alias:
@@ -611,14 +611,14 @@ def down(name="default"):
     names = []
     if ids:
         names = [n.lstrip("/") for n in out(["docker", "inspect", "-f", "{{.Name}}"] + ids).split()]
-        subprocess.run(["docker", "unpause"] + ids, capture_output=True)
+        subprocess.run(["docker", "unpause"] + ids, capture_output=True, check=False)
         run(["docker", "rm", "-f", "-v"] + ids)
     for n in names:
-        subprocess.run(["docker", "volume", "rm", "-f", "%s-docker" % n], capture_output=True)
+        subprocess.run(["docker", "volume", "rm", "-f", "%s-docker" % n], capture_output=True, check=False)
     if docker_ok():
         nets = out(["docker", "network", "ls", "-q", "--filter", "label=%s=%s" % (LABEL, name)]).split()
         for n in nets:
-            subprocess.run(["docker", "network", "rm", n], capture_output=True)
+            subprocess.run(["docker", "network", "rm", n], capture_output=True, check=False)
     for p in (state_path(name), inventory_path(name)):
         try:
             os.remove(p)
@@ -635,9 +635,9 @@ def status(name="default"):
     rows = []
     for h in st.hosts:
         state = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", h.container],
-                               capture_output=True).stdout.decode().strip() or "missing"
+                               capture_output=True, check=False).stdout.decode().strip() or "missing"
         nets = subprocess.run(["docker", "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
-                               h.container], capture_output=True).stdout.decode().split()
+                               h.container], capture_output=True, check=False).stdout.decode().split()
         rows.append({"host": h.name, "container": h.container, "state": state, "mgmt_ip": h.mgmt_ip,
                      "private_ip": h.private_ip, "ssh": "127.0.0.1:%d" % h.ssh_port,
                      "gpus": h.gpu_fixture, "networks": [n.replace("%s-%s-" % (PREFIX, name), "") for n in nets]})
@@ -664,10 +664,10 @@ def fault(name, action, hname):
     elif action == "cut":
         # Off both networks: the host keeps running but nobody reaches it (nor it anybody).
         for net in (st.private_network, st.mgmt_network):
-            subprocess.run(["docker", "network", "disconnect", "-f", net, h.container], capture_output=True)
+            subprocess.run(["docker", "network", "disconnect", "-f", net, h.container], capture_output=True, check=False)
     elif action == "heal":
         for net, ip in ((st.mgmt_network, h.mgmt_ip), (st.private_network, h.private_ip)):
-            subprocess.run(["docker", "network", "connect", "--ip", ip, net, h.container], capture_output=True)
+            subprocess.run(["docker", "network", "connect", "--ip", ip, net, h.container], capture_output=True, check=False)
     else:
         raise LabError("unknown fault action %r" % action)
     return h

@@ -21,7 +21,7 @@ def main(out):
     rng = random.Random(0)
     words = ["gpu", "model", "serve", "token", "cluster", "ray", "node", "fleet", "weights", "cache",
              "the", "a", "is", "of", "and", "to", "in", "hello", "world", "llm", "fast", "slow"]
-    corpus = [" ".join(rng.choice(words) for _ in range(30)) for _ in range(400)]
+    corpus = [" ".join(rng.choice(words) for dummy_word in range(30)) for dummy_line in range(400)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()

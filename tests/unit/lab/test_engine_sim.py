@@ -143,7 +143,7 @@ def test_scheduler_meets_absolute_deadlines(kind):
 
         async def seq(offset):
             d = t0 + offset
-            for _ in range(10):
+            for dummy in range(10):
                 await sched.until(d)
                 late.append(time.monotonic() - d)
                 d += 0.005
@@ -388,7 +388,7 @@ def test_metrics_names_counts_and_queue():
             body = {"prompt": "abcd", "max_tokens": 10, "stream": True}
             async with s.post(url + "/v1/completions", json=body) as r:
                 await r.text()
-        tasks = [asyncio.ensure_future(one()) for _ in range(3)]
+        tasks = [asyncio.ensure_future(one()) for dummy in range(3)]
         await asyncio.sleep(0.05)
         async with s.get(url + "/metrics") as r:
             during = await r.text()
@@ -450,7 +450,7 @@ def test_timing_ttft_itl_and_load_slowdown():
             return times[0] - t0, [b - a for a, b in zip(times, times[1:])]
         short = await one(4)
         long_ = await one(4 * 400)
-        many = await asyncio.gather(*(one(4) for _ in range(20)))
+        many = await asyncio.gather(*(one(4) for dummy in range(20)))
         return short, long_, many
     env = _env(ttft_base_ms=30, ttft_per_prompt_token_ms=0.1, itl_base_ms=8, itl_per_running_ms=0.5)
     short, long_, many = serve(t, env=env, max_model_len=4096)
@@ -470,7 +470,7 @@ def test_client_disconnect_frees_the_slot():
         async with s.get(url + "/metrics") as r:
             during = _metric(await r.text(), "vllm:num_requests_running")
         resp.close()
-        for _ in range(100):
+        for dummy in range(100):
             await asyncio.sleep(0.01)
             async with s.get(url + "/metrics") as r:
                 text = await r.text()

@@ -63,7 +63,7 @@ SGLANG = [sys.executable, "-m", "sglang.launch_server"]
 
 
 def run(cmd, environ, timeout=20):
-    return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=environ, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def get(url, key=None, timeout=2):
@@ -80,7 +80,7 @@ def get(url, key=None, timeout=2):
 def wait_status(url, want, timeout=10, key=None):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        status, _ = get(url, key)
+        status, dummy = get(url, key)
         if status == want:
             return True
         time.sleep(0.05)

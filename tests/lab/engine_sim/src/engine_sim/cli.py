@@ -351,4 +351,3 @@ async def _serve(engine, opts, cfg, spec, sock, host, port, log, node_rank):
     if runner is not None:
         await runner.cleanup()
     return 0
-

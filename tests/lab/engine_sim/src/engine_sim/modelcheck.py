@@ -18,7 +18,7 @@ def _fail(final, engine, where):
         frames = [(PY + "/sglang/srt/model_loader/loader.py", 372, where, "")]
     else:
         frames = [(PY + "/vllm/model_executor/model_loader/default_loader.py", 102, where, "")]
-    raise ModelDirError(traceback_text([f for f in frames], final))
+    raise ModelDirError(traceback_text(list(frames), final))
 
 
 def check_model_dir(path, engine="vllm"):

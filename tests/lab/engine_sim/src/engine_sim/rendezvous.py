@@ -57,7 +57,7 @@ def _readline(sock, buf, deadline):
         if not data:
             return None
         buf[0] += data
-    line, _, rest = buf[0].partition(b"\n")
+    line, dummy, rest = buf[0].partition(b"\n")
     buf[0] = rest
     return line
 
