@@ -138,7 +138,7 @@ def test_max_model_len_change_restarts_the_group_only(deployed):
     assert after["lab-h1"]["llmfleet-lab-r1-head"][0] != before["lab-h1"]["llmfleet-lab-r1-head"][0]
     assert after["lab-h2"]["llmfleet-lab-r1-worker-1"][0] != before["lab-h2"]["llmfleet-lab-r1-worker-1"][0]
     assert after["lab-h3"] == before["lab-h3"], "an unrelated deployment was restarted"
-    content, _ = chat_stream(endpoints(lab)["lab-r1"], "deepseek-ai/DeepSeek-R1", key(lab))
+    content, dummy = chat_stream(endpoints(lab)["lab-r1"], "deepseek-ai/DeepSeek-R1", key(lab))
     assert content
     rc, out, recap = lab.playbook(DEPLOY, extra_vars=change)
     assert all(r["changed"] == 0 for r in recap.values()), recap
@@ -163,7 +163,7 @@ def test_worker_dying_during_start_up_fails_fast_naming_it(deployed):
             pytest.fail("the worker never joined")
         killed = time.time()
         lab.sh("lab-h2", "docker exec llmfleet-lab-r1-worker-1 pkill -9 -f raylet", check=False)
-        out, _ = proc.communicate(timeout=120)
+        out, dummy = proc.communicate(timeout=120)
         took = time.time() - killed
     finally:
         if proc.poll() is None:

@@ -23,7 +23,7 @@ MODEL_DIR = "/srv/models/tiny-llama"
 def tiny(lab_hosts):
     lab = lab_hosts
     t0 = time.time()
-    tag, _ = vllm_cpu.image(labmod.base_image()[0])
+    tag, dummy = vllm_cpu.image(labmod.base_image()[0])
     local = os.path.join(REPO, "build", "lab", "tiny-model")
     if not os.path.exists(os.path.join(local, "model.safetensors")):
         vllm_cpu.make_tiny_model(tag, local)
