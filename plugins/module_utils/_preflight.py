@@ -504,3 +504,64 @@ def render_table(name, rows, marked, fixes):
         out.append("fix:")
         out += ["  - " + f for f in fixes]
     return "\n".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# raw registered results of playbooks/preflight.yml -> host_data
+
+def _loop_results(reg):
+    return [r for r in ((reg or {}).get("results") or []) if isinstance(r, dict) and not r.get("skipped")]
+
+
+def host_data_from_raw(raw):
+    """One host's ``host_data`` from what playbooks/preflight.yml registered (``raw`` keys:
+    gpu_facts, images (docker_image_info loop), df (shell loop: "checked=PATH" line + df output),
+    state / index (slurp loops), listening (ss), containers (docker ps), clock (shell),
+    clock_after (control epoch))."""
+    import base64
+
+    errors = {}
+    images = {}
+    for r in _loop_results(raw.get("images")):
+        if r.get("failed"):
+            images[r.get("item")] = None
+            errors["image %s" % r.get("item")] = str(r.get("msg") or "docker_image_info failed")[:200]
+        else:
+            images[r.get("item")] = image_ref(r.get("images"), str(r.get("item")))
+    disks = {}
+    for r in _loop_results(raw.get("df")):
+        text = r.get("stdout") or ""
+        checked = None
+        for line in text.splitlines():
+            if line.startswith("checked="):
+                checked = line[len("checked="):]
+        disks[r.get("item")] = {"checked": checked, "df": parse_df(text), "complete": False, "index_size": None}
+        if r.get("rc"):
+            errors["df %s" % r.get("item")] = (r.get("stderr") or "")[:200]
+
+    def _content(r):
+        try:
+            return base64.b64decode(r.get("content") or "").decode("utf-8", "replace")
+        except (TypeError, ValueError):
+            return ""
+    for r in _loop_results(raw.get("state")):
+        if not r.get("failed") and r.get("item") in disks:
+            disks[r["item"]]["complete"] = parse_state(_content(r))
+    for r in _loop_results(raw.get("index")):
+        if not r.get("failed") and r.get("item") in disks:
+            disks[r["item"]]["index_size"] = parse_index(_content(r))
+    ls = raw.get("listening") or {}
+    listening = None
+    if ls.get("rc") == 0 and not ls.get("skipped"):
+        listening = parse_listening(ls.get("stdout"))
+    elif ls:
+        errors["listening ports"] = (ls.get("stderr") or ls.get("msg") or "not read")[:200]
+    ps = raw.get("containers") or {}
+    containers = [x.strip() for x in (ps.get("stdout") or "").splitlines() if x.strip()] if ps.get("rc") == 0 else []
+    ck = raw.get("clock") or {}
+    clock = parse_clock(ck.get("stdout"), raw.get("clock_after")) if ck.get("rc") == 0 else None
+    gf = raw.get("gpu_facts")
+    if isinstance(gf, dict) and gf.get("gpu_count") is None and gf.get("reason"):
+        errors["gpu facts"] = str(gf.get("reason"))[:200]
+    return {"gpu_facts": gf if isinstance(gf, dict) else None, "images": images, "disks": disks,
+            "listening": listening, "containers": containers, "clock": clock, "errors": errors}

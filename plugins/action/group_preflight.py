@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Action plugin of llmfleet.serving.group_preflight: compares on the controller what the host tasks of
+playbooks/preflight.yml registered; contacts no host. Logic: module_utils/_preflight.py."""
+
+from __future__ import annotations
+
+from ansible.errors import AnsibleError
+from ansible.plugins.action import ActionBase
+
+from ansible_collections.llmfleet.serving.plugins.action.serving_plan import collect_hostvars, hosts_of
+from ansible_collections.llmfleet.serving.plugins.module_utils import _preflight
+from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import (
+    CatalogError,
+    load_catalog,
+    merge_catalog,
+)
+
+# host variable -> key of _preflight.host_data_from_raw's input
+RAW_VARS = {"llmfleet_gpu_facts": "gpu_facts", "_llmfleet_pf_images": "images", "_llmfleet_pf_df": "df",
+            "_llmfleet_pf_state": "state", "_llmfleet_pf_index": "index", "_llmfleet_pf_listening": "listening",
+            "_llmfleet_pf_containers": "containers", "_llmfleet_pf_clock": "clock",
+            "_llmfleet_pf_clock_after": "clock_after"}
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(("phase", "deployments", "models", "catalog_path", "plan", "checks",
+                             "clock_tolerance_s", "disk_margin"))
+
+    def _template(self, value):
+        return self._templar.template(value)
+
+    def run(self, tmp=None, task_vars=None):
+        task_vars = task_vars or {}
+        result = super(ActionModule, self).run(tmp, task_vars)
+        result["changed"] = False
+        args = self._task.args
+        phase = args.get("phase", "compare")
+        if phase not in ("targets", "compare"):
+            result.update(failed=True, msg="phase must be targets or compare, got %r" % (phase,))
+            return result
+        deployments = args.get("deployments")
+        if deployments is None:
+            deployments = self._template(task_vars.get("llmfleet_deployments", []))
+        models = args.get("models")
+        if models is None:
+            models = self._template(task_vars.get("llmfleet_models", {})) or {}
+        try:
+            catalog = merge_catalog(load_catalog(args.get("catalog_path")), models)
+        except CatalogError as e:
+            result.update(failed=True, msg=str(e))
+            return result
+        groups = task_vars.get("groups") or {}
+        all_hostvars = task_vars.get("hostvars") or {}
+        hostvars = collect_hostvars(hosts_of(deployments, groups), all_hostvars, self._template)
+        views = _preflight.views(deployments, groups, hostvars, catalog, plan=args.get("plan"))
+        if phase == "targets":
+            targets = _preflight.targets(views)
+            result["targets"] = targets
+            result["ansible_facts"] = {"llmfleet_preflight_targets": targets}
+            return result
+
+        host_data = {}
+        for h in {h for v in views for h in v["hosts"]}:
+            raw = {}
+            try:
+                hv = all_hostvars[h]
+            except KeyError:
+                hv = {}
+            for var, key in RAW_VARS.items():
+                try:
+                    if var in hv:
+                        raw[key] = self._template(hv[var])
+                except AnsibleError:
+                    continue
+            host_data[h] = _preflight.host_data_from_raw(raw)
+        try:
+            tol = float(args.get("clock_tolerance_s", _preflight.DEFAULT_CLOCK_TOLERANCE_S))
+            margin = float(args.get("disk_margin", _preflight.DEFAULT_DISK_MARGIN))
+            out = _preflight.check(views, host_data, checks=args.get("checks") or _preflight.CHECKS,
+                                   clock_tolerance_s=tol, disk_margin=margin)
+        except (TypeError, ValueError) as e:
+            result.update(failed=True, msg="group_preflight: %s" % e)
+            return result
+        result.update(errors=out["errors"], tables=out["tables"], rows=out["rows"], msg=out["message"])
+        result["ansible_facts"] = {"llmfleet_preflight_result": {"ok": out["ok"], "errors": out["errors"],
+                                                          "tables": out["tables"]}}
+        if not out["ok"]:
+            result["failed"] = True
+        return result
