@@ -285,3 +285,32 @@ def test_image_ref():
     assert _preflight.image_ref([{"Id": "sha256:i", "RepoDigests": ["other/repo@sha256:o",
                                                                     "reg.io:5000/a/b@sha256:r"]}],
                                 "reg.io:5000/a/b:tag") == "sha256:r"
+
+
+def test_host_data_from_raw():
+    import base64
+
+    def b64(obj):
+        return base64.b64encode(json.dumps(obj).encode()).decode()
+    raw = {
+        "gpu_facts": facts(),
+        "images": {"results": [{"item": "a:1", "images": [{"Id": "sha256:x", "RepoDigests": []}]},
+                               {"item": "b:1", "images": []},
+                               {"item": "c:1", "failed": True, "msg": "requests missing"}]},
+        "df": {"results": [{"item": "/srv/m", "rc": 0, "stdout": "checked=/srv\n" + df(5 * GIB)}]},
+        "state": {"results": [{"item": "/srv/m", "content": b64({"complete": True})}]},
+        "index": {"results": [{"item": "/srv/m", "failed": True, "msg": "file not found"}]},
+        "listening": {"rc": 0, "stdout": "LISTEN 0 4096 0.0.0.0:8000 0.0.0.0:*\n"},
+        "containers": {"rc": 0, "stdout": "r1\nr1\n"},
+        "clock": {"rc": 0, "stdout": "100.0 100.5"}, "clock_after": "100.2",
+    }
+    hd = _preflight.host_data_from_raw(raw)
+    assert hd["images"] == {"a:1": "sha256:x", "b:1": None, "c:1": None}
+    assert "image c:1" in hd["errors"]
+    assert hd["disks"]["/srv/m"]["checked"] == "/srv" and hd["disks"]["/srv/m"]["df"]["avail"] == 5 * GIB
+    assert hd["disks"]["/srv/m"]["complete"] is True and hd["disks"]["/srv/m"]["index_size"] is None
+    assert hd["listening"] == [8000] and hd["containers"] == ["r1", "r1"]
+    assert round(hd["clock"]["skew"], 6) == 0.4
+    empty = _preflight.host_data_from_raw({"listening": {"rc": 127, "stderr": "ss: not found"}})
+    assert empty["listening"] is None and empty["clock"] is None and empty["gpu_facts"] is None
+    assert "listening ports" in empty["errors"]
