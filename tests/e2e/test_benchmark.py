@@ -236,9 +236,10 @@ def test_real_vllm_cpu(engine_image, tmp_path):
     assert res["median_ttft_ms"] > 0 and res["median_itl_ms"] > 0 and res["median_tpot_ms"] > 0
     assert ll["usage_source"] == "server"
     assert ll["unsupported_fields"] == []
-    # ignore_eos + max_tokens: vLLM returns exactly the asked length; /tokenize calibrated the prompts.
+    # ignore_eos + max_tokens: vLLM returns exactly the asked length; /tokenize calibrated the
+    # prompts (the tiny model's 512-token BPE splits the word list oddly: within a token each).
     assert res["total_output_tokens"] == 16 * 16
-    assert res["total_input_tokens"] == 16 * 32
+    assert abs(res["total_input_tokens"] - 16 * 32) <= 16
 
 
 def _hf_cache(model_dir, cache, repo_id):
@@ -262,10 +263,11 @@ def test_transformers_serve(engine_image, tmp_path):
     try:
         t0 = time.time()
         _container(name, ["--network", "host", "-v", "%s:/hf:ro" % cache, "-e", "HF_HOME=/hf",
-                          "-e", "HF_HUB_OFFLINE=1", tag, "transformers", "serve", "--host", "127.0.0.1",
-                          "--port", str(port), "--device", "cpu", "--dtype", "float32",
-                          "--continuous-batching", "--cb-num-blocks", "64", "--cb-block-size", "32",
-                          "llmfleet/tiny"])
+                          "-e", "HF_HUB_OFFLINE=1", tag, "sh", "-c",
+                          # transformers[serving] also wants accelerate (device_map), which vLLM lacks
+                          "pip install -q --disable-pip-version-check accelerate && exec transformers serve "
+                          "--host 127.0.0.1 --port %d --device cpu --dtype float32 --continuous-batching "
+                          "--cb-num-blocks 64 --cb-block-size 32 llmfleet/tiny" % port])
         _wait_http("http://127.0.0.1:%d/health" % port, 240, name)
         print("transformers serve ready in %.1f s" % (time.time() - t0))
         res, out = _bench_local(tmp_path, "http://127.0.0.1:%d" % port, "llmfleet/tiny",
