@@ -140,7 +140,7 @@ def arrival_offsets(n, rate, burstiness=1.0, rng=None):
         return [0.0] * n
     offsets = []
     t = 0.0
-    for _ in range(n):
+    for dummy in range(n):
         if math.isinf(burstiness):
             t += 1.0 / rate
         else:
@@ -322,7 +322,7 @@ if HAS_AIOHTTP:
 
 def _tap(stream, acc):
     """Switch ``stream`` (an aiohttp StreamReader) to :class:`_TapReader`; False if not."""
-    if not HAS_AIOHTTP or type(stream) is not aiohttp.StreamReader:
+    if not HAS_AIOHTTP or type(stream) is not aiohttp.StreamReader:  # pylint: disable=unidiomatic-typecheck
         return False
     try:
         stream.__class__ = _TapReader
@@ -521,7 +521,7 @@ class Runner(object):
                     counter[0] += 1
                     await self._timed(self.samples[i % len(self.samples)],
                                       time.perf_counter(), None, results)
-            tasks = [asyncio.ensure_future(worker()) for _ in range(cfg.max_concurrency)]
+            tasks = [asyncio.ensure_future(worker()) for dummy in range(cfg.max_concurrency)]
         else:
             if cfg.duration_s:
                 offsets = duration_offsets(cfg.duration_s, rate, cfg.burstiness, rng)
@@ -582,8 +582,8 @@ class Runner(object):
         if loop["p99"] > LOOP_DELAY_WARN_MS:
             warnings.append(
                 "client event-loop delay p99 %.1f ms (max %.1f ms) exceeds %.0f ms at %s req/s: "
-                "TTFT/ITL include client-side delay" % (loop["p99"], loop["max"],
-                                                         LOOP_DELAY_WARN_MS, _rate_str(rate)))
+                "TTFT/ITL include client-side delay"
+                % (loop["p99"], loop["max"], LOOP_DELAY_WARN_MS, _rate_str(rate)))
         m.update({
             "request_rate": rate if not math.isinf(rate) else "inf",
             "burstiness": cfg.burstiness,

@@ -73,11 +73,11 @@ def _lengths(rng, mean_len, range_ratio, n):
         raise ValueError("range_ratio must be in [0, 1), got %r" % (range_ratio,))
     lo = max(1, int(mean_len * (1 - range_ratio)))
     hi = max(lo, int(mean_len * (1 + range_ratio)))
-    return [rng.randint(lo, hi) for _ in range(n)]
+    return [rng.randint(lo, hi) for dummy in range(n)]
 
 
 def _words(rng, n):
-    return " ".join(rng.choice(WORDS) for _ in range(max(0, n)))
+    return " ".join(rng.choice(WORDS) for dummy in range(max(0, n)))
 
 
 def calibrate_ratio(count_tokens, rng, probe_words=512):
@@ -93,12 +93,12 @@ def _fit_text(rng, target, count_tokens, ratio, prefix=""):
     """Random words whose token count (prefix included) is ``target`` or as near as found."""
     prefix_tokens = len(prefix.split()) * ratio
     need = max(1, int(round((target - prefix_tokens) / ratio)))
-    words = [rng.choice(WORDS) for _ in range(need)]
+    words = [rng.choice(WORDS) for dummy in range(need)]
     if count_tokens is None:
         text = (prefix + " ".join(words)).strip()
         return text, target
     best = None
-    for _ in range(6):
+    for dummy in range(6):
         text = (prefix + " ".join(words)).strip()
         n = count_tokens(text)
         if best is None or abs(n - target) < abs(best[1] - target):
@@ -108,7 +108,7 @@ def _fit_text(rng, target, count_tokens, ratio, prefix=""):
         delta = target - n
         step = int(round(delta / ratio)) or (1 if delta > 0 else -1)
         if step > 0:
-            words.extend(rng.choice(WORDS) for _ in range(step))
+            words.extend(rng.choice(WORDS) for dummy in range(step))
         else:
             del words[max(1, len(words) + step):]
     if best[1] != target:
@@ -147,7 +147,7 @@ def prefix_dataset(num_prompts, prefix_len, suffix_len, output_len, num_prefixes
     rng = random.Random(seed)
     ratio = calibrate_ratio(count_tokens, rng)
     prefixes = [_fit_text(rng, prefix_len, count_tokens, ratio)[0] + " "
-                for _ in range(num_prefixes)]
+                for dummy in range(num_prefixes)]
     out = []
     for i in range(num_prompts):
         prefix = prefixes[i % num_prefixes]

@@ -239,7 +239,7 @@ def peak_stats(results):
                 buckets[b] += 1
     events = sorted([(r.start_time, 1) for r in ok] + [(r.start_time + r.latency, -1) for r in ok])
     cur = peak = 0
-    for _, d in events:
+    for dummy, d in events:
         cur += d
         peak = max(peak, cur)
     return float(max(buckets)), peak
@@ -294,7 +294,7 @@ def evaluate_thresholds(thresholds, metrics):
     for text, (metric, op, limit) in parsed:
         value = metrics.get(metric)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and value == value and _OPS[op](float(value), limit)
+            and not math.isnan(value) and _OPS[op](float(value), limit)
         out.append({"threshold": text, "metric": metric, "op": op, "limit": limit,
                     "value": value, "passed": bool(ok)})
     return out

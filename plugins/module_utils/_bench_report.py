@@ -22,7 +22,7 @@ COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e")
 
 
 def _nice_max(v):
-    if v <= 0 or v != v:
+    if v <= 0 or math.isnan(v):
         return 1.0
     exp = 10 ** math.floor(math.log10(v))
     for m in (1, 2, 2.5, 5, 10):
@@ -61,7 +61,7 @@ def _frame(title, xlabel, ylabel, xmax, ymax, xmin=0.0):
 
 def svg_cdf(series, title, xlabel):
     """``series``: list of (label, values in ms). Empirical CDFs on one chart."""
-    allv = [v for _, vs in series for v in vs]
+    allv = [v for dummy, vs in series for v in vs]
     xmax = _nice_max(max(allv) if allv else 1.0)
     out, pw, ph = _frame(title, xlabel, "fraction of values", xmax, 1.0)
     for k, (label, vs) in enumerate(series):
@@ -83,7 +83,7 @@ def svg_cdf(series, title, xlabel):
 
 
 def svg_histogram(values, title, xlabel, bins=40):
-    xs = [v for v in values if v == v]
+    xs = [v for v in values if not math.isnan(v)]
     xmax = _nice_max(max(xs) if xs else 1.0)
     counts = [0] * bins
     for v in xs:
@@ -102,7 +102,7 @@ def svg_histogram(values, title, xlabel, bins=40):
 
 def svg_lines(xs, series, title, xlabel, ylabel):
     """``series``: list of (label, ys) over the same ``xs``."""
-    allv = [y for _, ys in series for y in ys if y is not None]
+    allv = [y for dummy, ys in series for y in ys if y is not None]
     xmax = _nice_max(max(xs) if xs else 1.0)
     ymax = _nice_max(max(allv) if allv else 1.0)
     out, pw, ph = _frame(title, xlabel, ylabel, xmax, ymax)
@@ -152,7 +152,7 @@ def _level_table(m, percentiles):
         names.append(("client_queue_time", "Client queue time"))
     pk = [("p%s" % (str(int(p)) if int(p) == p else str(p))) for p in percentiles]
     lines.append("| Latency (ms) | mean | median | std | %s |" % " | ".join(pk))
-    lines.append("|---|---|---|---|%s|" % "|".join("---" for _ in pk))
+    lines.append("|---|---|---|---|%s|" % "|".join("---" for dummy in pk))
     for key, label in names:
         row = [_num(m.get("%s_%s_ms" % (s, key), 0.0)) for s in ("mean", "median", "std")]
         row += [_num(m.get("%s_%s_ms" % (p, key), 0.0)) for p in pk]
@@ -200,9 +200,9 @@ def write_report(path, levels, meta, percentiles, thresholds=None):
         lines.append("| Threshold | Request rate | Value | Result |")
         lines.append("|---|---|---|---|")
         for t in thresholds:
-            lines.append("| `%s` | %s | %s | %s |" % (t["threshold"], t.get("request_rate", ""),
-                                                    _num(t["value"]),
-                                                    "pass" if t["passed"] else "**FAIL**"))
+            lines.append("| `%s` | %s | %s | %s |" % (
+                t["threshold"], t.get("request_rate", ""), _num(t["value"]),
+                "pass" if t["passed"] else "**FAIL**"))
         lines.append("")
     for idx, m in enumerate(levels):
         rate = m.get("request_rate")

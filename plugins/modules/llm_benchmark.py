@@ -133,7 +133,7 @@ options:
   event_loop:
     description:
       - Event loop of the load generator. V(auto) uses uvloop when it is installed on the
-        runner (recommended: the client then keeps its schedule at higher request rates) and
+        runner (recommended, the client then keeps its schedule at higher request rates) and
         asyncio's own loop otherwise; V(uvloop) fails when uvloop is missing.
       - The loop used is recorded as C(llmfleet.event_loop) in the result file.
     type: str
@@ -148,7 +148,9 @@ options:
     type: path
     required: true
   result_filename:
-    description: Name of the result JSON; default like vLLM C(<label>-<rate>qps[-concurrencyN]-<model>-<date>.json). In a sweep the rate is inserted before C(.json).
+    description:
+      - Name of the result JSON; default like vLLM C(<label>-<rate>qps[-concurrencyN]-<model>-<date>.json).
+      - In a sweep the rate is inserted before C(.json).
     type: str
   label:
     description: Result label (vLLM's C(--label)); default C(openai) or C(openai-chat).
@@ -270,7 +272,7 @@ def parse_rate(value):
     if text in ("inf", "infinity", "+inf"):
         return float("inf")
     rate = float(text)
-    if not rate > 0 or math.isnan(rate):
+    if rate <= 0 or math.isnan(rate):
         raise ValueError("request rate must be positive, got %r" % (value,))
     return rate
 

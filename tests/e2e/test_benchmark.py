@@ -170,17 +170,17 @@ def _wait_http(url, timeout, container):
         except OSError:
             pass
         state = subprocess.run(["docker", "inspect", "-f", "{{.State.Status}}", container],
-                               capture_output=True, text=True).stdout.strip()
+                               capture_output=True, text=True, check=False).stdout.strip()
         if state != "running":
             break
         time.sleep(1)
-    logs = subprocess.run(["docker", "logs", "--tail", "40", container], capture_output=True, text=True)
+    logs = subprocess.run(["docker", "logs", "--tail", "40", container], capture_output=True, text=True, check=False)
     pytest.fail("%s not ready at %s: %s" % (container, url, (logs.stdout + logs.stderr)[-3000:]))
 
 
 @pytest.fixture(scope="module")
 def engine_image():
-    tag, _ = vllm_cpu.image(labmod.base_image()[0])
+    tag, dummy = vllm_cpu.image(labmod.base_image()[0])
     local = os.path.join(REPO, "build", "lab", "tiny-model")
     if not os.path.exists(os.path.join(local, "model.safetensors")):
         vllm_cpu.make_tiny_model(tag, local)
@@ -188,7 +188,7 @@ def engine_image():
 
 
 def _container(name, args):
-    subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+    subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     subprocess.run(["docker", "run", "-d", "--name", name, "--label", "llmfleet.lab=%s" % LAB] + args,
                    check=True, capture_output=True)
 
@@ -202,7 +202,7 @@ def _bench_local(tmp, base_url, model, **extra):
                ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_RETRY_FILES_ENABLED="0",
                ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
     proc = subprocess.run([ANSIBLE_PLAYBOOK, BENCH, "-e", json.dumps(v)], cwd=REPO, capture_output=True,
-                          text=True, env=env)
+                          text=True, env=env, check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-5000:]
     run = _one_run_dir(tmp, "custom")
@@ -227,7 +227,7 @@ def test_real_vllm_cpu(engine_image, tmp_path):
                                 llmfleet_benchmark_num_prompts=16, llmfleet_benchmark_request_rate=4,
                                 llmfleet_benchmark_dataset_options={"input_len": 32, "output_len": 16})
     finally:
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     ll = res["llmfleet"]
     print("vLLM CPU: median TTFT %.1f ms, ITL %.1f ms, TPOT %.1f ms, input %d, output %d, unsupported %s" % (
         res["median_ttft_ms"], res["median_itl_ms"], res["median_tpot_ms"], res["total_input_tokens"],
@@ -275,8 +275,8 @@ def test_transformers_serve(engine_image, tmp_path):
                                 llmfleet_benchmark_request_rate=2,
                                 llmfleet_benchmark_dataset_options={"input_len": 16, "output_len": 8})
     finally:
-        logs = subprocess.run(["docker", "logs", "--tail", "30", name], capture_output=True, text=True)
-        subprocess.run(["docker", "rm", "-f", name], capture_output=True)
+        logs = subprocess.run(["docker", "logs", "--tail", "30", name], capture_output=True, text=True, check=False)
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
     ll = res["llmfleet"]
     print("transformers serve: median TTFT %.1f ms, ITL %.1f ms, output %d tokens, usage %s, unsupported %s" % (
         res["median_ttft_ms"], res["median_itl_ms"], res["total_output_tokens"], ll["usage_source"],

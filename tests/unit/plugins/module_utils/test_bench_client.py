@@ -247,6 +247,7 @@ def test_arrival_schedule_like_vllm():
     assert arrival_offsets(3, float("inf")) == [0.0, 0.0, 0.0]
     uniform = arrival_offsets(4, 2.0, float("inf"))
     assert uniform == pytest.approx([0.5, 1.0, 1.5, 2.0])
+
     # burstiness < 1 gives more variable gaps than Poisson
     def cv(o):
         gaps = [b - a for a, b in zip([0.0] + o, o)]
@@ -334,7 +335,7 @@ def _slow_reference(events, chat):
 @pytest.mark.parametrize("seed", range(20))
 def test_fast_path_gives_what_full_decoding_gives(chat, seed):
     rng = random.Random(seed)
-    events = [SSEEvent(data=rng.choice(PAYLOADS)) for _ in range(rng.randint(1, 12))]
+    events = [SSEEvent(data=rng.choice(PAYLOADS)) for dummy in range(rng.randint(1, 12))]
     r = RequestResult()
     acc = bc._Accumulator(r, 0.0, chat)
     for i, ev in enumerate(events):

@@ -86,9 +86,9 @@ def server():
 
 def run_module(monkeypatch, args):
     monkeypatch.setattr(basic.AnsibleModule, "exit_json",
-                        lambda self, **kw: (_ for _ in ()).throw(Exit(kw)))
+                        lambda self, **kw: (dummy for dummy in ()).throw(Exit(kw)))
     monkeypatch.setattr(basic.AnsibleModule, "fail_json",
-                        lambda self, **kw: (_ for _ in ()).throw(Fail(kw)))
+                        lambda self, **kw: (dummy for dummy in ()).throw(Fail(kw)))
     with patch_module_args(args):
         try:
             llm_benchmark.main()
@@ -110,8 +110,8 @@ def base_args(url, tmp_path, **kw):
 def test_result_file_has_vllm_field_names_and_no_secret(monkeypatch, tmp_path, server):
     url, seen = server
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, goodput={"ttft": 1000},
-                                                 thresholds=["p99_ttft_ms < 5000",
-                                                             "goodput >= 0.1"]))
+                                                  thresholds=["p99_ttft_ms < 5000",
+                                                              "goodput >= 0.1"]))
     assert kind == "exit", res
     with open(res["result_file"]) as f:
         data = json.load(f)
@@ -136,7 +136,7 @@ def test_result_file_has_vllm_field_names_and_no_secret(monkeypatch, tmp_path, s
 
 
 def test_broken_threshold_fails_with_numbers(monkeypatch, tmp_path, server):
-    url, _ = server
+    url, dummy = server
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, thresholds=[
         "p99_ttft_ms < 0.001", "completed >= 6"]))
     assert kind == "fail"
@@ -150,18 +150,18 @@ def test_bad_threshold_is_rejected_before_any_request(monkeypatch, tmp_path, ser
     url, seen = server
     before = len(seen)
     kind, res = run_module(monkeypatch, base_args(url, tmp_path,
-                                                 thresholds=["__import__('os') > 1"]))
+                                                  thresholds=["__import__('os') > 1"]))
     assert kind == "fail" and "threshold" in res["msg"]
     assert len(seen) == before
 
 
 def test_sweep_writes_one_vllm_file_per_rate_and_reports_rejected_field(monkeypatch, tmp_path,
                                                                         server):
-    url, _ = server
+    url, dummy = server
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, model="strict",
-                                                 request_rates=["50", "100"], max_concurrency=2,
-                                                 api_key=None,
-                                                 result_filename="run.json"))
+                                                  request_rates=["50", "100"], max_concurrency=2,
+                                                  api_key=None,
+                                                  result_filename="run.json"))
     assert kind == "exit", res
     assert [os.path.basename(p) for p in res["result_files"]] == ["run-50.0qps.json",
                                                                   "run-100.0qps.json"]
@@ -181,8 +181,8 @@ def test_api_key_file_and_missing_aiohttp(monkeypatch, tmp_path, server):
     keyfile = tmp_path / "key"
     keyfile.write_text("sk-from-file\n")
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, api_key=None,
-                                                 api_key_file=str(keyfile), num_prompts=2,
-                                                 report=False))
+                                                  api_key_file=str(keyfile), num_prompts=2,
+                                                  report=False))
     assert kind == "exit", res
     assert seen[-1][1] == "Bearer sk-from-file"
     assert res["report_file"] is None
