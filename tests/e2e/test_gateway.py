@@ -177,20 +177,20 @@ def test_leastconn_spreads_over_both_replicas(gw):
 
 def test_key_rotation_by_rerun_keeps_streams_and_the_process(gw):
     pid = gw.sh("lab-h3", "cat /run/haproxy.pid").strip()
-    stream = Stream(gw.base, KEYS["team-a"], max_tokens=600)  # about 6 s
+    # Longer than the playbook run on a loaded 2-core machine (about 30 s at 10 ms per token).
+    stream = Stream(gw.base, KEYS["team-a"], max_tokens=3000)
     stream.start()
     time.sleep(0.5)
     rotated = dict(KEYS, **{"team-a": "gw-team-a-" + os.urandom(12).hex()})
     rc, out, recap = gw.playbook(GATEWAY, "-vvv", extra_vars=gateway_vars(rotated))
     # Two changes: the client key map file and its load through the runtime API; no reload.
     assert recap["lab-h3"]["changed"] == 2, recap
-    assert re.search(r"TASK \[llmfleet.serving.gateway : Load changed key maps into the running HAProxy\][^\n]*\n[^\n]*\nchanged",
-                     out) or "Load changed key maps into the running HAProxy" in out
+    assert "Load changed key maps into the running HAProxy" in out
     assert "RUNNING HANDLER" not in out
     assert stream.is_alive(), "the stream ended before the rotation finished: make it longer"
     stream.join(60)
     assert stream.error is None, stream.error
-    assert stream.result[1] == "length" and stream.result[2] == 600
+    assert stream.result[1] == "length" and stream.result[2] == 3000
     assert gw.sh("lab-h3", "cat /run/haproxy.pid").strip() == pid, "HAProxy was restarted"
     with pytest.raises(urllib.error.HTTPError) as err:
         chat(gw.base, KEYS["team-a"])
@@ -214,7 +214,7 @@ def test_key_rotation_by_rerun_keeps_streams_and_the_process(gw):
 
 def test_drain_waits_for_in_flight_then_undrain(gw):
     # Two concurrent long streams: leastconn puts one on each replica.
-    streams = [Stream(gw.base, KEYS["team-a"], max_tokens=400) for _ in range(2)]
+    streams = [Stream(gw.base, KEYS["team-a"], max_tokens=1500) for _ in range(2)]  # about 15 s
     for s in streams:
         s.start()
     time.sleep(0.5)
@@ -228,7 +228,7 @@ def test_drain_waits_for_in_flight_then_undrain(gw):
     assert waited > 0.5
     for s in streams:
         s.join(60)
-        assert s.error is None and s.result[2] == 400
+        assert s.error is None and s.result[2] == 1500
     assert server_state(gw, "gw-a") == ("DRAIN", 0)
     before = {h: successes(gw, h) for h in ("lab-h1", "lab-h2")}
     for _ in range(6):
