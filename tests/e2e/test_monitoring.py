@@ -11,6 +11,7 @@ The first test needs no lab: the dashboard JSON and the shipped rules file, stat
 """
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import time
@@ -44,6 +45,8 @@ MON_VARS = {
     "llmfleet_deployments": [SIM], "monitoring_prometheus_host": "lab-h2", "monitoring_service_manager": "none",
     "monitoring_scrape_interval": "2s", "monitoring_scrape_timeout": "2s", "monitoring_evaluation_interval": "2s",
     "monitoring_alert_engine_down_for": DOWN_FOR,
+    # No Grafana in the lab: the provisioning files are written where a Grafana would read them.
+    "monitoring_grafana_provisioning_dir": "/etc/grafana/provisioning",
 }
 
 
@@ -208,6 +211,9 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     for a, b in zip(installed["groups"][0]["rules"], ref["groups"][0]["rules"]):
         assert (a["alert"], a["expr"], a["labels"]) == (b["alert"], b["expr"], b["labels"])
         assert a["for"] == (DOWN_FOR if a["alert"] == "LLMEngineDown" else b["for"])
+    provider = yaml.safe_load(lab.sh("lab-h2", "cat /etc/grafana/provisioning/dashboards/llmfleet.yml"))
+    path = provider["providers"][0]["options"]["path"]
+    assert json.loads(lab.sh("lab-h2", "cat %s/llmfleet-vllm-sglang.json" % path)) == dash
     rules = _get(_prom(lab) + "/api/v1/rules")["data"]["groups"][0]["rules"]
     assert {r["name"] for r in rules} == ALERTS and all(r["health"] == "ok" for r in rules), rules
 
@@ -220,16 +226,29 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     assert lab.sh("lab-h2", "ps -o user= -p %s" % pid).strip() == "prometheus"
 
     # The engine stops: LLMEngineDown goes pending, then firing after `for`.
-    lab.sh("lab-h1", "docker stop -t 5 llmfleet-mon-sim")
     stopped = time.time()
+    lab.sh("lab-h1", "docker stop -t 5 llmfleet-mon-sim")
 
     def alert_state():
         alerts = _get(_prom(lab) + "/api/v1/alerts")["data"]["alerts"]
-        return [a["state"] for a in alerts if a["labels"]["alertname"] == "LLMEngineDown"
+        return [a for a in alerts if a["labels"]["alertname"] == "LLMEngineDown"
                 and a["labels"].get("deployment") == "mon-sim"]
 
-    pending = _wait("LLMEngineDown pending or firing", alert_state, 30)
+    first = _wait("LLMEngineDown pending", alert_state, 30)
     t_pending = time.time() - stopped
-    _wait("LLMEngineDown firing", lambda: "firing" in alert_state(), 40)
-    print("engine stopped -> alert %s after %.1f s, firing after %.1f s (for: %s, scrape/eval 2 s)" % (
-        pending[0], t_pending, time.time() - stopped, DOWN_FOR))
+    firing = _wait("LLMEngineDown firing", lambda: [a for a in alert_state() if a["state"] == "firing"], 40)
+    t_firing = time.time() - stopped
+    print("docker stop issued -> LLMEngineDown %s after %.1f s, firing after %.1f s (for: %s, scrape/eval 2 s)"
+          % (first[0]["state"], t_pending, t_firing, DOWN_FOR))
+    assert firing[0]["labels"]["host"] == "lab-h1" and "mon-sim" in firing[0]["annotations"]["summary"]
+    # Active (pending) only after the stop, firing not before `for` has passed.
+    active_at = _rfc3339(firing[0]["activeAt"])
+    assert active_at >= stopped - 1
+    assert t_firing >= 6
+
+
+def _rfc3339(text):
+    """Prometheus' activeAt (RFC 3339 with nanoseconds, UTC) as a Unix time."""
+    base, frac = text.rstrip("Z").split(".") if "." in text else (text.rstrip("Z"), "0")
+    t = datetime.datetime.strptime(base, "%Y-%m-%dT%H:%M:%S").replace(tzinfo=datetime.timezone.utc)
+    return t.timestamp() + float("0." + frac)
