@@ -104,7 +104,8 @@ def successes(lab, host):
 
 
 def server_state(lab, server):
-    status, in_flight = lab.sh("lab-h3", "%s state gw-a %s" % (ADMIN, server)).split()
+    # status: UP, DOWN, DRAIN, MAINT, or a transition such as "UP 1/2" (going down)
+    status, in_flight = lab.sh("lab-h3", "%s state gw-a %s" % (ADMIN, server)).strip().rsplit(" ", 1)
     return status, int(in_flight)
 
 
