@@ -30,7 +30,9 @@ ENGINES = ("vllm", "sglang")
 EXPOSURES = ("localhost", "private", "public")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
-SECRET_ENV_RE = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|ACCESS_KEY)", re.I)
+# Names that carry secrets: *_TOKEN (HF_TOKEN, HUGGING_FACE_HUB_TOKEN), *API_KEY*, *SECRET*, ...
+# A TOKEN inside a name (LLMFLEET_SIM_TTFT_PER_PROMPT_TOKEN_MS, MAX_TOKENS) is not a secret.
+SECRET_ENV_RE = re.compile(r"(API_?KEY|SECRET|PASSWORD|PASSWD|ACCESS_KEY|(^|_)TOKEN$)", re.I)
 DEFAULT_IMAGES = {"vllm": "vllm/vllm-openai:v{version}", "sglang": "lmsysorg/sglang:v{version}-cu126"}
 
 # NCCL settings for RDMA, as in shared/reference/002 (elastic RDMA on ECS)
@@ -616,6 +618,9 @@ def _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, serve
                      "--dist-init-addr", "%s:%d" % (head_ip, d["dist_init_port"])]
         argv += ["--host", bind, "--port", str(d["port"]), "--mem-fraction-static", u,
                  "--context-length", str(max_len)]
+        # SGLang serves /metrics only when asked (vLLM always does): monitoring needs it.
+        if "--enable-metrics" not in extra and "--enable-metrics" not in cat_flags:
+            argv.append("--enable-metrics")
         return sh + ["serve", "--"] + argv + cat_flags + extra
     if role == "worker":
         return sh + ["ray-worker", "ray", "start", "--address=%s:%d" % (head_ip, d["ray_port"]),

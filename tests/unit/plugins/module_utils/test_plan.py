@@ -106,6 +106,7 @@ def test_sglang_tp16_two_nodes():
                           ("--dist-init-addr", "10.0.0.11:20000"), ("--mem-fraction-static", "0.9")):
             assert c[c.index(flag) + 1] == val
         assert "--trust-remote-code" in c
+        assert c.count("--enable-metrics") == 1      # SGLang serves /metrics only when asked
     assert "NCCL_IB_HCA" not in p["hosts"]["gpu-a"]["env"]       # no RDMA devices on these hosts
     assert 20000 in p["hosts"]["gpu-a"]["ports"]
 
@@ -251,3 +252,12 @@ def test_multinode_needs_ip_addresses():
     hv["gpu-b"]["ansible_host"] = "gpu-b.example"
     errs = refused([dict(R1, network_interface="eth0")], hv)
     assert "hostvars[gpu-b].llmfleet_private_address" in variables(errs)
+
+
+@pytest.mark.parametrize("name,secret", [
+    ("HF_TOKEN", True), ("HUGGING_FACE_HUB_TOKEN", True), ("TOKEN", True), ("OPENAI_API_KEY", True),
+    ("AWS_SECRET_ACCESS_KEY", True), ("DB_PASSWORD", True),
+    ("LLMFLEET_SIM_TTFT_PER_PROMPT_TOKEN_MS", False), ("MAX_TOKENS", False), ("NCCL_DEBUG", False),
+])
+def test_secret_looking_env_names(name, secret):
+    assert bool(_plan.SECRET_ENV_RE.search(name)) is secret
