@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # -*- coding: utf-8 -*-
 # Copyright (c) llmfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
@@ -146,7 +145,7 @@ def _median(xs):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--rates", default="25,50,75,100,125,150,200")
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--repeat", type=int, default=1,
@@ -200,7 +199,7 @@ def main():
         best = 0.0
         for rate in [float(x) for x in args.rates.split(",")]:
             runs = []
-            for _ in range(args.repeat):
+            for dummy in range(args.repeat):
                 m = measure("http://127.0.0.1:%d" % port, rate, args.seconds, args.loop,
                             not args.no_tap)
                 runs.append({

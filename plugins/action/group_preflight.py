@@ -85,8 +85,8 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg="group_preflight: %s" % e)
             return result
         result.update(errors=out["errors"], tables=out["tables"], rows=out["rows"], msg=out["message"])
-        result["ansible_facts"] = {"llmfleet_preflight_result": {"ok": out["ok"], "errors": out["errors"],
-                                                          "tables": out["tables"]}}
+        result["ansible_facts"] = {
+            "llmfleet_preflight_result": {"ok": out["ok"], "errors": out["errors"], "tables": out["tables"]}}
         if not out["ok"]:
             result["failed"] = True
         return result

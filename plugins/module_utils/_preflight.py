@@ -376,7 +376,7 @@ def check(view_list, host_data, checks=CHECKS, clock_tolerance_s=DEFAULT_CLOCK_T
                 f = (host_data.get(r["host"]) or {}).get("gpu_facts") or {}
                 found = _iface_in_subnet(f, head_addr)
                 if found:
-                    r["private interface"] = "%s %s" % found
+                    r["private interface"] = "%s %s" % (found[0], found[1])
                 else:
                     r["private interface"] = "none in subnet of %s" % head_addr
                     mark(r, "private interface")
@@ -416,8 +416,8 @@ def check(view_list, host_data, checks=CHECKS, clock_tolerance_s=DEFAULT_CLOCK_T
                                        r["host"], v["model_path"], df["filesystem"], df["mount"], df["avail"], need,
                                        round(disk_margin * 100), short, _gib(short))})
                     fixes.append("host %s: free %s at %s (file system %s mounted at %s), or set %s.model_path to a "
-                                 "file system with room" % (r["host"], _gib(short), v["model_path"], df["filesystem"],
-                                                              df["mount"], label))
+                                 "file system with room"
+                                 % (r["host"], _gib(short), v["model_path"], df["filesystem"], df["mount"], label))
 
         # ports free, unless the deployment's own containers run there
         if "ports" in checks:
@@ -435,7 +435,7 @@ def check(view_list, host_data, checks=CHECKS, clock_tolerance_s=DEFAULT_CLOCK_T
                 busy = [(p, k) for p, k in claims if p in listening]
                 if busy and not own:
                     mark(r, "ports")
-                    r["ports"] = "in use: %s" % _ports_text([p for p, _ in busy])
+                    r["ports"] = "in use: %s" % _ports_text([port for port, dummy in busy])
                     for p, k in busy:
                         errors.append({"deployment": name, "check": "ports", "host": r["host"],
                                        "variable": "%s.%s" % (label, k),
@@ -444,7 +444,7 @@ def check(view_list, host_data, checks=CHECKS, clock_tolerance_s=DEFAULT_CLOCK_T
                                      "stop it, or set %s.%s to a free port (vLLM #12997)"
                                      % (p, k, r["host"], name, label, k))
                 else:
-                    r["ports"] = "%s %s" % (_ports_text([p for p, _ in claims]),
+                    r["ports"] = "%s %s" % (_ports_text([port for port, dummy in claims]),
                                             "(own containers)" if busy else "free")
 
         # clocks

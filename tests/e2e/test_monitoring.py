@@ -72,7 +72,7 @@ def test_dashboard_and_rules_files_are_well_formed():
     assert len(exprs) >= 15
     for title, expr in exprs:
         assert 'deployment=~"$deployment"' in expr and 'model=~"$model"' in expr, title
-    text = " ".join(e for _, e in exprs)
+    text = " ".join(e for dummy, e in exprs)
     for metric in ("vllm:generation_tokens_total", "vllm:prompt_tokens_total", "vllm:num_requests_running",
                    "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds_bucket",
                    "vllm:inter_token_latency_seconds_bucket", "vllm:e2e_request_latency_seconds_bucket",
@@ -196,7 +196,7 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     # promtool (from the package, on lab-h2) accepts the installed rules, the shipped file and the
     # dashboard expressions wrapped as recording rules.
     rec = {"groups": [{"name": "dashboard", "rules": [
-        {"record": "llmfleet:dashboard:expr_%d" % i, "expr": _concrete(e)} for i, (_, e) in enumerate(exprs)]}]}
+        {"record": "llmfleet:dashboard:expr_%d" % i, "expr": _concrete(e)} for i, (dummy, e) in enumerate(exprs)]}]}
     with open(RULES) as f:
         shipped = f.read()
     lab.sh("lab-h2", "mkdir -p /tmp/mon-check && cat > /tmp/mon-check/shipped.yml <<'EOF'\n%sEOF\n"

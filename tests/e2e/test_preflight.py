@@ -66,7 +66,7 @@ def test_port_in_use_names_host_and_port_then_free_port_passes(pre_lab):
     pre_lab.sh("lab-h2", "cd /tmp && (nohup python3 -m http.server 8000 >/dev/null 2>&1 &) ; "
                          "for i in $(seq 50); do ss -ltnH | grep -q ':8000 ' && exit 0; sleep 0.1; done; exit 1")
     try:
-        rc, out, _ = pre_lab.playbook(PREFLIGHT, check=False,
+        rc, out, dummy = pre_lab.playbook(PREFLIGHT, check=False,
                                       extra_vars={"llmfleet_deployments": [deployment("busy", "lab-h2")],
                                                   "llmfleet_hosts": "lab-h2"})
         assert rc != 0, out[-3000:]
@@ -76,7 +76,7 @@ def test_port_in_use_names_host_and_port_then_free_port_passes(pre_lab):
     finally:
         pre_lab.sh("lab-h2", "pkill -f 'http.server 8000' || true", check=False)
     # another port on the same host, checked in check mode: passes, and reports the values
-    rc, out, _ = pre_lab.playbook(PREFLIGHT, "--check",
+    rc, out, dummy = pre_lab.playbook(PREFLIGHT, "--check",
                                   extra_vars={"llmfleet_deployments": [deployment("free", "lab-h2", port=8001)],
                                               "llmfleet_hosts": "lab-h2"})
     assert "preflight passed for free" in out

@@ -118,8 +118,8 @@ def test_gpu_model_and_memory_mismatch_table():
     data["gpu-b"]["gpu_facts"] = facts(product="NVIDIA H100 80GB HBM3", mib=81559, ip="10.0.0.12")
     r = run(data)
     assert not r["ok"]
-    assert {(e["check"], e["variable"]) for e in r["errors"]} == {("GPU model", "llmfleet_deployments[r1].hosts"),
-                                                                 ("GPU MiB", "llmfleet_deployments[r1].hosts")}
+    assert {(e["check"], e["variable"]) for e in r["errors"]} == {
+        ("GPU model", "llmfleet_deployments[r1].hosts"), ("GPU MiB", "llmfleet_deployments[r1].hosts")}
     t = r["tables"]["r1"]
     lines = t.splitlines()
     header = lines[1]
@@ -130,7 +130,7 @@ def test_gpu_model_and_memory_mismatch_table():
     assert "NVIDIA H100 80GB HBM3 !" in row_b and "81559 !" in row_b
     assert "NVIDIA H200 " in row_a and " !" not in row_a
     assert "fix:" in t and "vLLM #7815" in t
-    assert "preflight failed for r1:" in r["message"] and "q" not in r["message"].split(":")[0].split("for ")[1]
+    assert "preflight failed for r1:" in r["message"] and "q" not in r["message"].split(":", 1)[0].split("for ")[1]
     # every row has the same number of cells as the header
     assert len({ln.count("|") for ln in lines[1:4]}) == 1
 
