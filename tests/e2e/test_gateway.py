@@ -32,7 +32,7 @@ REPLICA = os.path.join(REPO, "tests", "e2e", "playbooks", "gateway-replica.yml")
 FAKE_MODEL = os.path.join(REPO, "tests", "e2e", "playbooks", "fake-model.yml")
 MODEL = "Qwen/QwQ-32B"
 PORT = 8080
-ADMIN = "/etc/haproxy/llmfleet/llmfleet-haproxy-admin /run/haproxy/admin.sock"
+ADMIN = "python3 /etc/haproxy/llmfleet/llmfleet-haproxy-admin /run/haproxy/admin.sock"
 
 
 def _dep(name, host):
@@ -152,7 +152,7 @@ def test_streamed_chat_with_a_client_key_and_401_otherwise(gw):
     direct = "http://%s:8000" % {h.name: h.private_ip for h in gw.hosts}["lab-h1"]
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "stream": True}
     times = {"models": ([], []), "ttfb": ([], [])}
-    for _ in range(40):
+    for dummy in range(40):
         for i, (base, key) in enumerate(((direct, backend_key()), (gw.base, KEYS["team-a"]))):
             t0 = time.perf_counter()
             with request(base + "/v1/models", api_key=key) as r:
@@ -170,7 +170,7 @@ def test_streamed_chat_with_a_client_key_and_401_otherwise(gw):
 
 def test_leastconn_spreads_over_both_replicas(gw):
     before = {h: successes(gw, h) for h in ("lab-h1", "lab-h2")}
-    for _ in range(10):
+    for dummy in range(10):
         assert chat(gw.base, KEYS["team-b"], max_tokens=2, stream=False)[0]
     after = {h: successes(gw, h) - before[h] for h in before}
     assert after["lab-h1"] >= 3 and after["lab-h2"] >= 3 and sum(after.values()) == 10, after
@@ -215,7 +215,7 @@ def test_key_rotation_by_rerun_keeps_streams_and_the_process(gw):
 
 def test_drain_waits_for_in_flight_then_undrain(gw):
     # Two concurrent long streams: leastconn puts one on each replica.
-    streams = [Stream(gw.base, KEYS["team-a"], max_tokens=1500) for _ in range(2)]  # about 15 s
+    streams = [Stream(gw.base, KEYS["team-a"], max_tokens=1500) for dummy in range(2)]  # about 15 s
     for s in streams:
         s.start()
     time.sleep(0.5)
@@ -232,7 +232,7 @@ def test_drain_waits_for_in_flight_then_undrain(gw):
         assert s.error is None and s.result[2] == 1500
     assert server_state(gw, "gw-a") == ("DRAIN", 0)
     before = {h: successes(gw, h) for h in ("lab-h1", "lab-h2")}
-    for _ in range(6):
+    for dummy in range(6):
         assert chat(gw.base, KEYS["team-b"], max_tokens=2, stream=False)[0]
     assert {h: successes(gw, h) - before[h] for h in before} == {"lab-h1": 0, "lab-h2": 6}
 
@@ -240,7 +240,7 @@ def test_drain_waits_for_in_flight_then_undrain(gw):
                                      "gateway_replica": "gw-a", "gateway_name": "gw-a"})
     assert server_state(gw, "gw-a")[0] == "UP"
     before = {h: successes(gw, h) for h in ("lab-h1", "lab-h2")}
-    for _ in range(6):
+    for dummy in range(6):
         assert chat(gw.base, KEYS["team-b"], max_tokens=2, stream=False)[0]
     after = {h: successes(gw, h) - before[h] for h in before}
     assert after["lab-h1"] >= 2 and after["lab-h2"] >= 2, after
@@ -264,7 +264,7 @@ def test_dead_replica_is_taken_out_and_requests_keep_succeeding(gw):
     assert detected is not None and detected < 5
     assert errors == 0
     after_down = [0, 0]
-    for _ in range(50):
+    for dummy in range(50):
         try:
             chat(gw.base, KEYS["team-b"], max_tokens=2, stream=False)
             after_down[0] += 1
