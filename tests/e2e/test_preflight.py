@@ -66,9 +66,8 @@ def test_port_in_use_names_host_and_port_then_free_port_passes(pre_lab):
     pre_lab.sh("lab-h2", "cd /tmp && (nohup python3 -m http.server 8000 >/dev/null 2>&1 &) ; "
                          "for i in $(seq 50); do ss -ltnH | grep -q ':8000 ' && exit 0; sleep 0.1; done; exit 1")
     try:
-        rc, out, dummy = pre_lab.playbook(PREFLIGHT, check=False,
-                                      extra_vars={"llmfleet_deployments": [deployment("busy", "lab-h2")],
-                                                  "llmfleet_hosts": "lab-h2"})
+        busy = {"llmfleet_deployments": [deployment("busy", "lab-h2")], "llmfleet_hosts": "lab-h2"}
+        rc, out, dummy = pre_lab.playbook(PREFLIGHT, check=False, extra_vars=busy)
         assert rc != 0, out[-3000:]
         assert "port 8000 (port) is in use on host lab-h2" in out
         assert "llmfleet_deployments[busy].port" in out
@@ -76,8 +75,7 @@ def test_port_in_use_names_host_and_port_then_free_port_passes(pre_lab):
     finally:
         pre_lab.sh("lab-h2", "pkill -f 'http.server 8000' || true", check=False)
     # another port on the same host, checked in check mode: passes, and reports the values
-    rc, out, dummy = pre_lab.playbook(PREFLIGHT, "--check",
-                                  extra_vars={"llmfleet_deployments": [deployment("free", "lab-h2", port=8001)],
-                                              "llmfleet_hosts": "lab-h2"})
+    free = {"llmfleet_deployments": [deployment("free", "lab-h2", port=8001)], "llmfleet_hosts": "lab-h2"}
+    rc, out, dummy = pre_lab.playbook(PREFLIGHT, "--check", extra_vars=free)
     assert "preflight passed for free" in out
     assert "8001 free" in out
