@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import stat
 
 import pytest
@@ -12,7 +13,10 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.llmfleet.serving.plugins.modules import docker_daemon_config
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from module_harness import ExitJson, FailJson, patch_exits  # noqa: E402
+
+from ansible_collections.llmfleet.serving.plugins.modules import docker_daemon_config  # noqa: E402
 
 NVIDIA = {
     "runtimes": {"nvidia": {"path": "nvidia-container-runtime", "runtimeArgs": []}},
@@ -21,26 +25,9 @@ NVIDIA = {
 }
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
 @pytest.fixture(autouse=True)
 def _patch_exits(monkeypatch):
-    def exit_json(self, **kwargs):
-        kwargs.setdefault("changed", False)
-        raise ExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        kwargs["failed"] = True
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    patch_exits(monkeypatch, default_changed=False)
 
 
 def run(args, check=False, diff=False, exc=ExitJson):

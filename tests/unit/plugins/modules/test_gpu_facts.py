@@ -12,33 +12,17 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from module_harness import ExitJson, FailJson, patch_exits  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 from gpu_fixture_runner import FIXTURES, fake_smi  # noqa: E402
 
 from ansible_collections.llmfleet.serving.plugins.modules import gpu_facts  # noqa: E402
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-def _exit(self, **kw):
-    raise ExitJson(kw)
-
-
-def _fail(self, **kw):
-    kw["failed"] = True
-    raise FailJson(kw)
-
-
 @pytest.fixture
 def module_env(monkeypatch):
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail)
+    patch_exits(monkeypatch)
 
     def setup(args, fixture="h200x8", env=None, overrides=None, bins=None):
         args = dict(args)

@@ -11,36 +11,19 @@ import sys
 
 import boto3
 import pytest
-from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from module_harness import ExitJson, FailJson, patch_exits  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 from hub_server import moto_auth, moto_auth_off, start_moto  # noqa: E402
 
 from ansible_collections.llmfleet.serving.plugins.modules import model_sync  # noqa: E402
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
-def _exit(self, **kw):
-    raise ExitJson(kw)
-
-
-def _fail(self, **kw):
-    kw["failed"] = True
-    raise FailJson(kw)
-
-
 @pytest.fixture
 def module_env(monkeypatch):
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail)
+    patch_exits(monkeypatch)
 
 
 @pytest.fixture(scope="module")

@@ -3,33 +3,21 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 from __future__ import annotations
 
-import pytest
+import os
+import sys
 
-from ansible.module_utils import basic
+import pytest
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.llmfleet.serving.plugins.modules import nvidia_driver_plan
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from module_harness import ExitJson, FailJson, patch_exits  # noqa: E402
 
-
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
+from ansible_collections.llmfleet.serving.plugins.modules import nvidia_driver_plan  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _patch_exits(monkeypatch):
-    def exit_json(self, **kwargs):
-        raise ExitJson(kwargs)
-
-    def fail_json(self, **kwargs):
-        kwargs["failed"] = True
-        raise FailJson(kwargs)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", exit_json)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", fail_json)
+    patch_exits(monkeypatch)
 
 
 BASE = dict(branch="580", os_family="Debian", distribution="Ubuntu", distribution_major_version="24")
