@@ -9,13 +9,9 @@ from __future__ import annotations
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.llmfleet.serving.plugins.action.serving_plan import collect_hostvars, hosts_of
+from ansible_collections.llmfleet.serving.plugins.action.serving_plan import read_inputs
 from ansible_collections.llmfleet.serving.plugins.module_utils import _preflight
-from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import (
-    CatalogError,
-    load_catalog,
-    merge_catalog,
-)
+from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import CatalogError
 
 # host variable -> key of _preflight.host_data_from_raw's input
 RAW_VARS = {"llmfleet_gpu_facts": "gpu_facts", "_llmfleet_pf_images": "images", "_llmfleet_pf_df": "df",
@@ -41,20 +37,11 @@ class ActionModule(ActionBase):
         if phase not in ("targets", "compare"):
             result.update(failed=True, msg="phase must be targets or compare, got %r" % (phase,))
             return result
-        deployments = args.get("deployments")
-        if deployments is None:
-            deployments = self._template(task_vars.get("llmfleet_deployments", []))
-        models = args.get("models")
-        if models is None:
-            models = self._template(task_vars.get("llmfleet_models", {})) or {}
         try:
-            catalog = merge_catalog(load_catalog(args.get("catalog_path")), models)
+            deployments, catalog, groups, hostvars = read_inputs(args, task_vars, self._template)
         except CatalogError as e:
             result.update(failed=True, msg=str(e))
             return result
-        groups = task_vars.get("groups") or {}
-        all_hostvars = task_vars.get("hostvars") or {}
-        hostvars = collect_hostvars(hosts_of(deployments, groups), all_hostvars, self._template)
         views = _preflight.views(deployments, groups, hostvars, catalog, plan=args.get("plan"))
         if phase == "targets":
             targets = _preflight.targets(views)
@@ -62,6 +49,7 @@ class ActionModule(ActionBase):
             result["ansible_facts"] = {"llmfleet_preflight_targets": targets}
             return result
 
+        all_hostvars = task_vars.get("hostvars") or {}
         host_data = {}
         for h in {h for v in views for h in v["hosts"]}:
             raw = {}

@@ -64,6 +64,22 @@ def collect_hostvars(hosts, hostvars, template):
     return out
 
 
+def read_inputs(args, task_vars, template):
+    """What the planner and the preflight read on the controller: the deployments, the catalog
+    (with the user's models), the inventory groups and the hostvars of the hosts involved.
+    Raises CatalogError for a broken catalog."""
+    deployments = args.get("deployments")
+    if deployments is None:
+        deployments = template(task_vars.get("llmfleet_deployments", []))
+    models = args.get("models")
+    if models is None:
+        models = template(task_vars.get("llmfleet_models", {})) or {}
+    catalog = merge_catalog(load_catalog(args.get("catalog_path")), models)
+    groups = task_vars.get("groups") or {}
+    hostvars = collect_hostvars(hosts_of(deployments, groups), task_vars.get("hostvars") or {}, template)
+    return deployments, catalog, groups, hostvars
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("deployments", "models", "catalog_path"))
@@ -76,19 +92,11 @@ class ActionModule(ActionBase):
         result = super(ActionModule, self).run(tmp, task_vars)
         result["changed"] = False
         args = self._task.args
-        deployments = args.get("deployments")
-        if deployments is None:
-            deployments = self._template(task_vars.get("llmfleet_deployments", []))
-        models = args.get("models")
-        if models is None:
-            models = self._template(task_vars.get("llmfleet_models", {})) or {}
         try:
-            catalog = merge_catalog(load_catalog(args.get("catalog_path")), models)
+            deployments, catalog, groups, hostvars = read_inputs(args, task_vars, self._template)
         except CatalogError as e:
             result.update(failed=True, msg=str(e))
             return result
-        groups = task_vars.get("groups") or {}
-        hostvars = collect_hostvars(hosts_of(deployments, groups), task_vars.get("hostvars") or {}, self._template)
         try:
             plan = build_plan(deployments, hostvars, groups, catalog, is_vaulted=is_vaulted)
         except PlanErrors as e:
