@@ -62,6 +62,21 @@ def version_tuple(version):
     return tuple(out)
 
 
+def _writers(out, labels):
+    """gauge(name, doc, value, typ) and hist(name, doc, histogram) appending Prometheus text to out."""
+    def gauge(name, doc, value, typ="gauge"):
+        out.append("# HELP %s %s" % (name, doc))
+        out.append("# TYPE %s %s" % (name, typ))
+        out.append("%s{%s} %s" % (name, labels, _fmt(value)))
+
+    def hist(name, doc, h):
+        out.append("# HELP %s %s" % (name, doc))
+        out.append("# TYPE %s histogram" % name)
+        h.render(name, labels, out)
+
+    return gauge, hist
+
+
 class Metrics(object):
     """Counters and histograms the engine updates; :meth:`render` writes the exposition."""
 
@@ -89,16 +104,7 @@ class Metrics(object):
         new_names = version_tuple(self.version) >= (0, 10)
         lab = 'engine="0",model_name="%s"' % _escape(self.model_name)
         out = []
-
-        def gauge(name, doc, value, typ="gauge"):
-            out.append("# HELP %s %s" % (name, doc))
-            out.append("# TYPE %s %s" % (name, typ))
-            out.append("%s{%s} %s" % (name, lab, _fmt(value)))
-
-        def hist(name, doc, h):
-            out.append("# HELP %s %s" % (name, doc))
-            out.append("# TYPE %s histogram" % name)
-            h.render(name, lab, out)
+        gauge, hist = _writers(out, lab)
 
         gauge("vllm:num_requests_running", "Number of requests in model execution batches.", running)
         gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting)
@@ -131,16 +137,7 @@ class Metrics(object):
     def _render_sglang(self, running, waiting, kv_usage):
         lab = 'model_name="%s"' % _escape(self.model_name)
         out = []
-
-        def gauge(name, doc, value, typ="gauge"):
-            out.append("# HELP %s %s" % (name, doc))
-            out.append("# TYPE %s %s" % (name, typ))
-            out.append("%s{%s} %s" % (name, lab, _fmt(value)))
-
-        def hist(name, doc, h):
-            out.append("# HELP %s %s" % (name, doc))
-            out.append("# TYPE %s histogram" % name)
-            h.render(name, lab, out)
+        gauge, hist = _writers(out, lab)
 
         gauge("sglang:num_running_reqs", "The number of running requests.", running)
         gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", waiting)
