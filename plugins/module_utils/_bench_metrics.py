@@ -298,3 +298,48 @@ def evaluate_thresholds(thresholds, metrics):
         out.append({"threshold": text, "metric": metric, "op": op, "limit": limit,
                     "value": value, "passed": bool(ok)})
     return out
+
+
+# Metrics where a larger value is better; every other compared metric is a latency
+# (lower is better).
+_HIGHER_IS_BETTER = ("throughput", "goodput", "completed")
+
+DEFAULT_TOLERANCE = {"median_ttft_ms": 25.0, "median_tpot_ms": 25.0, "output_throughput": 15.0}
+
+
+def compare_baseline(metrics, baseline, tolerance=None):
+    """Compare one level's ``metrics`` with a ``baseline`` result (same field names, e.g. a
+    result JSON of this module or of ``vllm bench serve --save-result``).
+
+    ``tolerance`` maps a metric to the allowed change in percent, in the bad direction only:
+    a latency may grow by that much, a throughput/goodput may fall by that much. Returns a list
+    of dicts ``{metric, baseline, value, limit, tolerance_pct, change_pct, passed}``; a metric
+    missing (or not a number) on either side fails. Raises ValueError on a bad tolerance.
+    """
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    if not isinstance(tolerance, dict) or not tolerance:
+        raise ValueError("tolerance must map metric names to a percentage, e.g. {median_ttft_ms: 25}")
+    out = []
+    for metric in sorted(tolerance):
+        try:
+            pct = float(tolerance[metric])
+        except (TypeError, ValueError):
+            raise ValueError("tolerance of %s must be a number (percent), not %r" % (metric, tolerance[metric]))
+        if pct < 0:
+            raise ValueError("tolerance of %s must be >= 0 (percent), not %s" % (metric, pct))
+        name = _ALIASES.get(metric, metric)
+        base, value = baseline.get(name), metrics.get(name)
+        higher = any(w in name for w in _HIGHER_IS_BETTER)
+        row = {"metric": name, "baseline": base, "value": value, "tolerance_pct": pct,
+               "higher_is_better": higher, "limit": None, "change_pct": None, "passed": False}
+        if _is_number(base) and _is_number(value):
+            limit = base * (1 - pct / 100.0) if higher else base * (1 + pct / 100.0)
+            row["limit"] = limit
+            row["change_pct"] = (value - base) / base * 100.0 if base else None
+            row["passed"] = value >= limit if higher else value <= limit
+        out.append(row)
+    return out
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)

@@ -130,6 +130,18 @@ options:
     type: list
     elements: str
     default: []
+  baseline:
+    description:
+      - A result JSON to compare with (this module's or C(vllm bench serve --save-result)'s), for
+        example the recorded result of the same model on the same hardware. The last request rate
+        is compared, metric by metric as C(tolerance) says; a regression fails the task.
+    type: path
+  tolerance:
+    description:
+      - With O(baseline), the allowed change in percent per metric, in the bad direction only
+        (a latency may grow by that much, a throughput or goodput may fall by that much).
+    type: dict
+    default: {median_ttft_ms: 25, median_tpot_ms: 25, output_throughput: 15}
   event_loop:
     description:
       - Event loop of the load generator. V(auto) uses uvloop when it is installed on the
@@ -241,6 +253,15 @@ thresholds:
   returned: always
   type: list
   elements: dict
+baseline_checks:
+  description:
+    - With O(baseline), one entry per compared metric - C(metric), C(baseline), C(value), C(limit),
+      C(tolerance_pct), C(change_pct), C(higher_is_better), C(passed).
+  returned: when baseline is set
+  type: list
+  elements: dict
+  sample: [{metric: median_ttft_ms, baseline: 41.2, value: 43.0, limit: 51.5, tolerance_pct: 25,
+            change_pct: 4.4, higher_is_better: false, passed: true}]
 """
 
 import json
@@ -254,7 +275,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmfleet.serving.plugins.module_utils import _bench_client as bc
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_datasets import build_dataset
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import (
-    evaluate_thresholds, normalize_goodput, parse_threshold, summarize_errors,
+    DEFAULT_TOLERANCE, compare_baseline, evaluate_thresholds, normalize_goodput, parse_threshold, summarize_errors,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_report import write_report
 
@@ -304,6 +325,10 @@ def public_metrics(level):
                 if k not in DETAILED_FIELDS and k not in ("latencies", "queue_times"))
 
 
+def _num(v):
+    return ("%.3f" % v) if isinstance(v, (int, float)) and not isinstance(v, bool) else "missing"
+
+
 def main():
     module = AnsibleModule(
         argument_spec=dict(
@@ -331,6 +356,8 @@ def main():
             percentiles=dict(type="list", elements="float", default=[50, 90, 99]),
             goodput=dict(type="dict"),
             thresholds=dict(type="list", elements="str", default=[]),
+            baseline=dict(type="path"),
+            tolerance=dict(type="dict", default=dict(DEFAULT_TOLERANCE)),
             request_timeout_s=dict(type="float", default=600),
             event_loop=dict(type="str", default="auto", choices=["auto", "asyncio", "uvloop"]),
             result_dir=dict(type="path", required=True),
@@ -355,6 +382,16 @@ def main():
             parse_threshold(t)
     except ValueError as e:
         module.fail_json(msg=str(e))
+    baseline = None
+    if p["baseline"]:
+        try:
+            with open(p["baseline"]) as f:
+                baseline = json.load(f)
+            compare_baseline({}, baseline if isinstance(baseline, dict) else {}, p["tolerance"])
+        except (IOError, OSError, ValueError) as e:
+            module.fail_json(msg="baseline %s: %s" % (p["baseline"], e))
+        if not isinstance(baseline, dict):
+            module.fail_json(msg="baseline %s is not a result JSON object" % p["baseline"])
     if not p["percentiles"] or any(not 0 < x <= 100 for x in p["percentiles"]):
         module.fail_json(msg="percentiles must be in (0, 100]")
 
@@ -465,6 +502,14 @@ def main():
         usage_source=usage_source,
         thresholds=checks,
     )
+    if baseline is not None:
+        result["baseline_checks"] = compare_baseline(levels[-1], baseline, p["tolerance"])
+        regressed = [c for c in result["baseline_checks"] if not c["passed"]]
+        if regressed:
+            module.fail_json(msg="regression against the baseline %s: %s" % (p["baseline"], "; ".join(
+                "%s %s (baseline %s, limit %s, %s%% allowed)" % (
+                    c["metric"], _num(c["value"]), _num(c["baseline"]), _num(c["limit"]), _num(c["tolerance_pct"]))
+                for c in regressed)), **result)
     broken = [c for c in checks if not c["passed"]]
     if broken:
         parts = ["%s: %s = %s at %s req/s" % (

@@ -143,3 +143,20 @@ def test_peak_output_tokens_per_second_and_concurrency():
     assert m["max_output_tokens_per_s"] == 5.0
     # [10.0, 11.3) and [10.5, 10.8) overlap; [12.0, 12.1) alone
     assert m["max_concurrent_requests"] == 2
+
+
+def test_compare_baseline_directions_and_missing_metrics():
+    from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import compare_baseline
+    base = {"median_ttft_ms": 100.0, "output_throughput": 200.0, "request_goodput": 10.0}
+    rows = compare_baseline({"median_ttft_ms": 124.0, "output_throughput": 171.0, "request_goodput": 8.9},
+                            base, {"median_ttft_ms": 25, "output_throughput": 15, "goodput": 10})
+    by = {r["metric"]: r for r in rows}
+    assert by["median_ttft_ms"]["passed"] and by["median_ttft_ms"]["limit"] == 125.0
+    assert by["output_throughput"]["passed"] and by["output_throughput"]["higher_is_better"]
+    assert not by["request_goodput"]["passed"] and round(by["request_goodput"]["change_pct"], 1) == -11.0
+    rows = compare_baseline({"median_ttft_ms": 126.0}, base, {"median_ttft_ms": 25, "p99_itl_ms": 5})
+    assert [(r["metric"], r["passed"]) for r in rows] == [("median_ttft_ms", False), ("p99_itl_ms", False)]
+    assert rows[1]["value"] is None and rows[1]["limit"] is None
+    with pytest.raises(ValueError) as e:
+        compare_baseline({}, base, {"median_ttft_ms": -1})
+    assert "must be >= 0" in str(e.value)

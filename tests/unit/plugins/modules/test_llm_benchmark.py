@@ -198,3 +198,40 @@ def test_event_loop_option_is_used(monkeypatch, tmp_path, server):
     assert kind == "exit", res
     with open(res["result_file"]) as f:
         assert json.load(f)["llmfleet"]["event_loop"] == "asyncio"
+
+
+def test_baseline_within_tolerance_passes_and_regression_fails(monkeypatch, tmp_path, server):
+    url, seen = server
+    kind, first = run_module(monkeypatch, base_args(url, tmp_path / "a"))
+    assert kind == "exit", first
+    with open(first["result_file"]) as f:
+        recorded = json.load(f)
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path / "b", baseline=first["result_file"],
+                                                  tolerance={"completed": 0, "median_ttft_ms": 100000}))
+    assert kind == "exit", res
+    assert [c["metric"] for c in res["baseline_checks"]] == ["completed", "median_ttft_ms"]
+    assert all(c["passed"] for c in res["baseline_checks"])
+    # A baseline twice as fast as anything this server can do: the run regresses and fails.
+    recorded["median_ttft_ms"] = first["metrics"]["median_ttft_ms"] / 1000.0
+    recorded["output_throughput"] = first["metrics"]["output_throughput"] * 10
+    fast = tmp_path / "fast.json"
+    fast.write_text(json.dumps(recorded))
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path / "c", baseline=str(fast)))
+    assert kind == "fail"
+    assert res["msg"].startswith("regression against the baseline %s: " % fast)
+    assert "median_ttft_ms" in res["msg"] and "output_throughput" in res["msg"]
+    failed = sorted(c["metric"] for c in res["baseline_checks"] if not c["passed"])
+    assert failed == ["median_ttft_ms", "output_throughput"]
+    assert os.path.exists(res["result_file"])
+
+
+def test_unreadable_baseline_fails_before_any_request(monkeypatch, tmp_path, server):
+    url, seen = server
+    before = len(seen)
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path, baseline=str(tmp_path / "none.json")))
+    assert kind == "fail" and res["msg"].startswith("baseline %s: " % (tmp_path / "none.json"))
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path, baseline=str(bad), tolerance={"median_ttft_ms": "x"}))
+    assert kind == "fail" and "tolerance of median_ttft_ms must be a number" in res["msg"]
+    assert len(seen) == before
