@@ -343,3 +343,39 @@ def compare_baseline(metrics, baseline, tolerance=None):
 
 def _is_number(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v)
+
+
+def timeline(level, window_s=None, max_windows=30):
+    """Latency over the run, in windows of request start time: a list of dicts
+    ``{start_s, requests, failed, median_ttft_ms, p99_ttft_ms, median_e2el_ms, p99_e2el_ms}``
+    (start_s from the first request). ``window_s`` default: the run split in up to
+    ``max_windows`` windows of a whole number of seconds. Shows what happens during an event,
+    such as a rolling reconfiguration under load, that a whole-run percentile hides.
+    """
+    starts = level.get("start_times") or []
+    if not starts:
+        return []
+    t0 = min(starts)
+    span = max(starts) - t0
+    if not window_s:
+        window_s = max(1.0, math.ceil(span / max_windows)) if span > 0 else 1.0
+    rows = {}
+    errors = level.get("errors") or [""] * len(starts)
+    for i, st in enumerate(starts):
+        w = int((st - t0) // window_s)
+        row = rows.setdefault(w, {"ttft": [], "e2el": [], "requests": 0, "failed": 0})
+        row["requests"] += 1
+        if errors[i]:
+            row["failed"] += 1
+        else:
+            row["ttft"].append(level["ttfts"][i] * 1000)
+            row["e2el"].append(level["latencies"][i] * 1000)
+    out = []
+    for w in sorted(rows):
+        r = rows[w]
+        out.append({"start_s": w * window_s, "requests": r["requests"], "failed": r["failed"],
+                    "median_ttft_ms": median(r["ttft"]) if r["ttft"] else None,
+                    "p99_ttft_ms": percentile(r["ttft"], 99) if r["ttft"] else None,
+                    "median_e2el_ms": median(r["e2el"]) if r["e2el"] else None,
+                    "p99_e2el_ms": percentile(r["e2el"], 99) if r["e2el"] else None})
+    return out

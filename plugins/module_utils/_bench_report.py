@@ -6,7 +6,7 @@
 Not a public API; it may change without notice.
 
 No plotting library is needed: the SVG files (latency CDFs and histograms, and for a
-sweep throughput and latency against request rate) are written by hand next to the
+sweep throughput and latency against request rate; latency over the run's time) are written by hand next to the
 report and linked from it, so they render on any Markdown viewer.
 """
 
@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 import os
 from xml.sax.saxutils import escape
+
+from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import timeline
 
 W, H = 560, 320
 ML, MR, MT, MB = 64, 16, 30, 46
@@ -120,6 +122,8 @@ def svg_lines(xs, series, title, xlabel, ylabel):
 
 
 def _num(v):
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return "%.2f" % v
     return str(v)
@@ -138,6 +142,19 @@ SUMMARY_ROWS = (
     ("output_throughput", "Output token throughput (tok/s)"),
     ("total_token_throughput", "Total token throughput (tok/s)"),
 )
+
+
+def _timeline_table(tl):
+    win = tl[1]["start_s"] - tl[0]["start_s"] if len(tl) > 1 else 1
+    lines = ["### Latency over time (requests by start time, %g s windows)" % win, "",
+             "| From (s) | Requests | Failed | median TTFT (ms) | p99 TTFT (ms) | median E2EL (ms) | p99 E2EL (ms) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in tl:
+        lines.append("| %g | %d | %d | %s | %s | %s | %s |" % (
+            r["start_s"], r["requests"], r["failed"], _num(r["median_ttft_ms"]), _num(r["p99_ttft_ms"]),
+            _num(r["median_e2el_ms"]), _num(r["p99_e2el_ms"])))
+    lines.append("")
+    return lines
 
 
 def _level_table(m, percentiles):
@@ -223,6 +240,17 @@ def write_report(path, levels, meta, percentiles, thresholds=None):
                 name = save("%s-%s-hist" % (tag, key),
                             svg_histogram(vals, "%s distribution (rate %s)" % (title, rate), "ms"))
                 lines.append("![%s histogram](%s)" % (title, name))
+            lines.append("")
+        tl = timeline(m)
+        if len(tl) > 1:
+            lines.extend(_timeline_table(tl))
+            name = save("%s-timeline" % tag, svg_lines(
+                [r["start_s"] for r in tl],
+                [("median TTFT", [r["median_ttft_ms"] for r in tl]), ("p99 TTFT", [r["p99_ttft_ms"] for r in tl]),
+                 ("median E2E latency", [r["median_e2el_ms"] for r in tl]),
+                 ("p99 E2E latency", [r["p99_e2el_ms"] for r in tl])],
+                "Latency over the run (rate %s)" % rate, "seconds since the first request", "ms"))
+            lines.append("![latency over time](%s)" % name)
             lines.append("")
         errs = m.get("error_summary") or []
         if errs:

@@ -276,6 +276,7 @@ from ansible_collections.llmfleet.serving.plugins.module_utils import _bench_cli
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_datasets import build_dataset
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import (
     DEFAULT_TOLERANCE, compare_baseline, evaluate_thresholds, normalize_goodput, parse_threshold, summarize_errors,
+    timeline,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_report import write_report
 
@@ -285,7 +286,7 @@ DETAILED_FIELDS = ("input_lens", "output_lens", "start_times", "ttfts", "itls",
 # Our additions live under one key so vLLM's top-level names stay untouched.
 EXTRA_FIELDS = ("dispatch_lag_ms", "event_loop_delay_ms", "client_warnings",
                 "unsupported_fields", "usage_source", "requests_counted_by_chunks",
-                "event_loop")
+                "event_loop", "timeline")
 
 
 def parse_rate(value):
@@ -450,6 +451,7 @@ def main():
     unsupported = []
     for level, rate in zip(levels, rates):
         level["error_summary"] = summarize_errors(level["errors"])
+        level["timeline"] = timeline(level)
         if p["result_filename"]:
             name = p["result_filename"]
             if len(rates) > 1:

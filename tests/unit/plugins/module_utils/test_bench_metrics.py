@@ -160,3 +160,37 @@ def test_compare_baseline_directions_and_missing_metrics():
     with pytest.raises(ValueError) as e:
         compare_baseline({}, base, {"median_ttft_ms": -1})
     assert "must be >= 0" in str(e.value)
+
+
+def test_timeline_windows_show_a_slow_stretch_and_failures():
+    from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import timeline
+    # 60 requests, one per second; seconds 20-29 slow (a replica restarting), two failed at 25, 26.
+    starts = [100.0 + i for i in range(60)]
+    ttfts = [0.5 if 20 <= i < 30 else 0.05 for i in range(60)]
+    errors = ["boom" if i in (25, 26) else "" for i in range(60)]
+    level = {"start_times": starts, "ttfts": ttfts, "latencies": [t + 1.0 for t in ttfts], "errors": errors}
+    rows = timeline(level)
+    assert [r["start_s"] for r in rows] == [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30, 32, 34, 36, 38,
+                                            40, 42, 44, 46, 48, 50, 52, 54, 56, 58]
+    assert sum(r["requests"] for r in rows) == 60 and sum(r["failed"] for r in rows) == 2
+    slow = [r for r in rows if r["median_ttft_ms"] > 100]
+    assert [r["start_s"] for r in slow] == [20, 22, 24, 26, 28]
+    assert rows[0]["median_e2el_ms"] == pytest.approx(1050.0)
+    rows = timeline(level, window_s=30)
+    assert [(r["start_s"], r["requests"], r["failed"]) for r in rows] == [(0, 30, 2), (30, 30, 0)]
+    assert timeline({"start_times": []}) == []
+
+
+def test_report_has_the_latency_timeline(tmp_path):
+    from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import RequestResult, calculate_metrics
+    from ansible_collections.llmfleet.serving.plugins.module_utils._bench_report import write_report
+    results = [RequestResult(success=i != 7, error="" if i != 7 else "HTTP 502", prompt_len=4, output_tokens=3,
+                             usage_from_server=True, ttft=0.01 * (1 + i % 3), itl=[0.01, 0.01], latency=0.05,
+                             start_time=10.0 + i) for i in range(12)]
+    level = calculate_metrics(results, 12.0)
+    level.update(request_rate=1.0, error_summary=[])
+    files = write_report(str(tmp_path / "r.md"), [level], {"model_id": "m"}, [50, 99])
+    text = (tmp_path / "r.md").read_text()
+    assert "### Latency over time (requests by start time, 1 s windows)" in text
+    assert "| 7 | 1 | 1 | - | - | - | - |" in text
+    assert any(f.endswith("-run-timeline.svg") for f in files)
