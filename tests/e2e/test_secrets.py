@@ -1,0 +1,457 @@
+"""Issue 9, secrets and exposure, in its own lab ("sec": 3 hosts, 172.31.150.0/24 management,
+172.31.151.0/24 private, ssh 3121-3123).
+
+One run of tests/e2e/playbooks/secrets-deploy.yml with ``-vvv`` uses every secret at once:
+  * S3 access key + secret: lab-h1 and lab-h2 fetch the Ray deployment's weights from moto's S3
+    server (credentials checked: moto's IAM auth is on) on this machine's management gateway,
+  * a hub token: lab-h3 fetches the single-host weights with the real ``huggingface_hub`` client
+    from a Hugging-Face-compatible server (tests/unit/.../hub_server.py's handler, token checked)
+    on the same gateway,
+  * API keys: ``sec-r1`` (vLLM TP 8 x PP 2 over Ray on lab-h1 + lab-h2, exposure private) gets
+    its key from a variable (``api_key: "{{ secrets_api_key }}"``), ``sec-pub`` (exposure public
+    on lab-h3) from ``api_key_file``; ``sec-local`` (exposure localhost on lab-h3) has none.
+Every value is random. Then every place a secret could end up is read and each must be absent
+except where it is meant to be (ALLOWED_FILES, mode 0600 root, and the engine process's own
+environment, where the entrypoint exports the key just before exec):
+  * the ``-vvv`` output, the control node's build/lab/sec (except the lab's own key file) and
+    ~/.ansible on the control node,
+  * on every lab host: ``ps auxww``, /proc/*/cmdline and /proc/*/environ of every process
+    (inner engine containers included: they live in child PID namespaces, visible from the lab
+    host, which the test checks), ``docker inspect`` of every inner container, and every file of
+    the file system (/etc/llmfleet, the model paths, /etc/docker, /var/lib/docker with the inner
+    containers' config and logs, /var/lib/llmfleet, ~/.ansible, /tmp, ...), raw and base64.
+Exposure: ``ss -ltnp`` on every host against the deployments' exposure; Ray's own wildcard
+sockets (docs/reliability.md, known gap) are listed exactly, and no other socket may be on a
+wildcard address.
+"""
+from __future__ import annotations
+
+import base64
+import concurrent.futures
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from http.server import ThreadingHTTPServer
+
+import pytest
+
+from tests.lab import lab as labmod
+
+from .conftest import REPO, Lab
+
+sys.path.insert(0, os.path.join(REPO, "tests", "unit", "plugins", "module_utils"))
+import hub_server  # noqa: E402  (the unit tests' hub handler, served here on the lab gateway)
+
+LAB = "sec"
+MGMT = "172.31.150.0/24"
+PRIVATE = "172.31.151.0/24"
+GATEWAY = "172.31.150.1"  # this machine on the lab's management network
+PLAYBOOK = os.path.join(REPO, "tests", "e2e", "playbooks", "secrets-deploy.yml")
+BUCKET = "sec-models"
+S3_PREFIX = "deepseek-ai/DeepSeek-R1-sec/"
+HUB_REPO = "Qwen/QwQ-32B-sec"
+R1_PATH = "/data/models/sec-r1"
+QWQ_PATH = "/data/models/sec-qwq"
+KiB = 1024
+
+# Files on the lab hosts that may hold a secret, and which one (each must be 0600 root).
+ALLOWED_FILES = {
+    "/etc/llmfleet/sec-r1/api_key": "api_key_var",   # lab-h1 (head) and lab-h2 (worker)
+    "/etc/llmfleet/sec-pub/api_key": "api_key_file",  # lab-h3
+}
+# Processes that may hold an API key in their environment: the engine that the entrypoint
+# exec'd with VLLM_API_KEY (design: not in argv, not in docker inspect; /proc/PID/environ is
+# readable by root only). {deployment container: (variable, secret name)}
+ALLOWED_ENVIRON = {
+    "llmfleet-sec-r1-head": ("VLLM_API_KEY", "api_key_var"),
+    "llmfleet-sec-pub": ("VLLM_API_KEY", "api_key_file"),
+}
+# The lab's own infrastructure, not the collection's: sshd of every lab host.
+LAB_INFRA_WILDCARD = {("sshd", 22)}
+# docs/reliability.md, known gap: Ray 2.60's servers listen on 0.0.0.0 whatever
+# --node-ip-address says. The processes whose wildcard sockets are expected, per role.
+RAY_WILDCARD_PROCESSES = {"gcs_server", "raylet", "ray::IDLE", "ray::", "python", "python3", "default_worker.py",
+                          "dashboard.py", "agent.py", "runtime_env_agent", "log_monitor.py", "monitor.py"}
+
+SCAN = r'''
+import base64, json, os, stat, sys
+secrets = json.loads(sys.stdin.readline())
+needles = {}
+for name, value in secrets.items():
+    raw = value.encode()
+    forms = [raw]
+    for k in range(3):  # base64 at each alignment: the chars that depend only on the secret
+        enc = base64.b64encode(b"\0" * k + raw)
+        forms.append(enc[4 if k else 0:-4])
+    needles[name] = forms
+def hits(data):
+    return sorted(n for n, forms in needles.items() if any(f in data for f in forms))
+skip = ("/proc", "/sys", "/dev")
+files, nfiles, nbytes = [], 0, 0
+for root, dirs, names in os.walk("/"):
+    if root in skip:
+        dirs[:] = []
+        continue
+    dirs[:] = [d for d in dirs if os.path.join(root, d) not in skip]
+    for n in names:
+        p = os.path.join(root, n)
+        try:
+            st = os.lstat(p)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            with open(p, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            continue
+        nfiles += 1
+        nbytes += len(data)
+        h = hits(data)
+        if h:
+            files.append({"path": p, "mode": "%o" % stat.S_IMODE(st.st_mode), "uid": st.st_uid, "secrets": h})
+procs, npids, unreadable = [], 0, []
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        with open("/proc/%s/cmdline" % pid, "rb") as fh:
+            cmdline = fh.read()
+        with open("/proc/%s/cgroup" % pid, "rb") as fh:
+            cgroup = fh.read().decode(errors="replace")
+        comm = open("/proc/%s/comm" % pid).read().strip()
+    except OSError:
+        continue
+    npids += 1
+    try:
+        with open("/proc/%s/environ" % pid, "rb") as fh:
+            environ = fh.read()
+    except OSError as e:
+        unreadable.append([int(pid), comm, str(e)])
+        environ = b""
+    env_hits = []
+    for var in environ.split(b"\0"):
+        for n in hits(var):
+            env_hits.append([var.split(b"=", 1)[0].decode(errors="replace"), n])
+    if hits(cmdline) or env_hits:
+        procs.append({"pid": int(pid), "comm": comm, "cmdline": hits(cmdline), "environ": env_hits,
+                      "cgroup": cgroup, "args": cmdline.replace(b"\0", b" ")[:200].decode(errors="replace")
+                      if not hits(cmdline) else "(has a secret)"})
+print(json.dumps({"files": files, "files_scanned": nfiles, "bytes_scanned": nbytes, "procs": procs,
+                  "pids_scanned": npids, "environ_unreadable": unreadable,
+                  "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit())}))
+'''
+
+
+def b64_forms(value):
+    raw = value.encode()
+    forms = [value]
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + raw).decode()
+        forms.append(enc[4 if k else 0:-4])
+    return forms
+
+
+def found_in(text, secrets):
+    return sorted(n for n, v in secrets.items() if any(f in text for f in b64_forms(v)))
+
+
+def model_files(arch, shards, shard_size):
+    names = ["model-%05d-of-%05d.safetensors" % (i, shards) for i in range(1, shards + 1)]
+    files = {n: os.urandom(shard_size + 17 * i) for i, n in enumerate(names)}
+    files["model.safetensors.index.json"] = json.dumps({
+        "metadata": {"total_size": sum(len(v) for v in files.values())},
+        "weight_map": {"layers.%d.weight" % i: n for i, n in enumerate(names)}}).encode()
+    files["config.json"] = json.dumps({"architectures": [arch], "model_type": "llama"}).encode()
+    files["tokenizer.json"] = b'{"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}}'
+    return files
+
+
+def private_file(path, text):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+
+
+def deployments():
+    common = {"engine": "vllm", "image": "llmfleet-lab/engine-sim:latest", "max_model_len": 32768,
+              "gpu_runtime": "none", "env": {"LLMFLEET_SIM_LOAD_DELAY_S": "1"}}
+    return [
+        dict(common, name="sec-r1", hosts="lab_dual", model="deepseek-r1", model_path=R1_PATH, tensor_parallel=8,
+             pipeline_parallel=2, port=8000, exposure="private", api_key="{{ secrets_api_key }}",
+             env={"LLMFLEET_SIM_LOAD_DELAY_S": "1", "RAY_health_check_period_ms": "1000",
+                  "RAY_health_check_failure_threshold": "3"}),
+        dict(common, name="sec-local", hosts="lab_single", model="qwq-32b", model_path=QWQ_PATH, gpus_per_host=4,
+             port=8000, exposure="localhost"),
+        dict(common, name="sec-pub", hosts="lab_single", model="qwq-32b", model_path=QWQ_PATH, gpus_per_host=4,
+             port=8001, exposure="public", api_key_file="{{ secrets_api_key_path }}"),
+    ]
+
+
+class Secrets(object):
+    pass
+
+
+@pytest.fixture(scope="module")
+def sec(tmp_path_factory):
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    work = str(tmp_path_factory.mktemp("secrets"))
+    s = Secrets()
+    s.values = {
+        "api_key_var": "sec-apikey-var-" + uuid.uuid4().hex,
+        "api_key_file": "sec-apikey-file-" + uuid.uuid4().hex,
+        "hub_token": "hf_sec" + uuid.uuid4().hex,
+    }
+    labmod.down(LAB)
+    moto = httpd = None
+    try:
+        t0 = time.monotonic()
+        st, timings = labmod.up(LAB, 3, ssh_port_base=3120, mgmt_subnet=MGMT, private_subnet=PRIVATE, engine=("sim",))
+        s.lab = Lab(st)
+        s.lab_up_s = time.monotonic() - t0
+        print("lab %s up in %.1f s: %s" % (LAB, s.lab_up_s, json.dumps(timings)))
+        # S3 with credentials checked: an IAM user (random secret from moto), then auth on.
+        moto = ThreadedMotoServer(ip_address=GATEWAY, port=0, verbose=False)
+        moto.start()
+        endpoint = "http://%s:%d" % (GATEWAY, moto._server.server_port)
+        access, secret = hub_server.moto_auth(endpoint)
+        s.values["s3_secret"] = secret
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=access,
+                          aws_secret_access_key=secret)
+        s3.create_bucket(Bucket=BUCKET)
+        s.r1_files = model_files("DeepseekV3ForCausalLM", 3, 64 * KiB)
+        for name, data in s.r1_files.items():
+            s3.put_object(Bucket=BUCKET, Key=S3_PREFIX + name, Body=data)
+        # The hub: the unit tests' handler (real HF routes and headers), token required.
+        httpd = ThreadingHTTPServer((GATEWAY, 0), hub_server._Handler)
+        httpd.daemon_threads = True
+        httpd.repos, httpd.token, httpd.requests = {}, s.values["hub_token"], []
+        s.qwq_files = model_files("Qwen2ForCausalLM", 2, 48 * KiB)
+        httpd.repos[HUB_REPO] = hub_server.HubRepo(HUB_REPO, s.qwq_files)
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+        s.hub = httpd
+        key_path = os.path.join(work, "sec-pub.key")
+        private_file(key_path, s.values["api_key_file"])
+        variables = {
+            "secrets_s3": {"endpoint_url": endpoint, "bucket": BUCKET, "prefix": S3_PREFIX, "access_key": access,
+                           "secret_key": secret, "path": R1_PATH},
+            "secrets_hub": {"endpoint": "http://%s:%d" % (GATEWAY, httpd.server_address[1]), "repo_id": HUB_REPO,
+                            "token": s.values["hub_token"], "path": QWQ_PATH},
+            "secrets_api_key": s.values["api_key_var"],
+            "secrets_api_key_path": key_path,
+            "llmfleet_deployments": deployments(),
+        }
+        vars_file = os.path.join(work, "vars.json")
+        private_file(vars_file, json.dumps(variables))
+        t0 = time.monotonic()
+        try:
+            rc, out, recap = s.lab.playbook(PLAYBOOK, "-e", "@" + vars_file, "-vvv", check=False)
+        finally:
+            os.unlink(vars_file)
+        s.deploy_s = time.monotonic() - t0
+        with open(os.path.join(work, "deploy-vvv.log"), "w") as fh:
+            fh.write(out)
+        assert rc == 0, "deploy failed (rc %d):\n%s" % (rc, out[-8000:])
+        s.output, s.recap = out, recap
+        print("deploy with -vvv (S3 + hub weights, 3 deployments, Ray over 2 hosts): %.1f s, output %d lines"
+              % (s.deploy_s, out.count("\n")))
+        yield s
+    finally:
+        if httpd:
+            httpd.shutdown()
+            httpd.server_close()
+        if moto:
+            hub_server.moto_auth_off()
+            moto.stop()
+        if not os.environ.get("LLMFLEET_E2E_KEEP"):
+            labmod.down(LAB)
+
+
+def docker(st_host, *args, **kw):
+    return subprocess.run(["docker", "exec", "-i", st_host.container] + list(args), capture_output=True, text=True,
+                          check=False, **kw)
+
+
+def inner_containers(s, host):
+    """{name: (id, host-visible pid)} of every container of the lab host's own Docker engine."""
+    out = s.lab.sh(host, "docker ps -aq | xargs -r docker inspect -f '{{.Name}} {{.Id}} {{.State.Pid}}'")
+    return {n.lstrip("/"): (i, int(p)) for n, i, p in (line.split() for line in out.splitlines() if line.strip())}
+
+
+def ansible_tmp_clean(s, host, timeout=30):
+    """Ansible's async wrapper removes its payload just after the job's result is written."""
+    deadline = time.monotonic() + timeout
+    while s.lab.sh(host, "find /root/.ansible/tmp -mindepth 1 -maxdepth 1 2>/dev/null || true").strip():
+        assert s.lab.sh(host, "stat -c %a /root/.ansible/tmp").strip() == "700"
+        assert time.monotonic() < deadline, "Ansible's tmp dir on %s was not cleaned up" % host
+        time.sleep(0.5)
+
+
+def test_deploy_served_with_every_secret_in_use(sec):
+    assert set(sec.recap) >= {"lab-h1", "lab-h2", "lab-h3"}
+    assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in sec.recap.values()), sec.recap
+    # the secrets were really needed: the hub refused nothing and served the weights with the
+    # token, S3 checked the signature (auth on), the engines answer 401 without the key
+    assert any(m == "GET" and "/resolve/" in p for m, p, _ in sec.hub.requests)
+    for h, path, files in (("lab-h1", R1_PATH, sec.r1_files), ("lab-h2", R1_PATH, sec.r1_files),
+                           ("lab-h3", QWQ_PATH, sec.qwq_files)):
+        assert sorted(sec.lab.sh(h, "ls %s" % path).split()) == sorted(files), h
+    private = {h.name: h.private_ip for h in sec.lab.hosts}
+    url = "http://%s:8000/v1/models" % private["lab-h1"]
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url, timeout=30)
+    assert err.value.code == 401
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + sec.values["api_key_var"]})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.load(resp)["data"]
+
+
+def test_no_secret_in_the_vvv_output_nor_on_the_control_node(sec):
+    assert found_in(sec.output, sec.values) == []
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in sec.output or "censored" in sec.output
+    leaks = []
+    lab_dir = os.path.join(REPO, "build", "lab", LAB)
+    own_key = os.path.realpath(os.path.join(lab_dir, "api_key"))
+    for top in (lab_dir, os.path.expanduser("~/.ansible")):
+        for root, _dirs, names in os.walk(top):
+            for n in names:
+                p = os.path.join(root, n)
+                if os.path.realpath(p) == own_key or not os.path.isfile(p) or os.path.islink(p):
+                    continue
+                try:
+                    with open(p, "rb") as fh:
+                        text = fh.read().decode("latin-1")
+                except OSError:
+                    continue
+                if found_in(text, sec.values):
+                    leaks.append((p, found_in(text, sec.values)))
+    assert not leaks, leaks
+
+
+def test_secrets_only_in_their_0600_files_and_the_engine_environment(sec):
+    secrets_line = json.dumps(sec.values) + "\n"
+    report = {}
+    t0 = time.monotonic()
+    for h in sec.lab.hosts:
+        ansible_tmp_clean(sec, h.name)
+    with concurrent.futures.ThreadPoolExecutor(len(sec.lab.hosts)) as pool:  # one scan per host, at once
+        scans = dict(zip([h.name for h in sec.lab.hosts], pool.map(
+            lambda h: docker(h, "python3", "-c", SCAN, input=secrets_line, timeout=300), sec.lab.hosts)))
+    scan_s = time.monotonic() - t0
+    for h in sec.lab.hosts:
+        inner = inner_containers(sec, h.name)
+        proc = scans[h.name]
+        assert proc.returncode == 0, proc.stderr
+        scan = json.loads(proc.stdout)
+        # inner containers share the lab host's PID view (child PID namespaces): their
+        # processes were scanned, and their environments could be read
+        running = {n: (i, p) for n, (i, p) in inner.items() if p}
+        assert running, "no engine container on %s" % h.name
+        for name, (cid, pid) in running.items():
+            assert pid in scan["pids"], (h.name, name, pid)
+        assert not [u for u in scan["environ_unreadable"] if u[0] in {p for _, p in running.values()}]
+        report[h.name] = scan
+        # the file system: only the allowed files, 0600 root, with the secret meant for them
+        for f in scan["files"]:
+            assert f["path"] in ALLOWED_FILES, "secret %s in %s on %s (mode %s)" % (f["secrets"], f["path"], h.name,
+                                                                                   f["mode"])
+            assert f["secrets"] == [ALLOWED_FILES[f["path"]]], (h.name, f)
+            assert (f["mode"], f["uid"]) == ("600", 0), (h.name, f)
+        # processes: no secret in any argv; in an environment only the engine's key
+        for p in scan["procs"]:
+            assert not p["cmdline"], "secret in argv on %s: pid %d %s" % (h.name, p["pid"], p["comm"])
+            owner = [n for n, (cid, _) in running.items() if cid in p["cgroup"]]
+            for var, name in p["environ"]:
+                assert owner and ALLOWED_ENVIRON.get(owner[0]) == (var, name), \
+                    "secret %s in the environment (%s) of pid %d %s on %s (container %s)" % (
+                        name, var, p["pid"], p["comm"], h.name, owner)
+        # ps as a user would run it, docker inspect of every inner container
+        ps = sec.lab.sh(h.name, "ps auxww")
+        assert found_in(ps, sec.values) == [], h.name
+        inspect = sec.lab.sh(h.name, "docker ps -aq | xargs -r docker inspect")
+        assert json.loads(inspect) and found_in(inspect, sec.values) == [], h.name
+        # the same seen from inside each running inner container (its own /proc)
+        for name in running:
+            proc = docker(h, "docker", "exec", "-i", name, "sh", "-c",
+                          "cat /proc/[0-9]*/cmdline 2>/dev/null; echo; ps auxww 2>/dev/null || true")
+            assert found_in(proc.stdout, sec.values) == [], (h.name, name)
+    # where the secrets are, exactly: each key file once, the engines' own environment
+    where = sorted((h, f["path"], f["secrets"][0]) for h, s in report.items() for f in s["files"])
+    assert where == [("lab-h1", "/etc/llmfleet/sec-r1/api_key", "api_key_var"),
+                     ("lab-h2", "/etc/llmfleet/sec-r1/api_key", "api_key_var"),
+                     ("lab-h3", "/etc/llmfleet/sec-pub/api_key", "api_key_file")]
+    envs = sorted((h, p["comm"], tuple(e)) for h, s in report.items() for p in s["procs"] for e in p["environ"])
+    assert {(h, e[1]) for h, _c, e in envs} == {("lab-h1", "api_key_var"), ("lab-h3", "api_key_file")}
+    print("scanned in %.1f s (all checks %.1f s): %s; API key in the environment of %s" % (
+        scan_s, time.monotonic() - t0, ", ".join(
+        "%s %d files %.0f MiB %d pids" % (h, s["files_scanned"], s["bytes_scanned"] / 2 ** 20, s["pids_scanned"])
+        for h, s in sorted(report.items())), envs))
+
+
+def listening(s, host):
+    """[(address, port, process name, pid)] from ss -ltnpH on a lab host."""
+    rows = []
+    for line in s.lab.sh(host, "ss -ltnpH").splitlines():
+        parts = line.split()
+        local = parts[3]
+        addr, port = local.rsplit(":", 1)
+        users = re.findall(r'\("([^"]+)",pid=(\d+)', line)
+        name, pid = users[0] if users else ("?", "0")
+        rows.append((addr.strip("[]"), int(port), name, int(pid)))
+    return rows
+
+
+def container_of(s, host, pid, inner):
+    cgroup = s.lab.sh(host, "cat /proc/%d/cgroup 2>/dev/null || true" % pid)
+    owner = [n for n, (cid, _) in inner.items() if cid in cgroup]
+    return owner[0] if owner else None
+
+
+WILDCARD = ("0.0.0.0", "*", "::")
+
+
+def test_listening_sockets_follow_the_exposure(sec):
+    private = {h.name: h.private_ip for h in sec.lab.hosts}
+    ray_gap = []
+    for h in sec.lab.hosts:
+        rows = listening(sec, h.name)
+        inner = inner_containers(sec, h.name)
+        engine = {"lab-h1": {8000: private["lab-h1"]}, "lab-h2": {}, "lab-h3": {8000: "127.0.0.1", 8001: "0.0.0.0"}}
+        for port, addr in engine[h.name].items():
+            bound = sorted(a for a, p, _n, _pid in rows if p == port)
+            assert bound == [addr], (h.name, port, bound)
+        assert not [r for r in rows if r[1] == 8265 and r[0] != "127.0.0.1"], h.name
+        # nothing of the collection on the management address
+        assert not [r for r in rows if r[0] == h.mgmt_ip], (h.name, rows)
+        for addr, port, name, pid in rows:
+            if addr not in WILDCARD or (name, port) in LAB_INFRA_WILDCARD:
+                continue
+            if h.name == "lab-h3" and port == 8001:
+                continue  # exposure public
+            owner = container_of(sec, h.name, pid, inner)
+            cmd = sec.lab.sh(h.name, "tr '\\0' ' ' < /proc/%d/cmdline 2>/dev/null || true" % pid)
+            # only Ray's own servers, inside the Ray deployment's containers
+            assert owner in ("llmfleet-sec-r1-head", "llmfleet-sec-r1-worker-1"), (h.name, addr, port, name, owner)
+            if " serve " in cmd:
+                # the engine is Ray's driver (--distributed-executor-backend ray): its core
+                # worker's gRPC server, on a port of Ray's choosing, never the API port
+                assert "--distributed-executor-backend ray" in cmd and port not in (8000, 8001), (h.name, port, cmd)
+                name = "ray driver in %s" % name
+            else:
+                assert name in RAY_WILDCARD_PROCESSES or name.startswith("ray::"), (h.name, addr, port, name, cmd)
+                assert "ray" in cmd.lower(), (h.name, addr, port, name, cmd)
+            ray_gap.append((h.name, owner, name, port, " ".join(cmd.split()[:3])[:90]))
+    assert ray_gap, "Ray binds no wildcard socket any more: update docs/reliability.md's known gap and this test"
+    assert {r[0] for r in ray_gap} == {"lab-h1", "lab-h2"}
+    names = sorted({r[2] for r in ray_gap})
+    assert "gcs_server" in names and "raylet" in names
+    print("Ray sockets on a wildcard address (known gap):\n  %s" % "\n  ".join(map(str, sorted(ray_gap))))
