@@ -34,6 +34,7 @@ import asyncio
 import gc
 import json
 import math
+import os
 import random
 import time
 
@@ -83,7 +84,7 @@ class BenchConfig(object):
                  request_rate=float("inf"), burstiness=1.0, max_concurrency=None,
                  num_prompts=None, duration_s=None, warmup_requests=0, seed=0,
                  request_timeout_s=600.0, percentiles=(50, 90, 99), goodput=None,
-                 extra_headers=None, probe=True, event_loop="auto", tap_stream=True):
+                 extra_headers=None, probe=True, event_loop="auto", tap_stream=True, stop_file=None):
         if endpoint not in ENDPOINT_PATHS:
             raise BenchmarkError("endpoint must be one of %s" % ", ".join(ENDPOINT_PATHS))
         if burstiness is None or burstiness <= 0:
@@ -120,6 +121,8 @@ class BenchConfig(object):
         self.probe = probe
         self.event_loop = event_loop
         self.tap_stream = tap_stream
+        # Stop sending new requests once this file exists (those in flight finish).
+        self.stop_file = stop_file
 
     @property
     def url(self):
@@ -456,9 +459,13 @@ class Runner(object):
         n = len(offsets)
         pos = [0]
 
+        stop_file = self.cfg.stop_file
+
         def fire():
             now = time.perf_counter()
             i = pos[0]
+            if stop_file and os.path.exists(stop_file):
+                i = n
             while i < n and start + offsets[i] <= now:
                 tasks.append(loop.create_task(self._timed(
                     samples[i % n_samples], start + offsets[i], sem, results)))
@@ -516,7 +523,7 @@ class Runner(object):
             counter = [0]
 
             async def worker():
-                while time.perf_counter() < deadline:
+                while time.perf_counter() < deadline and not (cfg.stop_file and os.path.exists(cfg.stop_file)):
                     i = counter[0]
                     counter[0] += 1
                     await self._timed(self.samples[i % len(self.samples)],

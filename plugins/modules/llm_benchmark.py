@@ -130,6 +130,12 @@ options:
     type: list
     elements: str
     default: []
+  stop_file:
+    description:
+      - Stop sending new requests once this file exists on the runner; requests in flight finish
+        and the run is measured over its real duration. For load that lasts as long as an outside
+        event, for example a rolling reconfiguration (set a long O(duration_s) with it).
+    type: path
   baseline:
     description:
       - A result JSON to compare with (this module's or C(vllm bench serve --save-result)'s), for
@@ -358,6 +364,7 @@ def main():
             goodput=dict(type="dict"),
             thresholds=dict(type="list", elements="str", default=[]),
             baseline=dict(type="path"),
+            stop_file=dict(type="path"),
             tolerance=dict(type="dict", default=dict(DEFAULT_TOLERANCE)),
             request_timeout_s=dict(type="float", default=600),
             event_loop=dict(type="str", default="auto", choices=["auto", "asyncio", "uvloop"]),
@@ -427,7 +434,7 @@ def main():
             max_concurrency=p["max_concurrency"], num_prompts=p["num_prompts"],
             duration_s=p["duration_s"], warmup_requests=p["warmup_requests"], seed=p["seed"],
             request_timeout_s=p["request_timeout_s"], percentiles=p["percentiles"],
-            goodput=goodput, event_loop=p["event_loop"])
+            goodput=goodput, event_loop=p["event_loop"], stop_file=p["stop_file"])
         levels = bc.run_benchmark(cfg, samples, rates)
     except bc.BenchmarkError as e:
         module.fail_json(msg=str(e))

@@ -441,3 +441,17 @@ def test_dispatcher_never_sends_early_and_reports_the_loop(server, event_loop):
         assert x.dispatch_lag >= 0 and x.dispatch_lag <= x.start_time - x.scheduled_time
     m = run(server, "vllm", n=2, event_loop=event_loop)
     assert m["event_loop"] == event_loop
+
+
+@pytest.mark.parametrize("closed_loop", [False, True])
+def test_stop_file_ends_a_long_run_early(server, tmp_path, closed_loop):
+    import threading
+    stop = tmp_path / "stop"
+    threading.Timer(0.5, stop.touch).start()
+    kw = dict(request_rate=float("inf"), max_concurrency=2) if closed_loop else dict(request_rate=20.0)
+    cfg = BenchConfig(server.base_url, "vllm", duration_s=60, seed=1, stop_file=str(stop), **kw)
+    t0 = time.time()
+    m = run_benchmark(cfg, samples(4, 2))[0]
+    assert time.time() - t0 < 10
+    assert m["completed"] >= 2 and m["failed"] == 0
+    assert m["duration"] < 10 and m["num_prompts"] == m["completed"]
