@@ -55,7 +55,7 @@ class ActionModule(ActionBase):
             raw = {}
             try:
                 hv = all_hostvars[h]
-            except KeyError:
+            except (KeyError, ReferenceError):
                 hv = {}
             for var, key in RAW_VARS.items():
                 try:

@@ -5,6 +5,11 @@
 
 from __future__ import annotations
 
+import glob
+import os
+import re
+
+import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
@@ -13,7 +18,12 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import (
     load_catalog,
     merge_catalog,
 )
-from ansible_collections.llmfleet.serving.plugins.module_utils._plan import PlanErrors, build_plan
+from ansible_collections.llmfleet.serving.plugins.module_utils._plan import (
+    ROLE_PREFIXES,
+    PlanErrors,
+    build_plan,
+    misspelt_variables,
+)
 
 try:  # ansible-core >= 2.19: EncryptedString, or a decrypted str tagged VaultedValue
     from ansible.parsing.vault import VaultHelper
@@ -21,6 +31,45 @@ except ImportError:  # pragma: no cover - older cores
     VaultHelper = None
 
 HOSTVAR_KEYS = ("llmfleet_gpu_facts", "llmfleet_private_address", "llmfleet_public_address", "ansible_host")
+COLLECTION_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+_KNOWN_ROLE_VARIABLES = {}
+
+
+def known_role_variables(root=COLLECTION_ROOT):
+    """Every role variable the collection knows: the options of roles/*/meta/argument_specs.yml
+    (all entry points) and every prefixed name its roles and playbooks mention (results they set
+    or register, such as gateway_status). Read once per root."""
+    if root in _KNOWN_ROLE_VARIABLES:
+        return _KNOWN_ROLE_VARIABLES[root]
+    names = set()
+    word = re.compile(r"\b(?:%s)\w+" % "|".join(re.escape(p) for p in ROLE_PREFIXES))
+    for spec in glob.glob(os.path.join(root, "roles", "*", "meta", "argument_specs.y*ml")):
+        with open(spec) as f:
+            data = yaml.safe_load(f) or {}
+        for entry in (data.get("argument_specs") or {}).values():
+            names.update((entry or {}).get("options") or {})
+    for top in ("roles", "playbooks"):
+        for dirpath, _dirs, files in os.walk(os.path.join(root, top)):
+            for fn in files:
+                if fn.endswith((".yml", ".yaml", ".j2")):
+                    with open(os.path.join(dirpath, fn), errors="replace") as f:
+                        names.update(word.findall(f.read()))
+    _KNOWN_ROLE_VARIABLES[root] = names
+    return names
+
+
+def variable_names(task_vars, hosts):
+    """Names of the variables in play: the control node's (extra vars, group_vars/all, ...) and
+    those of the deployments' hosts (their host and group vars)."""
+    names = set(task_vars)
+    hostvars = task_vars.get("hostvars") or {}
+    for h in hosts:
+        hv = _host(hostvars, h)
+        try:
+            names.update(hv.keys() if hv is not None else ())
+        except (AttributeError, ReferenceError, AnsibleError):
+            continue
+    return names
 
 
 def is_vaulted(value):
@@ -46,13 +95,23 @@ def hosts_of(deployments, groups):
     return out
 
 
+def _host(hostvars, host):
+    """hostvars[host], or None for a name that is not an inventory host (Ansible 2.19's HostVars
+    returns an Undefined for it, which raises ReferenceError outside a template)."""
+    try:
+        if host not in hostvars:
+            return None
+        return hostvars[host]
+    except (KeyError, TypeError, ReferenceError, AnsibleError):
+        return None
+
+
 def collect_hostvars(hosts, hostvars, template):
     """The subset of hostvars the planner reads, templated."""
     out = {}
     for h in hosts:
-        try:
-            hv = hostvars[h]
-        except KeyError:
+        hv = _host(hostvars, h)
+        if hv is None:
             continue
         out[h] = {}
         for k in HOSTVAR_KEYS:
@@ -87,6 +146,26 @@ class ActionModule(ActionBase):
     def _template(self, value):
         return self._templar.template(value)
 
+    def _check_key_file(self, path):
+        """None when the API key file can be read on the control node, else why not."""
+        if not isinstance(path, str) or not path:
+            return None  # the planner's type check names it
+        p = os.path.expanduser(path)
+        if not os.path.isabs(p):
+            try:
+                p = self._find_needle("files", p)
+            except AnsibleError:
+                return "does not exist on the control node (a relative path is looked up in the playbook's files/)"
+        if not os.path.exists(p):
+            return "does not exist on the control node"
+        if not os.path.isfile(p):
+            return "is not a regular file on the control node"
+        if not os.access(p, os.R_OK):
+            return "cannot be read on the control node"
+        if os.path.getsize(p) == 0:
+            return "is empty"
+        return None
+
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
         result = super(ActionModule, self).run(tmp, task_vars)
@@ -97,9 +176,15 @@ class ActionModule(ActionBase):
         except CatalogError as e:
             result.update(failed=True, msg=str(e))
             return result
+        errors, plan = [], None
         try:
-            plan = build_plan(deployments, hostvars, groups, catalog, is_vaulted=is_vaulted)
+            plan = build_plan(deployments, hostvars, groups, catalog, is_vaulted=is_vaulted,
+                              check_file=self._check_key_file)
         except PlanErrors as e:
+            errors = list(e.errors)
+        errors += misspelt_variables(variable_names(task_vars, hosts_of(deployments, groups)), known_role_variables())
+        if errors:
+            e = PlanErrors(errors)
             result.update(failed=True, msg=str(e), errors=[x.to_dict() for x in e.errors])
             return result
         result["plan"] = plan

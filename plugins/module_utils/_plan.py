@@ -119,6 +119,15 @@ def default_is_vaulted(value):
     return cls in ("EncryptedString", "AnsibleVaultEncryptedUnicode") or bool(getattr(value, "__ENCRYPTED__", False))
 
 
+def type_name(value):
+    """The YAML type of a value (Ansible 2.19 tags values: _AnsibleTaggedInt is an int)."""
+    for typ, name in ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"), (list, "list"),
+                      (dict, "dict")):
+        if isinstance(value, typ):
+            return name
+    return type(value).__name__
+
+
 def did_you_mean(word, choices):
     m = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.6)
     return " (did you mean %r?)" % m[0] if m else ""
@@ -227,19 +236,29 @@ class _Ctx(object):
         self.ports = {}        # (host, port) -> "deployment (key)"
         self.gpus_used = {}    # host -> next free GPU index
         self.gpu_users = {}    # host -> [(deployment, count)]
+        self.check_file = None  # path -> None or the reason it cannot be used
 
     def err(self, variable, message):
         self.errors.append(PlanError(variable, message))
 
 
-def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted=None):
+def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted=None, check_file=None):
     """Plan every deployment. Returns {"deployments": {name: plan}, "hosts": {host: [refs]}};
-    raises PlanErrors with every refusal found."""
+    raises PlanErrors with every refusal found.
+
+    ``check_file(path)``, when given, is called for each ``api_key_file`` and returns None when
+    the file is usable or a short reason (e.g. "does not exist on the control node"); the action
+    plugin passes one that looks on the control node. Without it the path is not checked."""
     ctx = _Ctx(hostvars, groups, catalog, is_vaulted)
+    ctx.check_file = check_file
     plan = {"deployments": {}, "hosts": {}}
     if not isinstance(deployments, list):
         raise PlanErrors([PlanError("llmfleet_deployments", "must be a list of deployment dicts, got %s"
-                                    % type(deployments).__name__)])
+                                    % type_name(deployments))])
+    if not deployments:
+        raise PlanErrors([PlanError("llmfleet_deployments", "is empty: nothing to plan; add at least one "
+                                    "deployment (docs/planner.md), or check that the inventory defining it is "
+                                    "the one given with -i")])
     seen = {}
     for i, dep in enumerate(deployments):
         label = "llmfleet_deployments[%d]" % i
@@ -261,9 +280,34 @@ def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted
     return plan
 
 
+# Prefixes of the roles' variables (roles/<role>/meta/argument_specs.yml): a variable with one of
+# these prefixes that no role declares, but that is close to one that does, is a typo the role
+# would silently ignore (it would use its default).
+ROLE_PREFIXES = ("inference_server_", "gateway_", "model_weights_", "gpu_host_", "container_runtime_",
+                 "monitoring_")
+
+
+def misspelt_variables(names, known, prefixes=ROLE_PREFIXES, cutoff=0.8):
+    """PlanErrors for the names in ``names`` that start with one of ``prefixes``, are not in
+    ``known`` (the declared role variables and the names the collection itself sets) and are
+    close to a known name: typos such as inference_server_restart_polcy. Names starting with
+    '_' (internal) are never reported; a name with no close match is left alone (a user's own)."""
+    known = set(known)
+    errors = []
+    for n in sorted(set(str(x) for x in names)):
+        if n in known or not n.startswith(tuple(prefixes)):
+            continue
+        m = difflib.get_close_matches(n, sorted(k for k in known if k.startswith(tuple(prefixes))), n=1,
+                                      cutoff=cutoff)
+        if m:
+            errors.append(PlanError(n, "no role declares this variable (did you mean %s?): rename it, or the "
+                                       "role uses its default for %s" % (m[0], m[0])))
+    return errors
+
+
 def _validate_keys(ctx, dep, label):
     if not isinstance(dep, dict):
-        ctx.err(label, "each deployment must be a dict, got %s" % type(dep).__name__)
+        ctx.err(label, "each deployment must be a dict, got %s" % type_name(dep))
         return None
     ok = True
     for k in dep:
@@ -282,7 +326,9 @@ def _validate_keys(ctx, dep, label):
                 shown = "<hidden>" if k == "api_key" else repr(v)
                 fix = (' (quote it: "%s")' % v if typ == "str" and isinstance(v, (int, float)) and k != "api_key"
                        else "")
-                ctx.err("%s.%s" % (label, k), "must be %s, got %s %s%s" % (typ, type(v).__name__, shown, fix))
+                if k == "api_key":
+                    fix = ": use a vault-encrypted string or api_key_file"
+                ctx.err("%s.%s" % (label, k), "must be %s, got %s %s%s" % (typ, type_name(v), shown, fix))
                 ok = False
                 continue
             d[k] = v
@@ -321,8 +367,8 @@ def _resolve_hosts(ctx, d, label):
     if head is None:
         head = hosts[0]
     elif head not in hosts:
-        ctx.err(label + ".head", "head %r is not one of the deployment's hosts (%s)%s"
-                % (head, ", ".join(hosts), did_you_mean(head, hosts)))
+        ctx.err(label + ".head", "head %r is not one of the deployment's hosts (%s)%s: set head to one of them, "
+                "or add it to hosts" % (head, ", ".join(hosts), did_you_mean(head, list(hosts) + list(ctx.hostvars))))
         return None
     return [head] + [h for h in hosts if h != head]
 
@@ -354,7 +400,21 @@ def _plan_one(ctx, dep, label):
                     % (d[k], ", ".join(allowed), did_you_mean(d[k], allowed)))
     u = d["gpu_memory_utilization"]
     if not 0 < u <= 1:
-        ctx.err(label + ".gpu_memory_utilization", "%s is outside (0, 1]" % u)
+        ctx.err(label + ".gpu_memory_utilization", "%s is outside (0, 1]: set a fraction such as 0.9" % u)
+    # numbers that must be positive (0 or less would be passed on, or silently replaced by a default)
+    for k, low, fix in (("max_model_len", 1, "leave it out for the model's max_position_embeddings"),
+                        ("gpu_memory_gib", 0, "leave it out to read it from the GPU facts"),
+                        ("sizing_reserve_gib", None, "use 0 or more GiB"),
+                        ("ray_timeout_s", 1, "use a number of seconds such as 600")):
+        v = d.get(k)
+        if v is None:
+            continue
+        if low is None and v < 0:
+            ctx.err("%s.%s" % (label, k), "must not be negative (got %s): %s" % (v, fix))
+        elif low == 1 and v < 1:
+            ctx.err("%s.%s" % (label, k), "must be at least 1 (got %s): %s" % (v, fix))
+        elif low == 0 and v <= 0:
+            ctx.err("%s.%s" % (label, k), "must be above 0 (got %s): %s" % (v, fix))
     for k in ("port", "ray_port", "ray_dashboard_port", "dist_init_port"):
         if not 1 <= d[k] <= 65535:
             ctx.err("%s.%s" % (label, k), "%d is not a TCP port (1-65535)" % d[k])
@@ -373,6 +433,10 @@ def _plan_one(ctx, dep, label):
         key_source = "vault" if ctx.is_vaulted(key) else "inline"
     elif key_file is not None:
         key_source = "file"
+        reason = ctx.check_file(key_file) if ctx.check_file else None
+        if reason:
+            ctx.err(label + ".api_key_file", "%r %s: create it (one line, mode 0600) or point api_key_file at the "
+                    "file that holds the key" % (key_file, reason))
     if d["exposure"] != "localhost" and key_source is None:
         ctx.err(label + ".api_key_file", "exposure %s needs an API key: set api_key_file (a file on the control "
                 "node) or api_key from a vault variable, or use exposure: localhost" % d["exposure"])
@@ -456,7 +520,7 @@ def _plan_one(ctx, dep, label):
     kv_dtype = _engine_flags.parse_args(engine, version, cat_flags + extra)[0].get("--kv-cache-dtype")
 
     # sizing
-    max_len = d["max_model_len"] or model.get("max_position_embeddings")
+    max_len = (d["max_model_len"] if (d["max_model_len"] or 0) >= 1 else None) or model.get("max_position_embeddings")
     if not max_len:
         ctx.err(label + ".max_model_len", "the model's max_position_embeddings is unknown: set max_model_len")
         return None
@@ -465,7 +529,7 @@ def _plan_one(ctx, dep, label):
         warnings.append("max_model_len %d is above the model's max_position_embeddings %d: the engine needs "
                         "rope scaling for it" % (max_len, model["max_position_embeddings"]))
     mem = None
-    if d["gpu_memory_gib"]:
+    if d["gpu_memory_gib"] and d["gpu_memory_gib"] > 0:
         mem = int(d["gpu_memory_gib"] * _sizing.GIB)
     else:
         mems = [_gpu_memory_bytes(facts[h]) for h in hosts]

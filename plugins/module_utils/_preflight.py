@@ -76,6 +76,12 @@ def views(deployments, groups=None, hostvars=None, catalog=None, plan=None):
     for i, dep in enumerate(deployments if isinstance(deployments, list) else []):
         if not isinstance(dep, dict):
             continue
+        # a name or hosts of the wrong type is the plan's to name, with the variable and the fix:
+        # skip the deployment here rather than stop the preflight with a Python error
+        hosts_v = dep.get("hosts")
+        if not isinstance(dep.get("name"), str) or not (
+                isinstance(hosts_v, str) or (isinstance(hosts_v, list) and all(isinstance(h, str) for h in hosts_v))):
+            continue
         if dep.get("name") in planned:
             out.append(_view_from_plan(planned[dep["name"]], dep))
             continue

@@ -89,3 +89,59 @@ def test_run_with_user_models(tmp_path):
 @pytest.mark.parametrize("key", ["deployments", "models"])
 def test_valid_args(key):
     assert key in sp.ActionModule._VALID_ARGS
+
+
+class _StrictHostVars(dict):
+    """Like Ansible 2.19's HostVars: a name that is not a host gives an Undefined that raises
+    ReferenceError outside a template, and `in` is the only safe test."""
+
+    def __getitem__(self, key):
+        if key not in self:
+            raise ReferenceError("A required TemplateContext context is not active.")
+        return dict.__getitem__(self, key)
+
+
+def test_unknown_host_name_does_not_stop_the_action():
+    strict = _StrictHostVars(TASK_VARS["hostvars"])
+    assert list(sp.collect_hostvars(["gpu-a", "gpu_hostz"], strict, lambda v: v)) == ["gpu-a"]
+    res = run({"deployments": [dep(hosts="r1_duel", api_key_file="/etc/hostname")]},
+              dict(TASK_VARS, hostvars=strict))
+    assert res["failed"] and res["errors"][0]["variable"] == "llmfleet_deployments[r1].hosts"
+    assert "did you mean 'r1_dual'?" in res["errors"][0]["message"]
+
+
+def test_api_key_file_must_exist_and_hold_something(tmp_path):
+    good = tmp_path / "key"
+    good.write_text("sk-unit\n")
+    empty = tmp_path / "empty"
+    empty.write_text("")
+    res = run({"deployments": [dep(api_key_file=str(good))]}, dict(TASK_VARS))
+    assert not res.get("failed"), res.get("msg")
+    for path, words in ((tmp_path / "missing", "does not exist on the control node"), (empty, "is empty"),
+                        (tmp_path, "is not a regular file"), ("relative/key", "does not exist on the control node")):
+        res = run({"deployments": [dep(api_key_file=str(path))]}, dict(TASK_VARS))
+        assert res["failed"], path
+        assert [e["variable"] for e in res["errors"]] == ["llmfleet_deployments[r1].api_key_file"]
+        assert words in res["errors"][0]["message"] and "create it" in res["errors"][0]["message"]
+
+
+def test_known_role_variables_from_specs_and_role_files():
+    known = sp.known_role_variables()
+    assert {"inference_server_restart_policy", "model_weights_source", "gateway_port"} <= known
+    assert "gateway_status" in known  # set by the gateway role, not an option
+    assert "inference_server_restart_polcy" not in known
+
+
+def test_misspelt_role_variable_fails_the_plan_from_extra_or_host_vars():
+    tv = dict(TASK_VARS, inference_server_restart_polcy="always")
+    res = run({"deployments": [dep(api_key_file="/etc/hostname")]}, tv)
+    assert res["failed"] and [e["variable"] for e in res["errors"]] == ["inference_server_restart_polcy"]
+    assert "did you mean inference_server_restart_policy?" in res["msg"]
+    hv = {h: dict(v) for h, v in TASK_VARS["hostvars"].items()}
+    hv["gpu-b"]["gateway_prot"] = 8080
+    res = run({"deployments": [dep(api_key_file="/etc/hostname")]}, dict(TASK_VARS, hostvars=hv))
+    assert res["failed"] and [e["variable"] for e in res["errors"]] == ["gateway_prot"]
+    # both kinds of error in one message
+    res = run({"deployments": [dep(api_key_file="/etc/hostname", port="eighty")]}, tv)
+    assert sorted(e["variable"] for e in res["errors"]) == ["inference_server_restart_polcy",
+                                                            "llmfleet_deployments[r1].port"]

@@ -261,3 +261,80 @@ def test_multinode_needs_ip_addresses():
 ])
 def test_secret_looking_env_names(name, secret):
     assert bool(_plan.SECRET_ENV_RE.search(name)) is secret
+
+
+# ---------------- bad input corpus fixes (tests/e2e/bad_inputs.yml) ----------------
+
+def test_refuses_empty_deployments_list():
+    with pytest.raises(_plan.PlanErrors) as e:
+        plan([])
+    assert variables(e.value.errors) == ["llmfleet_deployments"]
+    assert "is empty" in e.value.errors[0].message and "add at least one deployment" in e.value.errors[0].message
+
+
+@pytest.mark.parametrize("key,value,words", [
+    ("max_model_len", -1, "must be at least 1 (got -1)"),
+    ("max_model_len", 0, "must be at least 1 (got 0)"),
+    ("gpu_memory_gib", -80, "must be above 0"),
+    ("sizing_reserve_gib", -1, "must not be negative"),
+    ("ray_timeout_s", 0, "must be at least 1"),
+])
+def test_refuses_numbers_out_of_range(key, value, words):
+    errs = refused([dict(QWQ, **{key: value})])
+    assert variables(errs) == ["llmfleet_deployments[qwq].%s" % key]
+    assert words in errs[0].message
+
+
+def test_type_names_are_yaml_names_even_for_subclasses():
+    class _AnsibleTaggedInt(int):
+        pass
+
+    errs = refused([dict(QWQ, port="eighty", gpus_per_host=[8], api_key=_AnsibleTaggedInt(12345))])
+    msgs = {e.variable: e.message for e in errs}
+    assert msgs["llmfleet_deployments[qwq].port"] == "must be int, got str 'eighty'"
+    assert "got list [8]" in msgs["llmfleet_deployments[qwq].gpus_per_host"]
+    key_msg = msgs["llmfleet_deployments[qwq].api_key"]
+    assert key_msg.startswith("must be str, got int <hidden>") and "12345" not in key_msg
+    assert "vault-encrypted string or api_key_file" in key_msg
+    with pytest.raises(_plan.PlanErrors) as e:
+        plan(["qwq-32b"])
+    assert "each deployment must be a dict, got str" in e.value.errors[0].message
+
+
+def test_head_refusal_says_how_to_fix():
+    errs = refused([dict(R1, head="single")])
+    assert "set head to one of them, or add it to hosts" in errs[0].message
+
+
+def test_gpu_memory_utilization_refusal_suggests_a_fraction():
+    errs = refused([dict(QWQ, gpu_memory_utilization=95)])
+    assert variables(errs) == ["llmfleet_deployments[qwq].gpu_memory_utilization"]
+    assert "outside (0, 1]: set a fraction such as 0.9" in errs[0].message
+
+
+def test_api_key_file_checked_through_the_hook_only():
+    seen = []
+
+    def check(path):
+        seen.append(path)
+        return "does not exist on the control node" if path == "/missing" else None
+
+    errs = []
+    with pytest.raises(_plan.PlanErrors) as e:
+        _plan.build_plan([dict(R1, api_key_file="/missing")], hostvars(), GROUPS, CATALOG, check_file=check)
+    errs = e.value.errors
+    assert variables(errs) == ["llmfleet_deployments[r1].api_key_file"]
+    assert "'/missing' does not exist on the control node: create it" in errs[0].message
+    assert _plan.build_plan([R1], hostvars(), GROUPS, CATALOG, check_file=check)["deployments"]["r1"]
+    assert seen == ["/missing", "/srv/keys/r1"]
+    assert plan([dict(R1, api_key_file="/missing")])["deployments"]["r1"]  # no hook: not checked
+
+
+def test_misspelt_role_variables():
+    known = {"inference_server_restart_policy", "inference_server_state", "gateway_port", "gateway_status"}
+    names = ["inference_server_restart_polcy", "inference_server_state", "gateway_prot", "gateway_my_own_thing",
+             "_inference_server_restart_polcy", "llmfleet_deployments", "unrelated_restart_polcy"]
+    errs = _plan.misspelt_variables(names, known)
+    assert variables(errs) == ["gateway_prot", "inference_server_restart_polcy"]
+    assert "did you mean inference_server_restart_policy?" in errs[1].message
+    assert _plan.misspelt_variables(["gateway_status"], known) == []

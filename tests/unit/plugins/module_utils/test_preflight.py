@@ -314,3 +314,13 @@ def test_host_data_from_raw():
     empty = _preflight.host_data_from_raw({"listening": {"rc": 127, "stderr": "ss: not found"}})
     assert empty["listening"] is None and empty["clock"] is None and empty["gpu_facts"] is None
     assert "listening ports" in empty["errors"]
+
+
+def test_views_skip_wrong_types_for_the_plan_to_name():
+    # hosts as an int, a list with a non-string, a name that is a list: the preflight must not stop
+    # with a Python error (the plan task names these with the variable and the fix)
+    bad = [dict(DEPS[0], name="a", hosts=3), dict(DEPS[0], name="b", hosts=["gpu-a", 7]),
+           dict(DEPS[0], name=["c"]), dict(DEPS[0], name="d", hosts="no_such_group")]
+    assert _preflight.views(bad, GROUPS, HOSTVARS, CATALOG, plan={"deployments": {}}) == []
+    ok = _preflight.views(bad + DEPS[:1], GROUPS, HOSTVARS, CATALOG)
+    assert [v["name"] for v in ok] == ["r1"]
