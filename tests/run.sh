@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The test command of llmfleet.serving (README): set-up included, on a fresh Debian/Ubuntu machine.
 #
-#   bash tests/run.sh [setup|unit|lint|sanity|e2e|all]      (default: all)
+#   bash tests/run.sh [setup|unit|lint|sanity|e2e|nightly|all]      (default: all = CI)
 #
-# setup: Debian packages (docker.io, debootstrap, rsync, openssh-client), the Docker engine
+# setup: Debian packages (docker.io, debootstrap, rsync, openssh-client, systemd-container for
+#        the watchdog's systemd test), the Docker engine
 #        started if not running, and .venv with requirements-test.txt (PyPI only).
 # unit:  pytest tests/unit               lint: ansible-lint --profile production
 # sanity: ansible-test sanity --venv on a copy under ansible_collections/llmfleet/serving
-# e2e:   pytest tests/e2e (the lab: hosts over SSH, engines in their own Docker engines)
+# e2e:   pytest tests/e2e (the lab: hosts over SSH, engines in their own Docker engines),
+#        without the tests marked nightly
+# nightly: only the tests marked nightly (longer fault, secret-scan and watchdog suites)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,7 +23,7 @@ log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
 setup() {
     log "setup"
     local need=()
-    for pair in docker:docker.io dockerd:docker.io debootstrap:debootstrap rsync:rsync ssh:openssh-client ip:iproute2; do
+    for pair in docker:docker.io dockerd:docker.io debootstrap:debootstrap rsync:rsync ssh:openssh-client ip:iproute2 systemd-nspawn:systemd-container; do
         command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
     done
     $PY -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
@@ -64,8 +67,15 @@ sanity() {
 }
 
 e2e() {
-    log "end-to-end lab tests"
-    "$VENV/bin/python" -m pytest -q -p no:cacheprovider tests/e2e
+    log "end-to-end lab tests (the nightly ones: bash tests/run.sh nightly)"
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m "not nightly" tests/e2e
+}
+
+# The longer lab suite (docs/testing.md lists it and its last result): fault injection,
+# whole-deploy secret scans, the watchdog, canary rollback.
+nightly() {
+    log "nightly lab tests"
+    "$VENV/bin/python" -m pytest -q -p no:cacheprovider -m nightly tests/e2e
 }
 
 export PATH="$VENV/bin:$PATH"
@@ -75,10 +85,11 @@ unit) setup; unit ;;
 lint) setup; lint ;;
 sanity) setup; sanity ;;
 e2e) setup; e2e ;;
+nightly) setup; nightly ;;
 all)
     start=$(date +%s)
     setup; unit; lint; sanity; e2e
     echo "all stages passed in $(( $(date +%s) - start )) s"
     ;;
-*) echo "usage: bash tests/run.sh [setup|unit|lint|sanity|e2e|all]" >&2; exit 64 ;;
+*) echo "usage: bash tests/run.sh [setup|unit|lint|sanity|e2e|nightly|all]" >&2; exit 64 ;;
 esac
