@@ -88,7 +88,7 @@ def hosts_of(deployments, groups):
     out = []
     for dep in deployments if isinstance(deployments, list) else []:
         hosts = dep.get("hosts") if isinstance(dep, dict) else None
-        names = groups.get(hosts, [hosts]) if isinstance(hosts, str) else (hosts or [])
+        names = groups.get(hosts, [hosts]) if isinstance(hosts, str) else (hosts if isinstance(hosts, list) else [])
         for h in names:
             if isinstance(h, str) and h not in out:
                 out.append(h)
