@@ -586,6 +586,11 @@ def _plan_one(ctx, dep, label):
             env["VLLM_HOST_IP"] = addrs[h]
         if nodes > 1:
             env.update(rdma_env(facts[h], d["nccl_ib_gid_index"], d["nccl_net_gdr_level"]))
+        if engine == "vllm" and role == "worker":
+            # A worker's raylet gives up on a head that went away after this long (Ray's default 60 s),
+            # so that it exits, Docker restarts it and it joins the new head (the group watchdog,
+            # docs/roles/watchdog.md, waits for exactly this).
+            env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "15"
         if key_source:
             env["LLMFLEET_API_KEY_FILE"] = KEY_IN_CONTAINER
         env.update({k: str(v) for k, v in d["env"].items()})

@@ -89,6 +89,9 @@ def test_r1_dual_vllm_ray_tp8_pp2():
     # per-host interface names, RDMA env as in reference 002
     assert head["env"]["NCCL_SOCKET_IFNAME"] == "eth0" and worker["env"]["GLOO_SOCKET_IFNAME"] == "ens5"
     assert worker["env"]["VLLM_HOST_IP"] == "10.0.0.12"
+    # the worker gives up on a vanished head in 15 s (Ray: 60 s), so a restarted head gets it back soon
+    assert worker["env"]["RAY_gcs_rpc_server_reconnect_timeout_s"] == "15"
+    assert "RAY_gcs_rpc_server_reconnect_timeout_s" not in head["env"]
     assert head["env"]["NCCL_IB_HCA"] == "mlx5_0,mlx5_1" and head["env"]["NCCL_IB_DISABLE"] == "0"
     assert head["env"]["NCCL_IB_GID_INDEX"] == "1" and head["env"]["NCCL_NET_GDR_LEVEL"] == "5"
     assert head["labels"]["llmfleet.config-hash"] == p["config_hash"] == worker["labels"]["llmfleet.config-hash"]
