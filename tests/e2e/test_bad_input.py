@@ -28,6 +28,9 @@ from tests.lab import lab as labmod
 
 from .conftest import REPO, Lab
 
+# The longer lab suite: `bash tests/run.sh nightly` (docs/testing.md), not CI.
+pytestmark = pytest.mark.nightly
+
 LAB = "bad"
 CORPUS = os.path.join(REPO, "tests", "e2e", "bad_inputs.yml")
 DEPLOY = "playbooks/deploy.yml"

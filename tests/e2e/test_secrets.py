@@ -50,6 +50,9 @@ from .conftest import REPO, Lab
 sys.path.insert(0, os.path.join(REPO, "tests", "unit", "plugins", "module_utils"))
 import hub_server  # noqa: E402  (the unit tests' hub handler, served here on the lab gateway)
 
+# The longer lab suite: `bash tests/run.sh nightly` (docs/testing.md), not CI.
+pytestmark = pytest.mark.nightly
+
 LAB = "sec"
 MGMT = "172.31.150.0/24"
 PRIVATE = "172.31.151.0/24"

@@ -31,6 +31,9 @@ from tests.lab import lab as labmod
 
 from .conftest import REPO, Lab
 
+# The longer lab suite: `bash tests/run.sh nightly` (docs/testing.md), not CI.
+pytestmark = pytest.mark.nightly
+
 LAB = "wd"
 DEP = "wd-r1"
 HEAD, WORKER = "llmfleet-wd-r1-head", "llmfleet-wd-r1-worker-1"
