@@ -5,6 +5,7 @@ removed at the end, even when a test fails.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -69,14 +70,25 @@ def parse_recap(output):
     return recap
 
 
-@pytest.fixture(scope="session")
-def lab_hosts():
-    lab.down(LAB)
-    st, timings = lab.up(LAB, HOSTS, gpu_fixture="h200x8", ssh_port_base=2320, mgmt_subnet="172.31.240.0/24",
-                         private_subnet="172.31.241.0/24", engine=("sim",))
-    print("lab up: %s" % json.dumps(timings))
+@contextlib.contextmanager
+def running_lab(name, hosts, **up_kwargs):
+    """A test file's own lab: a leftover of an aborted run removed first, brought up with
+    tests.lab's up() arguments (each file its own name, subnets and SSH ports), yielded as a Lab
+    (with .timings), and removed at the end even when a test fails (LLMFLEET_E2E_KEEP=1 keeps it)."""
+    lab.down(name)
     try:
-        yield Lab(st)
+        st, timings = lab.up(name, hosts, **up_kwargs)
+        print("lab %s up: %s" % (name, json.dumps(timings)))
+        the_lab = Lab(st)
+        the_lab.timings = timings
+        yield the_lab
     finally:
         if not os.environ.get("LLMFLEET_E2E_KEEP"):
-            lab.down(LAB)
+            lab.down(name)
+
+
+@pytest.fixture(scope="session")
+def lab_hosts():
+    with running_lab(LAB, HOSTS, gpu_fixture="h200x8", ssh_port_base=2320, mgmt_subnet="172.31.240.0/24",
+                     private_subnet="172.31.241.0/24", engine=("sim",)) as the_lab:
+        yield the_lab

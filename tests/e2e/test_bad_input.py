@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import copy
-import json
 import os
 import re
 import time
@@ -24,9 +23,8 @@ import time
 import pytest
 import yaml
 
-from tests.lab import lab as labmod
 
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
 
 # The longer lab suite: `bash tests/run.sh nightly` (docs/testing.md), not CI.
 pytestmark = pytest.mark.nightly
@@ -95,15 +93,9 @@ def normalise(text):
 
 @pytest.fixture(scope="module")
 def bad_lab():
-    labmod.down(LAB)
-    try:
-        st, timings = labmod.up(LAB, 2, ssh_port_base=3020, mgmt_subnet="172.31.160.0/24",
-                                private_subnet="172.31.161.0/24", fixtures=["h200x8", "h200x2"], engine=())
-        print("lab up: %s" % json.dumps(timings))
-        yield Lab(st)
-    finally:
-        if not os.environ.get("LLMFLEET_E2E_KEEP"):
-            labmod.down(LAB)
+    with running_lab(LAB, 2, ssh_port_base=3020, mgmt_subnet="172.31.160.0/24",
+                     private_subnet="172.31.161.0/24", fixtures=["h200x8", "h200x2"], engine=()) as lab:
+        yield lab
 
 
 def snapshot(lab):

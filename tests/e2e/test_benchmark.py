@@ -28,7 +28,7 @@ import pytest
 from tests.lab import lab as labmod
 from tests.lab import vllm_cpu
 
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
 
 LAB = "bench"
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
@@ -61,14 +61,9 @@ VLLM_FIELDS = {"date", "endpoint_type", "backend", "label", "model_id", "tokeniz
 
 @pytest.fixture(scope="session")
 def bench_lab():
-    labmod.down(LAB)
-    try:
-        st, timings = labmod.up(LAB, 2, ssh_port_base=2620, mgmt_subnet="172.31.210.0/24",
-                                private_subnet="172.31.211.0/24", engine=("sim",))
-        print("bench lab up: %s" % json.dumps(timings))
-        yield Lab(st)
-    finally:
-        labmod.down(LAB)
+    with running_lab(LAB, 2, ssh_port_base=2620, mgmt_subnet="172.31.210.0/24",
+                     private_subnet="172.31.211.0/24", engine=("sim",)) as lab:
+        yield lab
 
 
 def _bench_vars(tmp, **extra):

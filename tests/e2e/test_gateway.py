@@ -21,9 +21,8 @@ import urllib.request
 
 import pytest
 
-from tests.lab import lab as labmod
 
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
 
 LAB = "gw"
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
@@ -116,22 +115,16 @@ def backend_key():
 
 @pytest.fixture(scope="module")
 def gw():
-    labmod.down(LAB)
-    try:
-        st, timings = labmod.up(LAB, 3, ssh_port_base=2820, mgmt_subnet="172.31.190.0/24",
-                                private_subnet="172.31.191.0/24", engine=("sim",))
-        lab = Lab(st)
-        lab.base = "http://%s:%d" % ({h.name: h.private_ip for h in st.hosts}["lab-h3"], PORT)
+    with running_lab(LAB, 3, ssh_port_base=2820, mgmt_subnet="172.31.190.0/24",
+                     private_subnet="172.31.191.0/24", engine=("sim",)) as lab:
+        lab.base = "http://%s:%d" % ({h.name: h.private_ip for h in lab.hosts}["lab-h3"], PORT)
         lab.playbook(FAKE_MODEL, extra_vars={"fake_model_hosts": "lab-h1,lab-h2", "fake_model_dir": "/srv/models/QwQ-32B",
                                              "fake_model_shards": 14})
         lab.playbook(DEPLOY, extra_vars=DEPLOYMENTS)
         t0 = time.time()
         lab.playbook(GATEWAY, extra_vars=gateway_vars(KEYS))
-        print("lab up %s; gateway play (HAProxy installed from the Debian mirror) %.1f s" % (
-            json.dumps(timings), time.time() - t0))
+        print("gateway play (HAProxy installed from the Debian mirror) %.1f s" % (time.time() - t0))
         yield lab
-    finally:
-        labmod.down(LAB)
 
 
 def test_streamed_chat_with_a_client_key_and_401_otherwise(gw):

@@ -23,7 +23,7 @@ import yaml
 
 from tests.lab import lab as labmod
 
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
 
 LAB = "mon"
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
@@ -102,14 +102,9 @@ def test_dashboard_and_rules_files_are_well_formed():
 
 @pytest.fixture(scope="module")
 def mon_lab():
-    labmod.down(LAB)
-    try:
-        st, timings = labmod.up(LAB, 2, ssh_port_base=2920, mgmt_subnet="172.31.180.0/24",
-                                private_subnet="172.31.181.0/24", engine=("sim",))
-        print("mon lab up: %s" % json.dumps(timings))
-        yield Lab(st)
-    finally:
-        labmod.down(LAB)
+    with running_lab(LAB, 2, ssh_port_base=2920, mgmt_subnet="172.31.180.0/24",
+                     private_subnet="172.31.181.0/24", engine=("sim",)) as lab:
+        yield lab
 
 
 def _prom(lab):

@@ -11,9 +11,7 @@ import time
 
 import pytest
 
-from tests.lab import lab
-
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
 
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 PREFLIGHT = os.path.join(REPO, "playbooks", "preflight.yml")
@@ -27,13 +25,9 @@ def deployment(name, hosts, port=8000):
 
 @pytest.fixture(scope="module")
 def pre_lab():
-    lab.down("pre")
-    try:
-        st, _timings = lab.up("pre", 2, ssh_port_base=2720, mgmt_subnet="172.31.200.0/24",
-                              private_subnet="172.31.201.0/24", fixtures=["h200x8", "h100x8"], engine=())
-        yield Lab(st)
-    finally:
-        lab.down("pre")
+    with running_lab("pre", 2, ssh_port_base=2720, mgmt_subnet="172.31.200.0/24",
+                     private_subnet="172.31.201.0/24", fixtures=["h200x8", "h100x8"], engine=()) as the_lab:
+        yield the_lab
 
 
 def containers(pre, host):

@@ -29,7 +29,7 @@ import pytest
 
 from tests.lab import lab as labmod
 
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
 
 # The longer lab suite: `bash tests/run.sh nightly` (docs/testing.md), not CI.
 pytestmark = pytest.mark.nightly
@@ -61,21 +61,14 @@ VARS = {"llmfleet_hosts": "lab-h1,lab-h2", "llmfleet_deployments": [DEPLOYMENT],
 
 @pytest.fixture(scope="module")
 def wd():
-    labmod.down(LAB)
-    try:
-        st, timings = labmod.up(LAB, 2, ssh_port_base=3220, mgmt_subnet="172.31.140.0/24",
-                                private_subnet="172.31.141.0/24", engine=("sim",))
-        print("lab up: %s" % json.dumps(timings))
-        lab = Lab(st)
+    with running_lab(LAB, 2, ssh_port_base=3220, mgmt_subnet="172.31.140.0/24",
+                     private_subnet="172.31.141.0/24", engine=("sim",)) as lab:
         lab.playbook(FAKE_MODEL, extra_vars={"fake_model_hosts": "lab_dual", "fake_model_dir": "/srv/models/DeepSeek-R1",
                                              "fake_model_shards": 163})
         t0 = time.time()
         rc, lab.deploy_output, recap = lab.playbook(DEPLOY, extra_vars=VARS)
         print("deploy: %.1f s" % (time.time() - t0))
         yield lab
-    finally:
-        if not os.environ.get("LLMFLEET_E2E_KEEP"):
-            labmod.down(LAB)
 
 
 def key():
