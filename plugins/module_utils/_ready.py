@@ -68,7 +68,10 @@ DIAGNOSES = [
       r".*GetTimeoutError.*", r".*Timed out waiting for .*(?:placement group|ray|nodes).*",
       r".*ray\.exceptions\.\w+.*", r".*Connection closed by peer.*nccl.*",
       r".*torch\.distributed\.DistBackendError.*", r".*RuntimeError: .*(?:Gloo|gloo).*(?:timeout|Timed out).*",
-      r".*TimeoutError: .*(?:init_process_group|rendezvous|dist).*"]),
+      r".*TimeoutError: .*(?:init_process_group|rendezvous|dist).*",
+      # the collection's own Ray head entrypoint (roles/inference_server/files/entrypoint.sh)
+      r".*llmfleet-entrypoint: timed out after .* waiting for Ray.*",
+      r".*llmfleet-entrypoint: Ray head .* did not answer.*"]),
 ]
 GENERIC_HINT = "see log_tail"
 CLASSIFY_LINES = 200

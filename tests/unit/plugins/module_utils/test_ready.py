@@ -290,3 +290,15 @@ def test_classify_shared_memory_too_small():
     assert diag["class"] == "shm"
     assert "Insufficient space in /dev/shm" in diag["line"]
     assert "--ipc host" in diag["hint"]
+
+
+def test_classify_head_entrypoint_ray_timeout_names_the_missing_nodes():
+    # A worker cut off the network: the head's entrypoint never starts the engine and exits.
+    text = ("llmfleet-entrypoint: starting Ray head\n"
+            "llmfleet-entrypoint: Ray has 1/2 nodes, 8/16 GPUs\n"
+            "llmfleet-entrypoint: timed out after 45s waiting for Ray: 1/2 nodes, 8/16 GPUs\n")
+    d = r.classify_logs(text)
+    assert d["class"] == "nccl_ray"
+    assert d["line"] == "llmfleet-entrypoint: timed out after 45s waiting for Ray: 1/2 nodes, 8/16 GPUs"
+    worker = r.classify_logs("llmfleet-entrypoint: Ray head 10.0.0.1:6379 did not answer\n")
+    assert worker["class"] == "nccl_ray" and "10.0.0.1:6379" in worker["line"]
