@@ -29,7 +29,10 @@ import pytest
 
 from tests.lab import lab as labmod
 
-from .conftest import REPO, Lab
+from .conftest import REPO, running_lab
+
+# The longer lab suite: `bash tests/run.sh nightly` (docs/testing.md), not CI.
+pytestmark = pytest.mark.nightly
 
 LAB = "flt"
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
@@ -102,21 +105,14 @@ def popen_deploy(lab, extra_vars, env=None):
 
 @pytest.fixture(scope="module")
 def flt():
-    labmod.down(LAB)
-    st, timings = labmod.up(LAB, 2, ssh_port_base=3320, mgmt_subnet="172.31.130.0/24",
-                            private_subnet="172.31.131.0/24", engine=("sim",))
-    print("lab up: %s" % json.dumps(timings))
-    try:
-        lab = Lab(st)
+    with running_lab(LAB, 2, ssh_port_base=3320, mgmt_subnet="172.31.130.0/24",
+                     private_subnet="172.31.131.0/24", engine=("sim",)) as lab:
         lab.base = "http://%s:8000" % lab.hosts[0].private_ip
         lab.playbook(FAKE_MODEL, extra_vars={"fake_model_hosts": "lab_dual", "fake_model_dir": "/srv/models/DeepSeek-R1",
                                              "fake_model_shards": 163})
         lab.playbook(DEPLOY, extra_vars=group())
         assert chat(lab.base)
         yield lab
-    finally:
-        if not os.environ.get("LLMFLEET_E2E_KEEP"):
-            labmod.down(LAB)
 
 
 def test_head_host_restart_group_comes_back_whole(flt):

@@ -67,9 +67,22 @@ def config_hashes(lab):
     return out
 
 
+ADMIN = "python3 /etc/haproxy/llmfleet/llmfleet-haproxy-admin /run/haproxy/admin.sock"
+
+
 def gateway_states(lab):
-    admin = "python3 /etc/haproxy/llmfleet/llmfleet-haproxy-admin /run/haproxy/admin.sock"
-    return {n: lab.sh("lab-h3", "%s state roll-a %s" % (admin, n)).strip().rsplit(" ", 1)[0] for n in NAMES}
+    """What the gateway reports of each replica: UP, DOWN, DRAIN, MAINT or a transition ("DOWN 1/2")."""
+    return {n: lab.sh("lab-h3", "%s state roll-a %s" % (ADMIN, n)).strip().rsplit(" ", 1)[0] for n in NAMES}
+
+
+def drained_by_operator(lab, name):
+    """The replica's administrative state has HAProxy's forced-drain bit (SRV_ADMF_FDRAIN, 0x08): it
+    gets no new request whatever its health check says."""
+    out = lab.sh("lab-h3", "%s cmd 'show servers state roll-a'" % ADMIN)
+    rows = [line.split() for line in out.splitlines() if line and not line.startswith("#")]
+    head = next(line.lstrip("# ").split() for line in out.splitlines() if line.startswith("# be_id"))
+    row = next(dict(zip(head, r)) for r in rows if len(r) >= len(head) and dict(zip(head, r))["srv_name"] == name)
+    return bool(int(row["srv_admin_state"]) & 0x08)
 
 
 class StateLog(threading.Thread):
@@ -265,7 +278,8 @@ def test_replica_failing_readiness_stops_the_roll(roll):
     assert after["roll-c"] == before["roll-c"]               # never reached: old plan, serving
     assert "replica roll-c on lab-h3" not in out
     states = gateway_states(roll)
-    assert states["roll-b"].startswith("DRAIN") and states["roll-a"] == "UP" and states["roll-c"] == "UP", states
+    assert states["roll-a"] == "UP" and states["roll-c"] == "UP", states
+    assert drained_by_operator(roll, "roll-b") and not drained_by_operator(roll, "roll-c"), states
     assert result["failed"] == 0, result["llmfleet"]["error_summary"]
     print("roll stopped at the failed replica after %.0f s; load: %d requests, %d failed" % (
         took, result["completed"], result["failed"]))

@@ -566,7 +566,8 @@ def write_inventory(st):
         "    ansible_user: root",
         "    ansible_python_interpreter: /usr/bin/python3",
         "    ansible_ssh_private_key_file: %s" % st.ssh_key,
-        "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR",
+        "    ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+        " -o ServerAliveInterval=5 -o ServerAliveCountMax=3",
         "    ansible_control_path_dir: %s" % cp_dir,
         "    llmfleet_lab: true",
         "    llmfleet_lab_name: %s" % st.name,
