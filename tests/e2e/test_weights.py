@@ -332,3 +332,34 @@ def test_transfer_cut_mid_file_resumes_and_never_publishes_a_partial_file(weight
         assert weights.state(h, path)["complete"] is True
     assert watch.rounds > 0 and watch2.rounds > 0
     assert not watch.bad and not watch2.bad, watch.bad + watch2.bad
+
+
+def test_full_disk_is_refused_before_the_first_byte_and_the_published_model_stays(weights):
+    """A real small filesystem (tmpfs, 6 MiB) holding an earlier published version of the model:
+    the new one (about 7.7 MiB) does not fit, so the sync is refused before any byte is fetched,
+    naming the path and the shortfall; the published files stay as they were."""
+    path = "/data/full/R1"
+    old = b'{"architectures": ["DeepseekV3ForCausalLM"], "llmfleet_e2e": "the earlier version"}'
+    for h in ("lab-h1", "lab-h2"):
+        weights.lab.sh(h, "mkdir -p /data/full && mount -t tmpfs -o size=6m tmpfs /data/full && mkdir %s" % path)
+        weights.lab.sh(h, "printf '%%s' '%s' > %s/config.json" % (old.decode(), path))
+    try:
+        before = weights.hashes("lab-h1", path)
+        rc, out, recap, results, wall = weights.play(path, check=False, model_weights_free_space_margin="1M",
+                                                     model_weights_retries=0)
+        assert rc != 0 and recap["lab-h1"]["failed"] == 1, out[-3000:]
+        assert "not enough free space for %s" % path in out and "short by" in out, out[-3000:]
+        assert weights.secret not in out
+        assert weights.hashes("lab-h1", path) == before == {"config.json": hashlib.sha256(old).hexdigest()}
+        # not a byte fetched: the staging folder (if any) holds nothing, the filesystem is as full as before
+        staged = weights.lab.sh("lab-h1", "du -sb %s.llmfleet-staging 2>/dev/null | cut -f1 || true" % path).strip()
+        assert staged in ("", "0") or int(staged) < 64 * KiB, staged
+        used = int(weights.lab.sh("lab-h1", "df -B1 --output=used /data/full | tail -1").strip())
+        assert used < 256 * KiB, used
+        # the peer host never received anything either
+        assert weights.hashes("lab-h2", path) == before
+        print("full disk refused in %.1f s: %s" % (wall, next(line.strip() for line in out.splitlines()
+                                                                 if "not enough free space" in line)[:300]))
+    finally:
+        for h in ("lab-h1", "lab-h2"):
+            weights.lab.sh(h, "umount /data/full", check=False)
