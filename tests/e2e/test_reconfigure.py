@@ -247,8 +247,8 @@ def test_rolling_change_under_load_drops_no_request(roll):
               result["p99_e2el_ms"], result["report"]))
     print("windows of the run (s from start, requests, failed, median/p99 TTFT, p99 E2EL):")
     for r in tl:
-        print("  %4g %3d %d %7.1f %7.1f %7.1f" % (r["start_s"], r["requests"], r["failed"], r["median_ttft_ms"] or 0,
-                                                 r["p99_ttft_ms"] or 0, r["p99_e2el_ms"] or 0))
+        print("  %4g %3d %d %7.1f %7.1f %7.1f" % (
+            r["start_s"], r["requests"], r["failed"], r["median_ttft_ms"] or 0, r["p99_ttft_ms"] or 0, r["p99_e2el_ms"] or 0))
     print("roll from %.1f s to %.1f s of the load (about 1 s after its first request); the gateway's states:"
           % (t_roll - load.t_bench, t_end - load.t_bench))
     print("\n".join("  " + c for c in changes))
@@ -265,9 +265,9 @@ def test_replica_failing_readiness_stops_the_roll(roll):
     before = config_hashes(roll)
     load = Load(roll)
     load.started()
-    rc, out, recap, took, rep = reconfigure(roll, dict(fleet(8192, {"roll-b": {"LLMFLEET_SIM_FAIL": "oom"}}),
-                                                  llmfleet_reconfigure_canary=False, llmfleet_ready_timeout=120),
-                                       check=False)
+    broken_b = dict(fleet(8192, {"roll-b": {"LLMFLEET_SIM_FAIL": "oom"}}), llmfleet_reconfigure_canary=False,
+                    llmfleet_ready_timeout=120)
+    rc, out, recap, took, rep = reconfigure(roll, broken_b, check=False)
     result = load.stop()
     assert rc != 0
     assert "CUDA out of memory" in out and "llmfleet-roll-b" in out, out[-4000:]

@@ -304,7 +304,7 @@ def test_deploy_served_with_every_secret_in_use(sec):
     assert all(r["failed"] == 0 and r["unreachable"] == 0 for r in sec.recap.values()), sec.recap
     # the secrets were really needed: the hub refused nothing and served the weights with the
     # token, S3 checked the signature (auth on), the engines answer 401 without the key
-    assert any(m == "GET" and "/resolve/" in p for m, p, _ in sec.hub.requests)
+    assert any(m == "GET" and "/resolve/" in p for m, p, dummy in sec.hub.requests)
     for h, path, files in (("lab-h1", R1_PATH, sec.r1_files), ("lab-h2", R1_PATH, sec.r1_files),
                            ("lab-h3", QWQ_PATH, sec.qwq_files)):
         assert sorted(sec.lab.sh(h, "ls %s" % path).split()) == sorted(files), h
@@ -361,18 +361,18 @@ def test_secrets_only_in_their_0600_files_and_the_engine_environment(sec):
         assert running, "no engine container on %s" % h.name
         for name, (cid, pid) in running.items():
             assert pid in scan["pids"], (h.name, name, pid)
-        assert not [u for u in scan["environ_unreadable"] if u[0] in {p for _, p in running.values()}]
+        assert not [u for u in scan["environ_unreadable"] if u[0] in {p for dummy, p in running.values()}]
         report[h.name] = scan
         # the file system: only the allowed files, 0600 root, with the secret meant for them
         for f in scan["files"]:
-            assert f["path"] in ALLOWED_FILES, "secret %s in %s on %s (mode %s)" % (f["secrets"], f["path"], h.name,
-                                                                                   f["mode"])
+            assert f["path"] in ALLOWED_FILES, "secret %s in %s on %s (mode %s)" % (
+                f["secrets"], f["path"], h.name, f["mode"])
             assert f["secrets"] == [ALLOWED_FILES[f["path"]]], (h.name, f)
             assert (f["mode"], f["uid"]) == ("600", 0), (h.name, f)
         # processes: no secret in any argv; in an environment only the engine's key
         for p in scan["procs"]:
             assert not p["cmdline"], "secret in argv on %s: pid %d %s" % (h.name, p["pid"], p["comm"])
-            owner = [n for n, (cid, _) in running.items() if cid in p["cgroup"]]
+            owner = [n for n, (cid, dummy) in running.items() if cid in p["cgroup"]]
             for var, name in p["environ"]:
                 assert owner and ALLOWED_ENVIRON.get(owner[0]) == (var, name), \
                     "secret %s in the environment (%s) of pid %d %s on %s (container %s)" % (
@@ -394,10 +394,10 @@ def test_secrets_only_in_their_0600_files_and_the_engine_environment(sec):
                      ("lab-h3", "/etc/llmfleet/sec-pub/api_key", "api_key_file")]
     envs = sorted((h, p["comm"], tuple(e)) for h, s in report.items() for p in s["procs"] for e in p["environ"])
     assert {(h, e[1]) for h, _c, e in envs} == {("lab-h1", "api_key_var"), ("lab-h3", "api_key_file")}
+    summary = ", ".join("%s %d files %.0f MiB %d pids" % (h, s["files_scanned"], s["bytes_scanned"] / 2 ** 20, s["pids_scanned"])
+                        for h, s in sorted(report.items()))
     print("scanned in %.1f s (all checks %.1f s): %s; API key in the environment of %s" % (
-        scan_s, time.monotonic() - t0, ", ".join(
-        "%s %d files %.0f MiB %d pids" % (h, s["files_scanned"], s["bytes_scanned"] / 2 ** 20, s["pids_scanned"])
-        for h, s in sorted(report.items())), envs))
+        scan_s, time.monotonic() - t0, summary, envs))
 
 
 def listening(s, host):
@@ -415,7 +415,7 @@ def listening(s, host):
 
 def container_of(s, host, pid, inner):
     cgroup = s.lab.sh(host, "cat /proc/%d/cgroup 2>/dev/null || true" % pid)
-    owner = [n for n, (cid, _) in inner.items() if cid in cgroup]
+    owner = [n for n, (cid, dummy) in inner.items() if cid in cgroup]
     return owner[0] if owner else None
 
 

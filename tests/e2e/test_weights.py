@@ -358,8 +358,8 @@ def test_full_disk_is_refused_before_the_first_byte_and_the_published_model_stay
         assert used < 256 * KiB, used
         # the peer host never received anything either
         assert weights.hashes("lab-h2", path) == before
-        print("full disk refused in %.1f s: %s" % (wall, next(line.strip() for line in out.splitlines()
-                                                                 if "not enough free space" in line)[:300]))
+        refusal = next(line.strip() for line in out.splitlines() if "not enough free space" in line)
+        print("full disk refused in %.1f s: %s" % (wall, refusal[:300]))
     finally:
         for h in ("lab-h1", "lab-h2"):
             weights.lab.sh(h, "umount /data/full", check=False)

@@ -29,10 +29,10 @@ def streams(draw):
     one or more data lines; events separated by a blank line; each line its own ending."""
     lines, expected = [], []
     last_id = None
-    for _ in range(draw(st.integers(0, 5))):
+    for dummy in range(draw(st.integers(0, 5))):
         name = ""
         data = []
-        for _ in range(draw(st.integers(0, 3))):
+        for dummy2 in range(draw(st.integers(0, 3))):
             kind = draw(st.sampled_from(["comment", "event", "id", "retry", "unknown"]))
             value = draw(VALUE)
             if kind == "comment":
@@ -97,8 +97,8 @@ def split(data, cuts):
 @example((b"data: x\r", [SSEEvent("message", "x")]), [8])
 @example((b"data: \xc3\xa9\n\n", [SSEEvent("message", u"\u00e9")]), [7])  # a UTF-8 character cut in two
 @example((b"data: a\r\r\ndata: b\n\n", [SSEEvent("message", "a"), SSEEvent("message", "b")]), [8, 9])
-@example((b"data:\n\ndata:\r\rdata:\ndata:\n\n", [SSEEvent("message", ""), SSEEvent("message", ""),
-           SSEEvent("message", "\n")]), [3])  # empty data lines
+@example((b"data:\n\ndata:\r\rdata:\ndata:\n\n",
+          [SSEEvent("message", ""), SSEEvent("message", ""), SSEEvent("message", "\n")]), [3])  # empty data lines
 def test_valid_streams_give_the_model_events_in_any_chunking(stream, cuts):
     data, expected = stream
     assert parse([data]) == expected
