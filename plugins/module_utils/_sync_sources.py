@@ -419,7 +419,9 @@ class LocalSource(BaseSource):
 
     def listing(self):
         if not os.path.isdir(self.src):
-            raise SyncError("local source %s is not a directory" % self.src)
+            raise SyncError("local source %s is not a directory on this host: set src_path "
+                            "(model_weights_src_path in the model_weights role) to the folder that holds "
+                            "the model here, or use another source" % self.src)
         state = load_state(os.path.join(self.src, STATE_NAME))
         entries = state.get("files", {})
         files = []

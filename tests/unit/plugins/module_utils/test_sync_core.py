@@ -180,3 +180,11 @@ def test_local_source_change_detected_by_size_mtime(tmp_path):
         fh.write(b"two!")
     r = SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()
     assert r["fetched"] == ["a.bin"] and open(os.path.join(dest, "a.bin"), "rb").read() == b"two!"
+
+
+def test_missing_local_source_names_the_variable(tmp_path):
+    with pytest.raises(SyncError) as e:
+        SyncEngine(LocalSource(str(tmp_path / "nowhere")), str(tmp_path / "dest")).run()
+    assert "local source %s is not a directory" % (tmp_path / "nowhere") in str(e.value)
+    assert "model_weights_src_path" in str(e.value)
+    assert not os.path.exists(tmp_path / "dest")
