@@ -6,36 +6,24 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
-from ansible_collections.llmfleet.serving.plugins.modules import fabric_check
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from module_harness import ExitJson, FailJson, patch_exits  # noqa: E402
+
+from ansible_collections.llmfleet.serving.plugins.modules import fabric_check  # noqa: E402
 
 FIXTURES = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", "fixtures", "gpu"))
 REAL_INFO = open(os.path.join(FIXTURES, "nccl", "h200x2-nccl-info.txt")).read()
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
 @pytest.fixture
 def run_module(monkeypatch, tmp_path):
-    def _exit(self, **kw):
-        raise ExitJson(kw)
-
-    def _fail(self, **kw):
-        kw["failed"] = True
-        raise FailJson(kw)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail)
+    patch_exits(monkeypatch)
     monkeypatch.setattr(basic.AnsibleModule, "get_bin_path",
                         lambda self, name, required=False, opt_dirs=None: "/usr/bin/%s" % name)
     state = {"calls": [], "answers": []}

@@ -14,32 +14,18 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.common.text.converters import to_bytes
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "module_utils"))
 import engine_logs as logs  # noqa: E402
+from module_harness import ExitJson, FailJson, patch_exits  # noqa: E402
 from ready_test_server import EngineServer  # noqa: E402
 
 from ansible_collections.llmfleet.serving.plugins.modules import llm_ready  # noqa: E402
 
 
-class ExitJson(Exception):
-    pass
-
-
-class FailJson(Exception):
-    pass
-
-
 @pytest.fixture
 def run_module(monkeypatch):
-    def _exit(self, **kw):
-        raise ExitJson(kw)
-
-    def _fail(self, **kw):
-        kw["failed"] = True
-        raise FailJson(kw)
-
-    monkeypatch.setattr(basic.AnsibleModule, "exit_json", _exit)
-    monkeypatch.setattr(basic.AnsibleModule, "fail_json", _fail)
+    patch_exits(monkeypatch)
 
     def run(args):
         monkeypatch.setattr(basic, "_ANSIBLE_ARGS", to_bytes(json.dumps({"ANSIBLE_MODULE_ARGS": args})))
