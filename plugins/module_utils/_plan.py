@@ -170,14 +170,14 @@ def host_address(hostvars, host):
     return str(hv.get("llmfleet_private_address") or hv.get("ansible_host") or host)
 
 
-def choose_interface(facts, address):
-    """Name of the interface whose IPv4 subnet contains ``address`` (None when none does).
-    An interface holding the address itself wins over one whose subnet merely contains it."""
+def ipv4_subnets_containing(facts, address):
+    """Yield (interface name, its address, its IPv4Network, whether it holds ``address`` itself)
+    for every non-loopback IPv4 address in ``facts`` whose subnet contains ``address``, in the
+    facts' order; nothing when ``address`` is not an IPv4 address."""
     try:
         ip = ipaddress.IPv4Address(str(address))
     except ValueError:
-        return None
-    best = None
+        return
     for iface in (facts or {}).get("interfaces") or []:
         for a in iface.get("ipv4") or []:
             try:
@@ -185,10 +185,18 @@ def choose_interface(facts, address):
             except (KeyError, ValueError):
                 continue
             if ip in net and not net.network_address.is_loopback:
-                if str(a["address"]) == str(ip):
-                    return iface.get("name")
-                if best is None or net.prefixlen > best[0]:
-                    best = (net.prefixlen, iface.get("name"))
+                yield iface.get("name"), a["address"], net, str(a["address"]) == str(ip)
+
+
+def choose_interface(facts, address):
+    """Name of the interface whose IPv4 subnet contains ``address`` (None when none does).
+    An interface holding the address itself wins over one whose subnet merely contains it."""
+    best = None
+    for name, dummy, net, holds in ipv4_subnets_containing(facts, address):
+        if holds:
+            return name
+        if best is None or net.prefixlen > best[0]:
+            best = (net.prefixlen, name)
     return best[1] if best else None
 
 

@@ -23,7 +23,6 @@ test_preflight.py). Three steps, see docs/preflight.md:
 from __future__ import annotations
 
 import copy
-import ipaddress
 import json
 
 from ansible_collections.llmfleet.serving.plugins.module_utils import _engine_flags
@@ -263,22 +262,12 @@ def _short(ref):
 
 
 def _iface_in_subnet(facts, head_address):
-    """Interfaces (name, address/prefix) of ``facts`` whose IPv4 subnet contains the head's private
-    address, the one holding the address itself first."""
-    try:
-        ip = ipaddress.IPv4Address(str(head_address))
-    except ValueError:
-        return None
-    found = []
-    for iface in (facts or {}).get("interfaces") or []:
-        for a in iface.get("ipv4") or []:
-            try:
-                net = ipaddress.IPv4Network("%s/%s" % (a["address"], a.get("prefix", 32)), strict=False)
-            except (KeyError, ValueError):
-                continue
-            if ip in net and not net.network_address.is_loopback and net.prefixlen < 32:
-                found.append((iface.get("name"), "%s/%s" % (a["address"], net.prefixlen)))
-    return found[0] if found else None
+    """The first interface (name, address/prefix) of ``facts`` whose IPv4 subnet (not a /32)
+    contains the head's private address, or None."""
+    for name, address, net, dummy in _plan.ipv4_subnets_containing(facts, head_address):
+        if net.prefixlen < 32:
+            return name, "%s/%s" % (address, net.prefixlen)
+    return None
 
 
 def _gpu_mem(facts):
