@@ -91,28 +91,25 @@ def dump(python, engine):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _render_table(name, table):
+    """``name = {engine: {version: {flag: value}}}`` as sorted Python source lines."""
+    lines = ["%s = {\n" % name]
+    for engine in sorted(table):
+        lines.append("    %r: {\n" % engine)
+        for version in sorted(table[engine]):
+            lines.append("        %r: {\n" % version)
+            for flag in sorted(table[engine][version]):
+                lines.append("            %r: %r,\n" % (flag, table[engine][version][flag]))
+            lines.append("        },\n")
+        lines.append("    },\n")
+    lines.append("}\n\n")
+    return lines
+
+
 def render(flags, aliases, meta):
-    lines = [BEGIN, "ENGINE_FLAGS = {\n"]
-    for engine in sorted(flags):
-        lines.append("    %r: {\n" % engine)
-        for version in sorted(flags[engine]):
-            lines.append("        %r: {\n" % version)
-            for flag in sorted(flags[engine][version]):
-                lines.append("            %r: %r,\n" % (flag, flags[engine][version][flag]))
-            lines.append("        },\n")
-        lines.append("    },\n")
-    lines.append("}\n\n")
+    lines = [BEGIN] + _render_table("ENGINE_FLAGS", flags)
     lines.append("# alias -> canonical option string; a leading '!' marks a --no-... negation\n")
-    lines.append("ENGINE_ALIASES = {\n")
-    for engine in sorted(aliases):
-        lines.append("    %r: {\n" % engine)
-        for version in sorted(aliases[engine]):
-            lines.append("        %r: {\n" % version)
-            for flag in sorted(aliases[engine][version]):
-                lines.append("            %r: %r,\n" % (flag, aliases[engine][version][flag]))
-            lines.append("        },\n")
-        lines.append("    },\n")
-    lines.append("}\n\n")
+    lines += _render_table("ENGINE_ALIASES", aliases)
     lines.append("ENGINE_META = %s\n" % json.dumps(meta, sort_keys=True).replace("true", "True").replace("false", "False"))
     lines.append(END)
     return "".join(lines)
