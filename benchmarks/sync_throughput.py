@@ -103,6 +103,16 @@ def main():
             c.put_object(Bucket="bench", Key=key, Body=blob[i:] + blob[:i])
             keys.append(key)
         total = args.files * args.size_mib * MiB
+
+        def sync_mib_s(d):
+            """One cold sync of the bucket into d with model_sync's engine, in MiB/s; d removed after."""
+            t = time.perf_counter()
+            SyncEngine(S3Source("bench", "tp", endpoint, "us-east-1", "path", "bench", "bench",
+                                concurrency=args.concurrency), d, concurrency=args.concurrency).run()
+            rate = total / MiB / (time.perf_counter() - t)
+            shutil.rmtree(d)
+            return rate
+
         ref, ours = [], []
         for r in range(args.rounds):  # interleaved so both see the same server state
             d = os.path.join(work, "ref%d" % r)
@@ -110,12 +120,7 @@ def main():
             boto3_download(endpoint, "bench", keys, d, args.concurrency)
             ref.append(total / MiB / (time.perf_counter() - t))
             shutil.rmtree(d)
-            d = os.path.join(work, "ours%d" % r)
-            t = time.perf_counter()
-            SyncEngine(S3Source("bench", "tp", endpoint, "us-east-1", "path", "bench", "bench",
-                                concurrency=args.concurrency), d, concurrency=args.concurrency).run()
-            ours.append(total / MiB / (time.perf_counter() - t))
-            shutil.rmtree(d)
+            ours.append(sync_mib_s(os.path.join(work, "ours%d" % r)))
         # diagnostic: the same engine with hashing replaced by a no-op, to show what the
         # verification costs on this machine (not a mode model_sync offers)
         from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core
@@ -134,12 +139,7 @@ def main():
         nohash = []
         try:
             for r in range(args.rounds):
-                d = os.path.join(work, "nohash%d" % r)
-                t = time.perf_counter()
-                SyncEngine(S3Source("bench", "tp", endpoint, "us-east-1", "path", "bench", "bench",
-                                    concurrency=args.concurrency), d, concurrency=args.concurrency).run()
-                nohash.append(total / MiB / (time.perf_counter() - t))
-                shutil.rmtree(d)
+                nohash.append(sync_mib_s(os.path.join(work, "nohash%d" % r)))
         finally:
             _sync_core.new_hasher = real
             _sync_core.digest_matches = real_match
