@@ -17,8 +17,8 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,6 +28,9 @@ import pytest
 from tests.lab import lab
 
 from .conftest import REPO, Lab
+
+sys.path.insert(0, os.path.join(REPO, "tests", "unit", "plugins", "module_utils"))
+import hub_server  # noqa: E402  (its CutProxy, bound here on the lab gateway)
 
 LAB = "weights"
 MGMT = "172.31.220.0/24"
@@ -59,68 +62,6 @@ def r1_tiny_model():
     files["tokenizer.json"] = json.dumps({"version": "1.0", "model": {"type": "BPE", "vocab": {"a": 0}}}).encode()
     files["tokenizer_config.json"] = b'{"bos_token": "<|begin_of_sentence|>"}'
     return files
-
-
-class CutProxy(object):
-    """TCP proxy on the gateway to the S3 server; while armed, the first response stream to
-    pass ``cut_after`` bytes is cut there once."""
-
-    def __init__(self, upstream):
-        self.upstream = upstream
-        self.cut_after = None
-        self.cuts = 0
-        self.lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((GATEWAY, 0))
-        self.sock.listen(64)
-        self.url = "http://%s:%d" % self.sock.getsockname()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self):
-        while True:
-            try:
-                client = self.sock.accept()[0]
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, src, dst, is_response):
-        passed = 0
-        try:
-            while True:
-                data = src.recv(65536)
-                if not data:
-                    break
-                if is_response and self.cut_after is not None and passed + len(data) > self.cut_after:
-                    with self.lock:
-                        limit, self.cut_after = self.cut_after, None
-                        if limit is not None:
-                            self.cuts += 1
-                    if limit is not None:
-                        dst.sendall(data[:max(0, limit - passed)])
-                        for sock in (dst, src):  # shutdown (not only close) wakes the other pipe thread
-                            try:
-                                sock.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-                            sock.close()
-                        return
-                passed += len(data)
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self):
-        self.sock.close()
 
 
 class Watcher(object):
@@ -241,7 +182,7 @@ def weights(tmp_path_factory):
             else:
                 client.put_object(Bucket=BUCKET, Key=PREFIX + name, Body=data)
         assert client.head_object(Bucket=BUCKET, Key=PREFIX + MULTIPART)["ETag"].strip('"').endswith("-2")
-        proxy = CutProxy((GATEWAY, port))
+        proxy = hub_server.CutProxy(GATEWAY, port, bind=GATEWAY)
         yield Weights(Lab(st), endpoint, proxy, "e2e-S3-secret-" + uuid.uuid4().hex, files, workdir)
     finally:
         if proxy:

@@ -253,24 +253,25 @@ def moto_auth_off():
 # a proxy that cuts responses off
 # ---------------------------------------------------------------------------------------
 class CutProxy(object):
-    """Forward 127.0.0.1:<port> to ``upstream``; while ``cut_after`` is set, the first
-    response stream to pass more than that many bytes is reset there (once per arm)."""
+    """Forward <bind>:<port> to ``upstream``; while ``cut_after`` is set, the first response
+    stream to pass more than that many bytes is reset there (once per arm). ``bind`` is
+    loopback for the unit tests; the lab tests bind their lab network's gateway address."""
 
-    def __init__(self, upstream_host, upstream_port, cut_after=None):
+    def __init__(self, upstream_host, upstream_port, cut_after=None, bind="127.0.0.1"):
         self.upstream = (upstream_host, upstream_port)
         self.cut_after = cut_after
         self.cuts = 0
         self.lock = threading.Lock()
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind((bind, 0))
         self.sock.listen(64)
         self.running = True
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
     def url(self):
-        return "http://127.0.0.1:%d" % self.sock.getsockname()[1]
+        return "http://%s:%d" % self.sock.getsockname()[:2]
 
     def _accept(self):
         while self.running:
