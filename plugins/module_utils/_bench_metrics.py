@@ -293,8 +293,7 @@ def evaluate_thresholds(thresholds, metrics):
     out = []
     for text, (metric, op, limit) in parsed:
         value = metrics.get(metric)
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and not math.isnan(value) and _OPS[op](float(value), limit)
+        ok = _is_number(value) and _OPS[op](float(value), limit)
         out.append({"threshold": text, "metric": metric, "op": op, "limit": limit,
                     "value": value, "passed": bool(ok)})
     return out
@@ -307,15 +306,9 @@ _HIGHER_IS_BETTER = ("throughput", "goodput", "completed")
 DEFAULT_TOLERANCE = {"median_ttft_ms": 25.0, "median_tpot_ms": 25.0, "output_throughput": 15.0}
 
 
-def compare_baseline(metrics, baseline, tolerance=None):
-    """Compare one level's ``metrics`` with a ``baseline`` result (same field names, e.g. a
-    result JSON of this module or of ``vllm bench serve --save-result``).
-
-    ``tolerance`` maps a metric to the allowed change in percent, in the bad direction only:
-    a latency may grow by that much, a throughput/goodput may fall by that much. Returns a list
-    of dicts ``{metric, baseline, value, limit, tolerance_pct, change_pct, passed}``; a metric
-    missing (or not a number) on either side fails. Raises ValueError on a bad tolerance.
-    """
+def parse_tolerance(tolerance=None):
+    """``tolerance`` ({metric: percent}, default DEFAULT_TOLERANCE) as a sorted list of
+    (result field name, percent); raises ValueError naming the bad entry."""
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     if not isinstance(tolerance, dict) or not tolerance:
         raise ValueError("tolerance must map metric names to a percentage, e.g. {median_ttft_ms: 25}")
@@ -327,7 +320,21 @@ def compare_baseline(metrics, baseline, tolerance=None):
             raise ValueError("tolerance of %s must be a number (percent), not %r" % (metric, tolerance[metric]))
         if pct < 0:
             raise ValueError("tolerance of %s must be >= 0 (percent), not %s" % (metric, pct))
-        name = _ALIASES.get(metric, metric)
+        out.append((_ALIASES.get(metric, metric), pct))
+    return out
+
+
+def compare_baseline(metrics, baseline, tolerance=None):
+    """Compare one level's ``metrics`` with a ``baseline`` result (same field names, e.g. a
+    result JSON of this module or of ``vllm bench serve --save-result``).
+
+    ``tolerance`` maps a metric to the allowed change in percent, in the bad direction only:
+    a latency may grow by that much, a throughput/goodput may fall by that much. Returns a list
+    of dicts ``{metric, baseline, value, limit, tolerance_pct, change_pct, passed}``; a metric
+    missing (or not a number) on either side fails. Raises ValueError on a bad tolerance.
+    """
+    out = []
+    for name, pct in parse_tolerance(tolerance):
         base, value = baseline.get(name), metrics.get(name)
         higher = any(w in name for w in _HIGHER_IS_BETTER)
         row = {"metric": name, "baseline": base, "value": value, "tolerance_pct": pct,

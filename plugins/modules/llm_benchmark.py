@@ -281,8 +281,8 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.llmfleet.serving.plugins.module_utils import _bench_client as bc
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_datasets import build_dataset
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import (
-    DEFAULT_TOLERANCE, compare_baseline, evaluate_thresholds, normalize_goodput, parse_threshold, summarize_errors,
-    timeline,
+    DEFAULT_TOLERANCE, compare_baseline, evaluate_thresholds, normalize_goodput, parse_threshold, parse_tolerance,
+    summarize_errors, timeline,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_report import write_report
 
@@ -395,7 +395,7 @@ def main():
         try:
             with open(p["baseline"]) as f:
                 baseline = json.load(f)
-            compare_baseline({}, baseline if isinstance(baseline, dict) else {}, p["tolerance"])
+            parse_tolerance(p["tolerance"])
         except (IOError, OSError, ValueError) as e:
             module.fail_json(msg="baseline %s: %s" % (p["baseline"], e))
         if not isinstance(baseline, dict):
