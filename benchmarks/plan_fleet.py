@@ -17,8 +17,8 @@ import conftest  # noqa: E402  (puts build/collections on sys.path)
 if conftest.COLLECTIONS not in sys.path:  # conftest puts it there when first imported
     sys.path.insert(0, conftest.COLLECTIONS)
 
-from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import load_catalog  # noqa: E402
-from ansible_collections.llmfleet.serving.plugins.module_utils._plan import build_plan  # noqa: E402
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import load_catalog  # noqa: E402
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan import build_plan  # noqa: E402
 
 
 def fleet(n_hosts=1000):

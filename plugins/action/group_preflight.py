@@ -2,7 +2,7 @@
 # Copyright (c) llmfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin of llmfleet.serving.group_preflight: compares on the controller what the host tasks of
-playbooks/preflight.yml registered; contacts no host. Logic: module_utils/_preflight.py."""
+playbooks/preflight.yml registered; contacts no host. Logic: plugin_utils/_preflight.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.llmfleet.serving.plugins.action.serving_plan import read_inputs
-from ansible_collections.llmfleet.serving.plugins.module_utils import _preflight
-from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import CatalogError
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _preflight
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import CatalogError
 
 # host variable -> key of _preflight.host_data_from_raw's input
 RAW_VARS = {"llmfleet_gpu_facts": "gpu_facts", "_llmfleet_pf_images": "images", "_llmfleet_pf_df": "df",

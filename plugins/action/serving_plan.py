@@ -13,12 +13,12 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import (
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import (
     CatalogError,
     load_catalog,
     merge_catalog,
 )
-from ansible_collections.llmfleet.serving.plugins.module_utils._plan import (
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan import (
     ROLE_PREFIXES,
     PlanErrors,
     build_plan,

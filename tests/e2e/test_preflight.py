@@ -2,7 +2,7 @@
 deployment's preflight with a table naming both hosts and the GPU model / memory mismatch, before
 any container exists; a port held by another process fails naming host and port; a single-host
 deployment on a free port passes. The passing dual case (matching hosts) is covered by the unit
-tests (tests/unit/plugins/module_utils/test_preflight.py) to keep this file under ~90 s.
+tests (tests/unit/plugins/plugin_utils/test_preflight.py) to keep this file under ~90 s.
 """
 from __future__ import annotations
 

@@ -300,7 +300,7 @@ def host_image(with_docker=True):
 
 
 ENGINE_SIM_DIR = os.path.join(REPO, "tests", "lab", "engine_sim")
-ENGINE_FLAGS = os.path.join(REPO, "plugins", "module_utils", "_engine_flags.py")
+ENGINE_FLAGS = os.path.join(REPO, "plugins", "plugin_utils", "_engine_flags.py")
 
 
 def engine_sim_image():

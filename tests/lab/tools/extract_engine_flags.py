@@ -1,4 +1,4 @@
-"""Regenerate the engine flag tables in plugins/module_utils/_engine_flags.py.
+"""Regenerate the engine flag tables in plugins/plugin_utils/_engine_flags.py.
 
 The tables come from the engines' own argparse parsers, walked in an interpreter where the
 engine is installed (no GPU needed):
@@ -22,7 +22,7 @@ Usage (from the repository root):
       --engine vllm=0.32.0=/work/venv-vllm/bin/python \
       --engine vllm=0.8.5=/work/venv-vllm085/bin/python \
       --engine sglang=0.5.23=/work/venv-sglang/bin/python \
-      --write plugins/module_utils/_engine_flags.py
+      --write plugins/plugin_utils/_engine_flags.py
 
 Each --engine runs DUMP_SNIPPET in that interpreter; the JSON it prints is formatted as the
 Python literal between the BEGIN/END GENERATED markers of the target file (other engines and

@@ -1,6 +1,6 @@
 """Command-line parsing with the real engines' flag tables.
 
-The tables live in the collection (``plugins/module_utils/_engine_flags.py``, extracted from
+The tables live in the collection (``plugins/plugin_utils/_engine_flags.py``, extracted from
 the real vLLM and SGLang parsers); the lab's engine image copies that file next to this one
 as ``engine_sim/_engine_flags.py``. Its API: ``parse_args(engine, version, argv)`` returns
 ``(values, unknown)`` with values keyed by canonical option strings (``--tp-size``), and
@@ -14,7 +14,7 @@ import sys
 try:
     from . import _engine_flags as _ef  # the copy made by the engine image build
 except ImportError:  # running from the checkout: the collection is importable
-    from ansible_collections.llmfleet.serving.plugins.module_utils import _engine_flags as _ef
+    from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags as _ef
 
 
 class UsageError(Exception):

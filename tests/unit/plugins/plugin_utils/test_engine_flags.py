@@ -1,7 +1,7 @@
 """Unit tests for _engine_flags (tables extracted from the real engines' parsers)."""
 import pytest
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _engine_flags as ef
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags as ef
 
 
 def test_default_versions_and_tables():

@@ -4,7 +4,7 @@
 """Preflight across hosts: compare the hosts of each deployment before anything starts (PRIVATE).
 
 This file is private to the collection (leading underscore): its API may change without notice.
-Pure Python (no Ansible imports), unit-tested without hosts (tests/unit/plugins/module_utils/
+Pure Python (no Ansible imports), unit-tested without hosts (tests/unit/plugins/plugin_utils/
 test_preflight.py). Three steps, see docs/preflight.md:
 
 1. ``views(deployments, groups, hostvars, catalog, plan=None)``: per deployment its hosts (head
@@ -25,10 +25,10 @@ from __future__ import annotations
 import copy
 import json
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _engine_flags
-from ansible_collections.llmfleet.serving.plugins.module_utils import _plan
-from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import resolve_model
-from ansible_collections.llmfleet.serving.plugins.module_utils._sizing import weight_bytes
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _plan
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._sizing import weight_bytes
 
 CHECKS = ("gpu", "driver", "image", "interface", "disk", "ports", "clock")
 DEFAULT_CLOCK_TOLERANCE_S = 2.0

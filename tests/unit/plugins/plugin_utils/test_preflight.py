@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _catalog, _plan, _preflight
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan, _preflight
 
 CATALOG = _catalog.load_catalog()
 GIB = 1 << 30

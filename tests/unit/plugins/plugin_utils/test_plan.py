@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _catalog, _plan
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan
 
 CATALOG = _catalog.load_catalog()
 SECRET = "sk-very-secret-value"

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from ansible_collections.llmfleet.serving.plugins.action import serving_plan as action
-from ansible_collections.llmfleet.serving.plugins.module_utils import _catalog, _plan
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 CATALOG = _catalog.load_catalog()

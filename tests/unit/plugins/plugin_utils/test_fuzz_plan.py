@@ -17,7 +17,7 @@ import re
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _catalog, _plan
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan
 
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _catalog as cat
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog as cat
 
 NAMES = ["qwen3-235b-a22b", "qwen3-32b", "qwq-32b", "qwen2.5-32b-instruct", "deepseek-r1-distill-llama-70b",
          "deepseek-r1-distill-qwen-32b", "deepseek-r1-distill-qwen-7b", "deepseek-r1", "deepseek-v3"]

@@ -20,9 +20,9 @@ import ipaddress
 import json
 import re
 
-from ansible_collections.llmfleet.serving.plugins.module_utils import _engine_flags
-from ansible_collections.llmfleet.serving.plugins.module_utils import _sizing
-from ansible_collections.llmfleet.serving.plugins.module_utils._catalog import resolve_model
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _sizing
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
 
 ENTRYPOINT = "/run/llmfleet/entrypoint.sh"
 KEY_IN_CONTAINER = "/run/llmfleet/api_key"

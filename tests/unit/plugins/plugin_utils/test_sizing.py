@@ -1,5 +1,5 @@
 """Unit tests for _sizing (arithmetic checked by hand in docs/sizing.md)."""
-from ansible_collections.llmfleet.serving.plugins.module_utils import _sizing as sz
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _sizing as sz
 
 R1 = {"size_bytes": 688586727753, "size_source": "index", "num_hidden_layers": 61, "kv_lora_rank": 512,
       "qk_rope_head_dim": 64, "num_key_value_heads": 128, "head_dim": 192}
