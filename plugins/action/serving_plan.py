@@ -13,6 +13,8 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import KeyFileError
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import read_key_file
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import (
     CatalogError,
     load_catalog,
@@ -162,8 +164,10 @@ class ActionModule(ActionBase):
             return "is not a regular file on the control node"
         if not os.access(p, os.R_OK):
             return "cannot be read on the control node"
-        if os.path.getsize(p) == 0:
-            return "is empty"
+        try:  # the same reader as llm_ready / llm_benchmark: content rules, owner-only mode
+            read_key_file(p, check_mode=True)
+        except KeyFileError as e:
+            return str(e).replace("API key file %s " % p, "", 1)
         return None
 
     def run(self, tmp=None, task_vars=None):
