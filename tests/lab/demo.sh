@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the lab, from a fresh machine (README, first command):
 #   set-up -> 3 lab hosts -> deploy QwQ-32B (single host) and DeepSeek-R1 (Ray head + worker,
-#   TP 8 x PP 2) on the engine simulator -> ready -> a short benchmark -> where the report is.
+#   TP 8 x PP 2, weights fetched from S3 on the head and copied to the worker) on the engine
+#   simulator -> ready -> a short benchmark -> where the report is.
 #
 #   bash tests/lab/demo.sh            (LLMFLEET_DEMO_KEEP=0 to remove the lab at the end)
 set -euo pipefail
@@ -15,14 +16,27 @@ if ! python -m tests.lab status >/dev/null 2>&1; then
 fi
 python -m tests.lab status
 
-# Weights: the lab's engines are simulated, so the model folders are shaped like the real ones
-# (config.json, index, every shard name) but tiny.
-ansible-playbook -i inventories/lab tests/e2e/playbooks/fake-model.yml \
-    -e fake_model_hosts=lab_dual -e fake_model_dir=/srv/models/DeepSeek-R1 -e fake_model_shards=163
+# Weights: the lab's engines are simulated, so the models are shaped like the real ones
+# (config.json, index, every shard it lists) but tiny. DeepSeek-R1 goes through deploy.yml's
+# weights step for real: a real S3 server (moto) on the lab network holds it, the Ray head
+# fetches and verifies it, the worker copies it from the head over the private network.
+# QwQ is pre-staged (a deployment without `weights`).
 ansible-playbook -i inventories/lab tests/e2e/playbooks/fake-model.yml \
     -e fake_model_hosts=lab_single -e fake_model_dir=/srv/models/QwQ-32B -e fake_model_shards=14
+mkdir -p build/lab/default
+weights_vars=build/lab/default/weights-vars.json
+python -m tests.lab.s3_weights --lab default --vars "$weights_vars" --prefix deepseek-ai/DeepSeek-R1/ \
+    > build/lab/default/s3-weights.log 2>&1 &
+s3_pid=$!
+trap 'kill "$s3_pid" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do [ -s "$weights_vars" ] && break; kill -0 "$s3_pid" || break; sleep 0.2; done
+[ -s "$weights_vars" ] || { cat build/lab/default/s3-weights.log; exit 1; }
+cat build/lab/default/s3-weights.log
+peer_key=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["weights_peer_key"])' "$weights_vars")
+ansible-playbook -i inventories/lab tests/e2e/playbooks/weights-peer-ssh.yml -e weights_peer_key="$peer_key"
 
-ansible-playbook -i inventories/lab playbooks/deploy.yml
+# facts -> plan -> preflight -> weights (S3 -> head -> worker) -> serve -> ready
+ansible-playbook -i inventories/lab playbooks/deploy.yml -e @"$weights_vars"
 
 key_file=$(python - <<'PY'
 import yaml
