@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the lab, from a fresh machine (README, first command):
 #   set-up -> 3 lab hosts -> deploy QwQ-32B (single host) and DeepSeek-R1 (Ray head + worker,
-#   TP 8 x PP 2) on the engine simulator -> ready -> a short benchmark -> where the report is.
+#   TP 8 x PP 2, weights fetched from S3 on the head and copied to the worker) on the engine
+#   simulator -> ready -> a short benchmark -> where the report is.
 #
 #   bash tests/lab/demo.sh
 #
@@ -42,9 +43,15 @@ up_args=(--hosts 3)
 if [ "$LAB" != default ]; then
     up_args+=(--subnet 172.31.170.0/24 --private-subnet 172.31.171.0/24 --ssh-port-base 3520)
 fi
-if [ "${LLMFLEET_DEMO_KEEP:-1}" = "0" ]; then
-    trap 'echo "demo: removing lab $LAB"; python -m tests.lab "${lab_args[@]}" down' EXIT
-fi
+s3_pid=
+cleanup() {
+    [ -z "$s3_pid" ] || kill "$s3_pid" 2>/dev/null || true
+    if [ "${LLMFLEET_DEMO_KEEP:-1}" = "0" ]; then
+        echo "demo: removing lab $LAB"
+        python -m tests.lab "${lab_args[@]}" down
+    fi
+}
+trap cleanup EXIT
 if ! python -m tests.lab "${lab_args[@]}" status >/dev/null 2>&1; then
     python -m tests.lab "${lab_args[@]}" up "${up_args[@]}"
 fi
@@ -52,16 +59,28 @@ python -m tests.lab "${lab_args[@]}" status
 inventory=$(python -c 'import sys; from tests.lab import lab; print(lab.inventory_path(sys.argv[1]))' "$LAB")
 stage lab
 
-# ---- deploy: weights, engines, readiness
-# Weights: the lab's engines are simulated, so the model folders are shaped like the real ones
-# (config.json, index, every shard name) but tiny.
-ansible-playbook -i "$inventory" tests/e2e/playbooks/fake-model.yml \
-    -e fake_model_hosts=lab_dual -e fake_model_dir=/srv/models/DeepSeek-R1 -e fake_model_shards=163
+# ---- weights: the lab's engines are simulated, so the models are shaped like the real ones
+# (config.json, index, every shard it lists) but tiny. DeepSeek-R1 goes through deploy.yml's
+# weights step for real: a real S3 server (moto) on the lab network holds it, the Ray head
+# fetches and verifies it, the worker copies it from the head over the private network.
+# QwQ is pre-staged (a deployment without `weights`).
 ansible-playbook -i "$inventory" tests/e2e/playbooks/fake-model.yml \
     -e fake_model_hosts=lab_single -e fake_model_dir=/srv/models/QwQ-32B -e fake_model_shards=14
-stage weights
+mkdir -p "build/lab/$LAB"
+weights_vars=build/lab/$LAB/weights-vars.json
+rm -f "$weights_vars"
+python -m tests.lab.s3_weights --lab "$LAB" --vars "$weights_vars" --prefix deepseek-ai/DeepSeek-R1/ \
+    > "build/lab/$LAB/s3-weights.log" 2>&1 &
+s3_pid=$!
+for _ in $(seq 100); do [ -s "$weights_vars" ] && break; kill -0 "$s3_pid" || break; sleep 0.2; done
+[ -s "$weights_vars" ] || { cat "build/lab/$LAB/s3-weights.log"; exit 1; }
+cat "build/lab/$LAB/s3-weights.log"
+peer_key=$(python -c 'import json,sys; print(json.load(open(sys.argv[1]))["weights_peer_key"])' "$weights_vars")
+ansible-playbook -i "$inventory" tests/e2e/playbooks/weights-peer-ssh.yml -e weights_peer_key="$peer_key"
+stage staging
 
-ansible-playbook -i "$inventory" playbooks/deploy.yml
+# ---- deploy: facts -> plan -> preflight -> weights (S3 -> head -> worker) -> serve -> ready
+ansible-playbook -i "$inventory" playbooks/deploy.yml -e @"$weights_vars"
 stage deploy
 
 # ---- benchmark

@@ -179,17 +179,28 @@ def test_sweep_writes_one_vllm_file_per_rate_and_reports_rejected_field(monkeypa
 def test_api_key_file_and_missing_aiohttp(monkeypatch, tmp_path, server):
     url, seen = server
     keyfile = tmp_path / "key"
-    keyfile.write_text("sk-from-file\n")
+    keyfile.write_text("sk-from-file-0123456789\n")
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, api_key=None,
                                                   api_key_file=str(keyfile), num_prompts=2,
                                                   report=False))
     assert kind == "exit", res
-    assert seen[-1][1] == "Bearer sk-from-file"
+    assert seen[-1][1] == "Bearer sk-from-file-0123456789"
     assert res["report_file"] is None
     monkeypatch.setattr(bc, "HAS_AIOHTTP", False)
     monkeypatch.setattr(bc, "AIOHTTP_IMPORT_ERROR", ImportError("no aiohttp"))
     kind, res = run_module(monkeypatch, base_args(url, tmp_path))
     assert kind == "fail" and "aiohttp" in res["msg"]
+
+
+@pytest.mark.parametrize("content", ["", "   \n"])
+def test_empty_or_whitespace_key_file_is_refused(monkeypatch, tmp_path, server, content):
+    url, seen = server
+    keyfile = tmp_path / "key"
+    keyfile.write_text(content)
+    n = len(seen)
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path, api_key=None, api_key_file=str(keyfile)))
+    assert kind == "fail" and "empty or whitespace only" in res["msg"]
+    assert len(seen) == n  # no request was sent without the key
 
 
 def test_event_loop_option_is_used(monkeypatch, tmp_path, server):

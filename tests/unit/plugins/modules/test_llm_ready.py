@@ -35,8 +35,9 @@ def run_module(monkeypatch):
 
 def test_ready_with_api_key_file_in_check_mode(run_module, tmp_path):
     keyfile = tmp_path / "api_key"
-    keyfile.write_text("sk-test\n")
+    keyfile.write_text("sk-test-file-0123456789\n")
     with EngineServer() as srv:
+        srv.state.api_key = "sk-test-file-0123456789"
         srv.state.health_503 = 2
         with pytest.raises(ExitJson) as e:
             run_module({"url": srv.url, "model": srv.state.model, "api_key_file": str(keyfile),
@@ -46,7 +47,7 @@ def test_ready_with_api_key_file_in_check_mode(run_module, tmp_path):
     assert res["models"] == [srv.state.model] and res["smoke"]["text"] == "Hello!"
     assert res["time_to_ready_s"] > 0 and res["first_token_latency_s"] >= 0.05
     assert res["watch_backend"] is None
-    assert "sk-test" not in json.dumps(res)
+    assert "sk-test-file-0123456789" not in json.dumps(res)
 
 
 def test_reasoning_model_counts_reasoning_tokens(run_module):
@@ -70,7 +71,16 @@ def test_unauthorized(run_module):
 def test_missing_key_file(run_module, tmp_path):
     with pytest.raises(FailJson) as e:
         run_module({"url": "http://127.0.0.1:9", "model": "m", "api_key_file": str(tmp_path / "nope")})
-    assert "cannot read api_key_file" in e.value.args[0]["msg"]
+    assert "cannot read the API key file" in e.value.args[0]["msg"]
+
+
+@pytest.mark.parametrize("content", ["", " \n\t\n"])
+def test_empty_or_whitespace_key_file_is_refused_not_taken_as_no_auth(run_module, tmp_path, content):
+    keyfile = tmp_path / "api_key"
+    keyfile.write_text(content)
+    with pytest.raises(FailJson) as e:
+        run_module({"url": "http://127.0.0.1:9", "model": "m", "api_key_file": str(keyfile)})
+    assert "empty or whitespace only" in e.value.args[0]["msg"]
 
 
 def test_key_options_exclusive(run_module, tmp_path):
