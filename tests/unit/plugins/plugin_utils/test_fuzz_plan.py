@@ -98,6 +98,7 @@ def valid_deployments(draw):
     each deployment its own ports."""
     free = {"gpu-a": 8, "gpu-b": 8}
     deps = []
+    ray = False  # Ray's fixed per-node ports (10001, 52365): one vLLM multi-node cluster per host
     for i in range(draw(st.integers(1, 3))):
         hosts = draw(st.sampled_from([["gpu-a"], ["gpu-b"], ["gpu-a", "gpu-b"], ["gpu-b", "gpu-a"]]))
         room = min(free[h] for h in hosts)
@@ -108,6 +109,10 @@ def valid_deployments(draw):
         for h in hosts:
             free[h] -= g
         engine = draw(st.sampled_from(["vllm", "sglang"]))
+        if engine == "vllm" and len(hosts) > 1:
+            if ray:
+                engine = "sglang"
+            ray = True
         exposure = draw(st.sampled_from(["localhost", "private", "public"]))
         d = {"name": "d%d" % i, "hosts": hosts if len(hosts) > 1 or draw(st.booleans()) else hosts[0],
              "engine": engine, "model": "qwq-32b", "max_model_len": draw(st.sampled_from([4096, 32768])),
