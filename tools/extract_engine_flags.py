@@ -108,7 +108,7 @@ print(json.dumps({"allow_abbrev": bool(parser.allow_abbrev), "actions": actions,
 # argparse `type` callables -> the value type the planner checks ("json" values must parse as JSON
 # objects or be dotted keys; anything else is taken as a string)
 TYPE_WORDS = {"int": "int", "float": "float", "optional_int": "int", "optional_float": "float",
-              "human_readable_int": "size",
+              "human_readable_int": "size", "union_dict_and_str": "json",
               "positive_int": "int", "nullable_int": "int", "parse_type_int": "int", "parse_type_float": "float",
               "loads": "json", "parse_dataclass": "json", "json_loads": "json", "parse_json": "json"}
 

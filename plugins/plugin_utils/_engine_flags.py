@@ -176,7 +176,7 @@ def value_problem(engine, version, option, args):
                 return "%r is not a number" % value
             if not math.isfinite(f):
                 return "%r is not a finite number" % value
-        elif typ == "json" and value.lstrip().startswith(("{", "[")):
+        elif typ == "json" and (value.strip()[:1], value.strip()[-1:]) in (("{", "}"), ("[", "]")):
             try:
                 json.loads(value)
             except ValueError as e:

@@ -258,19 +258,24 @@ class _Ctx(object):
         self.ports = {}        # (host, port) -> "deployment (key)"
         self.gpus_used = {}    # host -> next free GPU index
         self.gpu_users = {}    # host -> [(deployment, count)]
+        self.containers = {}   # (host, container name) -> deployment
         self.check_file = None  # path -> None or the reason it cannot be used
 
     def err(self, variable, message):
         self.errors.append(PlanError(variable, message))
 
 
-def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted=None, check_file=None):
+def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted=None, check_file=None,
+               play_hosts=None):
     """Plan every deployment. Returns {"deployments": {name: plan}, "hosts": {host: [refs]}};
     raises PlanErrors with every refusal found.
 
     ``check_file(path)``, when given, is called for each ``api_key_file`` and returns None when
     the file is usable or a short reason (e.g. "does not exist on the control node"); the action
-    plugin passes one that looks on the control node. Without it the path is not checked."""
+    plugin passes one that looks on the control node. Without it the path is not checked.
+
+    ``play_hosts``, when given, is (pattern, [hosts]) of the deploy plays (``llmfleet_hosts``,
+    default the group gpu_hosts): a deployment host outside it would never be deployed."""
     ctx = _Ctx(hostvars, groups, catalog, is_vaulted)
     ctx.check_file = check_file
     plan = {"deployments": {}, "hosts": {}}
@@ -292,6 +297,8 @@ def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted
                 continue
             seen[dep["name"]] = i
         p = _plan_one(ctx, dep, label)
+        if p is not None and not _check_cross(ctx, p, label, play_hosts):
+            p = None
         if p is not None:
             plan["deployments"][p["name"]] = p
             for h, hp in p["hosts"].items():
@@ -525,6 +532,28 @@ def _gpu_memory(ctx, d, label, hosts, facts, warnings):
             warnings.append("gpu_memory_gib %s is below the %.1f GiB the GPU facts report: the sizing uses the "
                             "declared %s GiB" % (declared, fact_mem / float(_sizing.GIB), declared))
     return mem
+
+
+def _check_cross(ctx, p, label, play_hosts):
+    """Rules across deployments: one container name per host; hosts the deploy plays run on."""
+    ok = True
+    for h, hp in p["hosts"].items():
+        other = ctx.containers.get((h, hp["container_name"]))
+        if other:
+            ctx.err(label + ".name", "container name %s on host %s is also deployment %s's: rename one deployment "
+                    "(container names derive from the name and the role)" % (hp["container_name"], h, other))
+            ok = False
+        else:
+            ctx.containers[(h, hp["container_name"])] = p["name"]
+    if play_hosts is not None:
+        pattern, members = play_hosts
+        outside = [h for h in p["hosts"] if h not in set(members or ())]
+        if outside:
+            ctx.err(label + ".hosts", "host(s) %s are not in %s, the hosts the deploy plays run on: the deployment "
+                    "would never be deployed. Add them to that group, or set llmfleet_hosts to a group that holds "
+                    "them" % (", ".join(outside), pattern))
+            ok = False
+    return ok
 
 
 def _plan_one(ctx, dep, label):
