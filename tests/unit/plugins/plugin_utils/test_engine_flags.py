@@ -7,7 +7,7 @@ from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_fl
 def test_default_versions_and_tables():
     assert ef.default_version("vllm") == "0.32.0"
     assert ef.default_version("sglang") == "0.5.23"
-    assert ef.versions("vllm") == ["0.8.5", "0.32.0"]
+    assert ef.versions("vllm") == ["0.8.5", "0.32.0", "0.33.0"]
     flags = ef.known_flags("vllm", "0.32.0")
     assert flags["--tensor-parallel-size"] == 1 and flags["-tp"] == 1 and flags["-pp"] == 1
     assert flags["--trust-remote-code"] == 0 and flags["--no-trust-remote-code"] == 0

@@ -283,15 +283,19 @@ def test_max_model_len_above_the_model_refused_unless_rope_scaling():
 
 # -- engine versions ------------------------------------------------------------------------------
 def test_engine_versions():
-    assert _engine_flags.table_versions() == {"sglang": ["0.5.23"], "vllm": ["0.8.5", "0.32.0"]} or \
-        "0.33.0" in _engine_flags.table_versions()["vllm"]
-    p = plan([dict(D7, engine_version="0.33.0")])["deployments"]["d7"]
-    if "0.33.0" not in _engine_flags.versions("vllm"):
-        assert any("0.32.0 table" in w for w in p["warnings"])
+    assert _engine_flags.table_versions() == {"sglang": ["0.5.23"], "vllm": ["0.8.5", "0.32.0", "0.33.0"]}
+    # vLLM 0.33.0 keeps every 0.32.0 option string and adds 55 (both tables from the real parsers)
+    v32, v33 = _engine_flags.known_flags("vllm", "0.32.0"), _engine_flags.known_flags("vllm", "0.33.0")
+    assert set(v32) <= set(v33) and len(set(v33) - set(v32)) == 55
+    p = plan([dict(D7, engine_version="0.33.0", extra_args=["--watchdog-config", "{}"])])["deployments"]["d7"]
+    assert p["engine_version"] == "0.33.0" and p["warnings"] == []
+    assert "--watchdog-config" in text(refused([dict(D7, extra_args=["--watchdog-config", "{}"])]))
     p = plan([dict(D7, engine_version="0.8.5")])["deployments"]["d7"]
     assert any("security advisories" in w for w in p["warnings"])
     errs = refused([dict(D7, engine="sglang", engine_version="0.5.24")])
-    assert "no flag table for sglang 0.5.24" in text(errs)
+    assert "no flag table for sglang 0.5.24" in text(errs) and "15 added, 1 removed" in text(errs)
+    errs = refused([dict(D7, engine_version="0.34.0")])
+    assert "no flag table for vllm 0.34.0" in text(errs)
 
 
 def test_plan_is_json():
