@@ -70,7 +70,10 @@ def refusals(ev):
     """Every refusal the serving_plan action would give for these extra vars."""
     errors = []
     try:
-        _plan.build_plan(ev.get("llmfleet_deployments"), HOSTVARS, GROUPS, CATALOG, check_file=check_file)
+        pattern = ev.get("llmfleet_hosts", "gpu_hosts")
+        catalog = _catalog.merge_catalog(CATALOG, ev.get("llmfleet_models"))
+        _plan.build_plan(ev.get("llmfleet_deployments"), HOSTVARS, GROUPS, catalog, check_file=check_file,
+                         play_hosts=(pattern, GROUPS[pattern]) if pattern in GROUPS else None)
     except _plan.PlanErrors as e:
         errors = list(e.errors)
     errors += _plan.misspelt_variables(ev, action.known_role_variables())
