@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Regenerate the engine flag tables: plugins/plugin_utils/engine_flags/<engine>-<version>.json.
 
 The tables come from the engines' own argparse parsers, walked in an interpreter where the

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Render the deployment / model-entry schema (plugins/plugin_utils/_spec.py) into the
 DOCUMENTATION of plugins/modules/serving_plan.py (the suboptions of `deployments` and `models`).
 

@@ -80,6 +80,7 @@ for _e, _by_version in ENGINE_CHOICES.items():
         for _o in ("--reasoning-parser", "--tool-call-parser"):
             PARSER_NAMES.setdefault(_e, {}).setdefault(_o, set()).update(_c.get(_o) or ())
 
+
 class UnknownEngineError(ValueError):
     """The engine or the engine version has no flag table."""
 

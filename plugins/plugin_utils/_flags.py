@@ -86,9 +86,9 @@ def check_source(engine, version, src, label, owned=None, trust_remote_code=Fals
     errors = []
     if not isinstance(src.argv, list) or not all(isinstance(a, str) for a in src.argv):
         got = type(src.argv).__name__
+        items = " with non-string items" if isinstance(src.argv, list) else ""
         errors.append((src.variable, "must be a list of strings (one argument each, e.g. [\"--enable-prefix-caching\", "
-                       "\"--max-num-seqs\", \"64\"]), got %s%s" % (got, " with non-string items"
-                                                                     if isinstance(src.argv, list) else "")))
+                       "\"--max-num-seqs\", \"64\"]), got %s%s" % (got, items)))
         return errors
     blank = [a for a in src.argv if not a.strip()]
     if blank:

@@ -109,8 +109,8 @@ def choose(engine, model, nodes, gph, tp, pp, dp):
                           if ok and ok[0] < gph else "")))
     problem = pp_problem(model, p)
     if problem:
-        errors.append(("pipeline_parallel", "%s: use pipeline_parallel %d or less" % (problem,
-                                                                                       model["num_hidden_layers"])))
+        errors.append(("pipeline_parallel", "%s: use pipeline_parallel %d or less"
+                       % (problem, model["num_hidden_layers"])))
     if errors:
         return None, errors
     if d > 1:

@@ -438,8 +438,7 @@ def _check_strings(ctx, d, label):
         ctx.err(var, msg)
     for var, msg in _schema.path_errors(d["model_path"], label + ".model_path"):
         ctx.err(var, msg)
-    for var, msg in _schema.path_errors(d["config_dir"], label + ".config_dir", what="config_dir",
-                                          system_ok=True):
+    for var, msg in _schema.path_errors(d["config_dir"], label + ".config_dir", what="config_dir", system_ok=True):
         ctx.err(var, msg)
     served = d["served_model_name"]
     if isinstance(served, str) and (not served.strip() or served.strip().startswith("-") or served != served.strip()):
@@ -518,8 +517,8 @@ def _check_context(ctx, d, label, engine, model, max_len, values, warnings):
         return
     ctx.err(label + ".max_model_len", "%d is above the model's max_position_embeddings %d: the engine refuses it at "
             "start. Lower max_model_len to %d or less, or configure rope scaling (rope_scaling in the model entry, "
-            "e.g. {rope_type: yarn, factor: 4.0, original_max_position_embeddings: %d})" % (max_len, limit, limit,
-                                                                                           limit))
+            "e.g. {rope_type: yarn, factor: 4.0, original_max_position_embeddings: %d})"
+            % (max_len, limit, limit, limit))
 
 
 def _gpu_memory(ctx, d, label, hosts, facts, warnings):
@@ -534,8 +533,8 @@ def _gpu_memory(ctx, d, label, hosts, facts, warnings):
     if fact_mem is not None:
         if mem > fact_mem * 1.01:
             ctx.err(label + ".gpu_memory_gib", "%s GiB declared, but the GPU facts say %.1f GiB (smallest GPU of %s): "
-                    "remove gpu_memory_gib (the facts are used) or lower it" % (declared, fact_mem / float(_sizing.GIB),
-                                                                               ", ".join(hosts)))
+                    "remove gpu_memory_gib (the facts are used) or lower it"
+                    % (declared, fact_mem / float(_sizing.GIB), ", ".join(hosts)))
         elif mem < fact_mem * 0.99:
             warnings.append("gpu_memory_gib %s is below the %.1f GiB the GPU facts report: the sizing uses the "
                             "declared %s GiB" % (declared, fact_mem / float(_sizing.GIB), declared))

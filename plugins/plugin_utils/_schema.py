@@ -144,8 +144,8 @@ def model_entry_errors(entry, variable, engines=("vllm", "sglang")):
     if is_int(nkv) and is_int(nh) and nkv > nh >= 1:
         out.append(("%s.num_key_value_heads" % variable, "%d KV heads is more than the %d attention heads: copy both "
                     "from the model's config.json" % (nkv, nh)))
-    if entry.get("trust_remote_code") is True and not (isinstance(entry.get("revision"), str)
-                                                        and entry["revision"].strip()):
+    pinned = isinstance(entry.get("revision"), str) and entry["revision"].strip()
+    if entry.get("trust_remote_code") is True and not pinned:
         out.append(("%s.revision" % variable, "trust_remote_code runs the model repository's Python code: pin the "
                     "weights revision (revision: <commit sha>) so that the code cannot change under you"))
     return out

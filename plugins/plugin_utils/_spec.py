@@ -84,6 +84,19 @@ _MODEL_TYPES = {"str": "str", "str?": "str", "int+": "int", "int0": "int", "dict
                 "flags": "dict", "bool": "bool"}
 
 
+# the cross-key rules, in ArgumentSpecValidator's terms (the planner applies the same ones itself)
+DEPLOYMENT_RULES = {"mutually_exclusive": [["api_key", "api_key_file"]]}
+MODEL_RULES = {"required_if": [["trust_remote_code", True, ["revision"]]]}
+
+
+def validator(kind):
+    """An ArgumentSpecValidator for ``kind`` "deployment" or "model" (imported here: controller only)."""
+    from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+    if kind == "deployment":
+        return ArgumentSpecValidator(validation_spec(deployment_spec()), **DEPLOYMENT_RULES)
+    return ArgumentSpecValidator(validation_spec(model_spec()), **MODEL_RULES)
+
+
 def deployment_spec():
     """The argument spec (Ansible's format) of one item of llmfleet_deployments."""
     spec = {}

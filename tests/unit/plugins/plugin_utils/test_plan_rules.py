@@ -300,3 +300,47 @@ def test_engine_versions():
 
 def test_plan_is_json():
     json.dumps(plan([D7]))
+
+
+# -- every accepted plan of the catalog is one the engines accept -----------------------------
+SHAPES = {"1": ["one"], "2": ["two"], "8": ["a"], "2x8": ["a", "b"]}
+
+
+def _shape_hostvars(mib):
+    return {"one": {"ansible_host": "10.0.0.13", "llmfleet_gpu_facts": facts(1, "10.0.0.13", mib)},
+            "two": {"ansible_host": "10.0.0.14", "llmfleet_gpu_facts": facts(2, "10.0.0.14", mib)},
+            "a": {"ansible_host": "10.0.0.11", "llmfleet_gpu_facts": facts(8, "10.0.0.11", mib)},
+            "b": {"ansible_host": "10.0.0.12", "llmfleet_gpu_facts": facts(8, "10.0.0.12", mib)}}
+
+
+@pytest.mark.parametrize("gpu_mib", [81559, 143771], ids=["H100", "H200"])
+@pytest.mark.parametrize("engine,version", [("vllm", "0.32.0"), ("vllm", "0.33.0"), ("sglang", "0.5.23")])
+def test_every_accepted_catalog_plan_passes_the_engine_rules(engine, version, gpu_mib):
+    hv = _shape_hostvars(gpu_mib)
+    planned = 0
+    for key, model in CATALOG.items():
+        for shape, hosts in SHAPES.items():
+            dep = {"name": "m", "hosts": hosts, "engine": engine, "engine_version": version, "model": key,
+                   "max_model_len": 8192, "exposure": "localhost"}
+            try:
+                p = _plan.build_plan([dep], hv, {}, CATALOG)["deployments"]["m"]
+            except _plan.PlanErrors as e:
+                # refused: with a fix that names the variable (too large for the GPUs, mostly)
+                assert all(err.variable.startswith("llmfleet_deployments[m].") for err in e.errors), str(e)
+                continue
+            planned += 1
+            assert p["tp"] * p["pp"] * p["dp"] == p["gpus_total"]
+            assert _layout.tp_problem(model, p["tp"]) is None and _layout.pp_problem(model, p["pp"]) is None
+            for h, hp in p["hosts"].items():
+                cmd = hp["command"]
+                if "ray-worker" in cmd:
+                    continue
+                args = cmd[cmd.index("--") + 1:]
+                args = args[1:] if args[0] == "vllm" else args[3:]   # vllm serve ... / python3 -m sglang...
+                args = args[1:] if args and args[0] == "serve" else args
+                values, unknown, segs = _engine_flags.split_args(engine, version, args)
+                assert unknown == [], (key, shape, unknown)
+                for option, a in segs:
+                    problem = _engine_flags.value_problem(engine, version, option.split(".")[0], a[1:])
+                    assert problem is None, (key, shape, option, problem)
+    assert planned >= 10

@@ -11,7 +11,6 @@ import importlib.util
 import os
 
 import yaml
-from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan, _schema, _spec
 
@@ -52,18 +51,18 @@ def _inventory_deployments():
 def test_ansible_validator_accepts_every_example_deployment_and_catalog_entry():
     deps = list(_inventory_deployments())
     assert len(deps) >= 4
-    dv = ArgumentSpecValidator(_spec.validation_spec(_spec.deployment_spec()))
+    dv = _spec.validator("deployment")
     for path, dep in deps:
         result = dv.validate({k: v for k, v in dep.items() if not (isinstance(v, str) and "{{" in v)})
         assert not [m for m in result.error_messages if "required" not in m], (path, result.error_messages)
-    mv = ArgumentSpecValidator(_spec.validation_spec(_spec.model_spec()))
+    mv = _spec.validator("model")
     for key, entry in _catalog.load_catalog().items():
         assert mv.validate(entry).error_messages == [], key
         assert _schema.model_entry_errors(entry, key) == [], key
 
 
 def test_ansible_validator_and_planner_refuse_the_same_unknown_key():
-    dv = ArgumentSpecValidator(_spec.validation_spec(_spec.deployment_spec()))
+    dv = _spec.validator("deployment")
     assert "tensor_paralel" in dv.validate({"name": "x", "hosts": "h", "model": "m",
                                             "tensor_paralel": 8}).unsupported_parameters
     try:
@@ -72,3 +71,13 @@ def test_ansible_validator_and_planner_refuse_the_same_unknown_key():
         assert "did you mean 'tensor_parallel'" in str(e)
     else:
         raise AssertionError("planned")
+
+
+def test_cross_key_rules_in_the_validator_and_the_planner():
+    mv = _spec.validator("model")
+    assert any("revision" in m for m in mv.validate({"trust_remote_code": True}).error_messages)
+    assert mv.validate({"trust_remote_code": True, "revision": "a" * 40}).error_messages == []
+    assert _schema.model_entry_errors({"trust_remote_code": True}, "m")[0][0] == "m.revision"
+    dv = _spec.validator("deployment")
+    both = {"name": "x", "hosts": "h", "model": "m", "api_key": "k", "api_key_file": "/k"}
+    assert any("mutually exclusive" in m for m in dv.validate(both).error_messages)
