@@ -50,7 +50,7 @@ passed:
   returned: success
   type: bool
 failures:
-  description: One line per failed run, C(deployment: why).
+  description: One line per failed run, the deployment and why.
   returned: success
   type: list
   elements: str

@@ -10,7 +10,7 @@ DOCUMENTATION = r"""
 module: preflight_info
 short_description: Read in one call everything the preflight compares on a host
 description:
-  - The host half of C(playbooks/preflight.yml), in one round trip: the engine images (C(docker image inspect)),
+  - The host half of C(playbooks/preflight.yml), in one round trip. It reads the engine images (C(docker image inspect)),
     free disk at each model path or its nearest existing parent (C(df -PB1)), the weights' state file
     C(.llmfleet-state.json) and C(model.safetensors.index.json), the listening TCP ports (C(ss -ltnH), else
     C(/proc/net/tcp*)), the running containers labelled C(llmfleet.deployment), and the host's clock next to the

@@ -11,10 +11,10 @@ module: rollout_plan
 short_description: Order a rolling reconfiguration (batches, gateway drain order, canary, rollback plans)
 description:
   - Runs on the control node (action plugin) and contacts no host. Reads each host's drift
-    (C(inference_server_drift), set by C(roles/inference_server) C(tasks_from: drift)), the running plan of
+    (C(inference_server_drift), set by C(roles/inference_server) (its C(drift) tasks)), the running plan of
     each replica (its head's C(deployment.json), registered by C(playbooks/reconfigure.yml)) and the gateway
     hosts' variables, and returns the roll of C(playbooks/reconfigure.yml).
-  - Rules (unit-tested, C(plugins/plugin_utils/_rollout.py)): only drifting replicas roll, one at a time, the
+  - Rules (unit-tested, C(plugins/plugin_utils/_rollout.py)). Only drifting replicas roll, one at a time, the
     canary first; replicas that share a host roll together; each batch is drained at every gateway that routes
     to it (same served model as its C(gateway_deployment), or listed in C(gateway_replicas)); each batch applies
     the plan restricted to its replicas and rolls back to the plans they ran before.

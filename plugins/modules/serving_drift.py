@@ -12,8 +12,8 @@ short_description: Decide which engine containers restart and why, across the ho
 description:
   - Runs on the control node (action plugin) and contacts no host. Reads what
     M(llmfleet.serving.serving_state_info) reported on every host of the play (registered as O(state_var))
-    and compares it with the plan. Rules (unit-tested, C(plugins/plugin_utils/_drift.py)):
-    a container is changed when absent, its config-hash label differs, it is not running, or its API-key
+    and compares it with the plan. Rules (unit-tested, C(plugins/plugin_utils/_drift.py)).
+    A container is changed when absent, its config-hash label differs, it is not running, or its API-key
     file is missing or differs; a multi-node group restarts as a whole when any member changed or a member's
     host is not in the play; a multi-node vLLM group whose members match is still broken when a member
     started before the head or the head's Ray misses nodes.
