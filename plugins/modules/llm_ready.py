@@ -201,6 +201,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import KeyFileError, read_key_file
 from ansible_collections.llmfleet.serving.plugins.module_utils._ready import (
     CLIBackend,
     ContainerWatch,
@@ -255,13 +256,12 @@ def main():
 
     api_key = p["api_key"]
     if p["api_key_file"]:
+        # one reader for every key file (module_utils/_api_key.py): an empty or whitespace-only
+        # file is refused, never taken as "no authentication"
         try:
-            with open(p["api_key_file"], "r") as f:
-                api_key = f.readline().strip()
-        except (IOError, OSError) as e:
-            module.fail_json(msg="cannot read api_key_file %s: %s" % (p["api_key_file"], e.strerror or e))
-        if not api_key:
-            module.fail_json(msg="api_key_file %s is empty" % p["api_key_file"])
+            api_key = read_key_file(p["api_key_file"])
+        except KeyFileError as e:
+            module.fail_json(msg="api_key_file: %s" % e)
         module.no_log_values.add(api_key)
 
     try:

@@ -27,6 +27,7 @@ import re
 HASH_LABEL = "llmfleet.config-hash"
 MEMBER_OF_CHANGED_GROUP = "member of a changed group"
 NOT_IN_PLAY = "not in this play"
+KEY_KINDS = ("key", "api_key")
 
 
 def started_key(started_at):
@@ -106,15 +107,15 @@ def _group_reason(name, dep, states, why):
 def decide(plan, states, key_changed=None):
     """Decide for every host that reported. ``states``: {host: serving_state_info result}; hosts of
     the plan missing from it are not in this play. ``key_changed``: {host: [deployments whose API-key
-    file is missing or differs]} (default: taken from each state's ``files``, entries with
-    ``kind: api_key``).
+    file is missing or differs]} (default: taken from each state's ``files``, entries of kind
+    ``key``, the plan's name, or ``api_key``).
 
     Returns {host: {"why": {container: reason}, "restart": [deployments restarting as a whole],
     "group_why": {deployment: reason}, "drift": {deployment: {container: reason}},
     "in_sync": bool}} plus, under the key None, the fleet-wide ``restart`` and ``group_why``."""
     deps = plan.get("deployments") or {}
     if key_changed is None:
-        key_changed = {h: [f.get("deployment") for f in (st.get("files") or []) if f.get("kind") == "api_key"
+        key_changed = {h: [f.get("deployment") for f in (st.get("files") or []) if f.get("kind") in KEY_KINDS
                            and not f.get("in_sync")] for h, st in states.items()}
     # Rule 1, per host
     why = {}

@@ -56,8 +56,11 @@ def _ports_of(engine, hosts, port, ray_port, dash_port, dist_port):
 def _view_from_plan(p, deployment_keys):
     hosts = [p["head"]] + list(p.get("workers") or [])
     d = deployment_keys or {}
-    ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
-                      d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
+    if all("port_claims" in p["hosts"][h] for h in hosts):  # the plan says which ports each host claims
+        ports = {h: [(c["port"], c["key"]) for c in p["hosts"][h]["port_claims"]] for h in hosts}
+    else:
+        ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
+                          d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
     return {"name": p["name"], "label": "llmfleet_deployments[%s]" % p["name"], "engine": p["engine"],
             "hosts": hosts, "head": p["head"], "image": p["image"], "model_path": p["model_path"],
             "weights_bytes": (p.get("sizing") or {}).get("weights_bytes"), "ports": ports,

@@ -73,7 +73,7 @@ def test_single_host_change_restarts_only_that_container():
 
 def test_api_key_file_differs_from_state_files():
     st = states()
-    st[H3]["files"] = [{"path": "/etc/llmfleet/qwq/api_key", "kind": "api_key", "deployment": "qwq", "in_sync": False}]
+    st[H3]["files"] = [{"path": "/etc/llmfleet/qwq/api_key", "kind": "key", "deployment": "qwq", "in_sync": False}]
     out = _drift.decide(plan(), st)
     assert out[H3]["why"] == {"qwq": "API key changed"}
     # an explicit key_changed map wins over the files
