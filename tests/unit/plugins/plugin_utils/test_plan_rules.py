@@ -254,6 +254,11 @@ def test_port_flag_in_extra_args_claimed():
 def test_host_outside_the_deploy_plays_refused():
     errs = refused([D7], play_hosts=("gpu_hosts", ["b"]))
     assert "not in gpu_hosts, the hosts the deploy plays run on" in text(errs)
+    # the GPU facts play did not run there either: the one refusal is the cause, not the missing facts
+    hv = dict(HV, a={"ansible_host": "10.0.0.11"})
+    with pytest.raises(_plan.PlanErrors) as e:
+        _plan.build_plan([D7], hv, GROUPS, CATALOG, play_hosts=("lab_single", ["b"]))
+    assert [x.variable for x in e.value.errors] == ["llmfleet_deployments[d7].hosts"]
     plan([D7], play_hosts=("gpu_hosts", ["a"]))
 
 
