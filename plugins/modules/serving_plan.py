@@ -73,7 +73,8 @@ options:
       config_dir:
         default: /etc/llmfleet
         description:
-        - Host folder of C(<name>/api_key) and C(<name>/entrypoint.sh).
+        - Host folder of the deployment's files (C(<name>/api_key), C(<name>/entrypoint.sh), C(<name>/deployment.json));
+          the plan's only config folder.
         type: str
       data_parallel:
         default: auto
@@ -235,6 +236,11 @@ options:
         default: auto
         description:
         - Tensor parallel size or V(auto); must divide the attention heads (and suit the KV heads).
+        type: raw
+      weights:
+        description:
+        - 'Where the weights come from: C(false) (pre-staged) or a dict (C(source): modelscope, huggingface, s3, local;
+          source options); fetched on the head, copied to the other hosts (docs/model-weights.md).'
         type: raw
     # END GENERATED deployments suboptions
   models:

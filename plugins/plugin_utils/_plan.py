@@ -21,15 +21,20 @@ import json
 import math
 import re
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import key_problem
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _container
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _files
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _flags
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _layout
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _schema
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _sizing
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _weights
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
 
-ENTRYPOINT = "/run/llmfleet/entrypoint.sh"
-KEY_IN_CONTAINER = "/run/llmfleet/api_key"
+ENTRYPOINT = _files.ENTRYPOINT_IN_CONTAINER
+KEY_IN_CONTAINER = _files.KEY_IN_CONTAINER
 ENGINES = ("vllm", "sglang")
 EXPOSURES = ("localhost", "private", "public")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
@@ -53,8 +58,8 @@ PLANNER_ENV = {"HF_HUB_OFFLINE": "none (the engines load the weights from model_
 RESERVED_PORTS = {22: "sshd (Ansible reaches the hosts through it)"}
 # Ray's fixed per-node ports (ray start defaults): claimed so that two Ray clusters on one host collide
 # in the plan, not at start. Client server on the head; the dashboard agent on every node.
-RAY_CLIENT_SERVER_PORT = 10001
-RAY_DASHBOARD_AGENT_PORT = 52365
+RAY_CLIENT_SERVER_PORT = _topology.RAY_CLIENT_SERVER_PORT
+RAY_DASHBOARD_AGENT_PORT = _topology.RAY_DASHBOARD_AGENT_PORT
 DEFAULT_IMAGES = {"vllm": "vllm/vllm-openai:v{version}", "sglang": "lmsysorg/sglang:v{version}-cu126"}
 
 # NCCL settings for RDMA, as in shared/reference/002 (elastic RDMA on ECS)
@@ -98,6 +103,7 @@ DEPLOYMENT_KEYS = {
     "gpu_runtime": ("str", "nvidia"),
     "config_dir": ("str", "/etc/llmfleet"),
     "sizing_reserve_gib": ("float", 2.0),
+    "weights": ("bool or dict", None),
 }
 
 # flags the planner sets itself: a deployment key is the place to change them (see _flags)
@@ -162,6 +168,8 @@ def _check_type(value, typ):
                                                and not isinstance(v, bool) for k, v in value.items())
     if typ == "str or list[str]":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if typ == "bool or dict":
+        return isinstance(value, (bool, dict))
     if typ == "str or dict":
         return isinstance(value, (str, dict))
     if typ == "str or dict[str,str]":
@@ -623,6 +631,9 @@ def _plan_one(ctx, dep, label):
         ctx.err(label + ".api_key", "set api_key or api_key_file, not both")
     elif key is not None:
         key_source = "vault" if ctx.is_vaulted(key) else "inline"
+        why = key_problem(str(key))
+        if why:
+            ctx.err(label + ".api_key", "the key %s" % why)
     elif key_file is not None:
         key_source = "file"
         reason = ctx.check_file(key_file) if ctx.check_file else None
@@ -741,78 +752,72 @@ def _plan_one(ctx, dep, label):
     served = d["served_model_name"] or model.get("served_model_name") or model.get("hf_id") or model.get("name")
     model_path = d["model_path"] or "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
     image = d["image"] or DEFAULT_IMAGES[engine].format(version=version)
-    head_ip = addrs[hosts[0]]
-    key_host_path = "%s/%s/api_key" % (d["config_dir"].rstrip("/"), name)
-    ep_host_path = "%s/%s/entrypoint.sh" % (d["config_dir"].rstrip("/"), name)
+    wjob, werrs = _weights.job(d["weights"], model, model_path, hosts, addrs, label)
+    for variable, message in werrs:
+        ctx.err(variable, message)
+    if werrs:
+        return None
+    return _assemble(ctx, d, group=_topology.group(name, engine, version, hosts, addrs, ifaces, devices, gph, tp, pp),
+                     files=_files.DeploymentFiles(d["config_dir"], name, key_source),
+                     settings=_container.EngineSettings(
+                         model_path, served, max_len, u, d["exposure"], _ports(d), d["ray_timeout_s"],
+                         tuple(cat_flags), tuple(extra)),
+                     facts=facts, key=(key_source, key_file), wjob=wjob, sizing=sizing, warnings=warnings,
+                     model=model, image=image, notes=notes, dp=dp)
 
+
+def _ports(d):
+    return _topology.Ports(d["port"], d["ray_port"], d["ray_dashboard_port"], d["dist_init_port"])
+
+
+def _assemble(ctx, d, group, files, settings, facts, key, wjob, sizing, warnings, model, image, notes=(), dp=1):
+    """The plan of one validated deployment: per host its container spec (_container), its files
+    (_files) and its part of the weights job (_weights); the config hash over all hosts' specs."""
+    key_source, key_file = key
     hplans = {}
-    for rank, h in enumerate(hosts):
-        role = "single" if nodes == 1 else ("head" if rank == 0 else "worker")
-        cname = "llmfleet-%s" % name if role == "single" else (
-            "llmfleet-%s-head" % name if role == "head" else "llmfleet-%s-worker-%d" % (name, rank))
-        env = {"HF_HUB_OFFLINE": "1", "NCCL_DEBUG": d["nccl_debug"]}
-        if ifaces[h]:
-            env["NCCL_SOCKET_IFNAME"] = ifaces[h]
-            env["GLOO_SOCKET_IFNAME"] = ifaces[h]
-        if _is_ip(addrs[h]) and engine == "vllm":
-            env["VLLM_HOST_IP"] = addrs[h]
-        if _is_ip(addrs[h]) and engine == "sglang" and nodes > 1:
-            # SGLang's get_local_ip_auto() (sglang/srt/utils/network.py) reads SGLANG_HOST_IP first
-            env["SGLANG_HOST_IP"] = addrs[h]
-        if nodes > 1:
-            env.update(rdma_env(facts[h], d["nccl_ib_gid_index"], d["nccl_net_gdr_level"]))
-        if engine == "vllm" and role == "worker":
-            # A worker's raylet gives up on a head that went away after this long (Ray's default 60 s),
-            # so that it exits, Docker restarts it and it joins the new head (the group watchdog,
-            # docs/roles/watchdog.md, waits for exactly this).
-            env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "15"
-        if key_source:
-            env["LLMFLEET_API_KEY_FILE"] = KEY_IN_CONTAINER
-        env.update({k: str(v) for k, v in d["env"].items()})
-        mounts = [{"source": model_path, "target": model_path, "read_only": True}]
-        if key_source:
-            mounts.append({"source": key_host_path, "target": KEY_IN_CONTAINER, "read_only": True})
-        mounts.append({"source": ep_host_path, "target": ENTRYPOINT, "read_only": True})
-        # --host: every address for public, the private address for private, loopback for localhost
-        bind = {"public": "0.0.0.0", "private": addrs[h], "localhost": "127.0.0.1"}[d["exposure"]]
-        command = _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, served, max_len, bind,
-                           head_ip, addrs[h], cat_flags, extra)
-        ports = [d["port"]] if (role != "worker" or engine == "sglang") else []
-        if role == "head" and engine == "vllm":
-            ports += [d["ray_port"], d["ray_dashboard_port"]]
-        if engine == "sglang" and nodes > 1 and rank == 0:
-            ports.append(d["dist_init_port"])
-        gpus = gph if d["gpu_runtime"] == "nvidia" else 0
-        dev_req = ([{"driver": "nvidia", "device_ids": [str(i) for i in devices[h]], "capabilities": [["gpu"]]}]
-                   if gpus else [])
-        hplans[h] = {"role": role, "rank": rank, "container_name": cname, "image": image, "command": command,
-                     "env": env, "mounts": mounts, "ports": ports, "private_address": addrs[h],
-                     "network_interface": ifaces[h], "gpus": gpus, "gpu_devices": devices[h],
-                     "device_requests": dev_req}
-    hashed = {"engine": engine, "version": version, "gpu_runtime": d["gpu_runtime"],
-              "hosts": {h: {k: v for k, v in hp.items() if k != "labels"} for h, hp in hplans.items()},
-              "api_key_source": key_source}
-    if model.get("revision"):
-        hashed["model_revision"] = model["revision"]  # a new pinned revision restarts the deployment
-    chash = config_hash(hashed)
+    for m in group.members:
+        env = _container.environment(group, m, d["nccl_debug"],
+                                     rdma_env(facts[m.host], d["nccl_ib_gid_index"], d["nccl_net_gdr_level"]),
+                                     files.has_key, d["env"], _is_ip(m.address))
+        hp = {"role": m.role, "rank": m.rank}
+        hp.update(_container.spec(group, m, settings, image, env, files.mounts(settings.model_path), d["gpu_runtime"]))
+        hp.update({"private_address": m.address, "network_interface": m.interface, "files": files.host_files(),
+                   "port_claims": [{"port": p, "key": k} for p, k in
+                                   _topology.port_claims(group.engine, [x.host for x in group.members],
+                                                         settings.ports)[m.host]]})
+        hplans[m.host] = hp
+    # what restarts when what changes: every host's container spec and files (the entrypoint's
+    # sha256 among them), not the labels (they carry the hash) nor the weights step
+    chash = config_hash({"engine": group.engine, "version": group.version, "gpu_runtime": d["gpu_runtime"],
+                         "hosts": {h: {k: v for k, v in hp.items() if k not in ("labels", "weights")}
+                                   for h, hp in hplans.items()},
+                         "api_key_source": key_source,
+                         # a new pinned weights revision restarts the deployment
+                         "model_revision": model.get("revision") or None})
     for h, hp in hplans.items():
-        hp["labels"] = {"llmfleet.deployment": name, "llmfleet.role": hp["role"], "llmfleet.rank": str(hp["rank"]),
-                        "llmfleet.config-hash": chash}
-    ep_host = {"public": (ctx.hostvars.get(hosts[0]) or {}).get("llmfleet_public_address") or head_ip,
-               "private": head_ip, "localhost": "127.0.0.1"}[d["exposure"]]
+        hp["labels"] = {"llmfleet.deployment": group.name, "llmfleet.role": hp["role"],
+                        "llmfleet.rank": str(hp["rank"]), "llmfleet.config-hash": chash}
+        hp["weights"] = _weights.host_step(wjob, h)
+    head, name, port = group.head, group.name, settings.ports.api
+    ep_host = {"public": (ctx.hostvars.get(head.host) or {}).get("llmfleet_public_address") or head.address,
+               "private": head.address, "localhost": "127.0.0.1"}[d["exposure"]]
     return {
-        "name": name, "engine": engine, "engine_version": version, "image": image, "config_hash": chash,
-        "head": hosts[0], "workers": hosts[1:], "tp": tp, "pp": pp, "nodes": nodes, "gpus_per_host": gph,
-        "gpus_total": total, "model": model.get("name"), "model_path": model_path, "served_model_name": served,
-        "max_model_len": max_len, "gpu_memory_utilization": u, "exposure": d["exposure"],
-        "gpu_runtime": d["gpu_runtime"],
-        "api_key": {"source": key_source, "control_path": key_file, "host_path": key_host_path if key_source else None,
+        "name": name, "engine": group.engine, "engine_version": group.version, "image": image, "config_hash": chash,
+        "head": head.host, "workers": [m.host for m in group.members[1:]], "tp": group.tp, "pp": group.pp,
+        "nodes": group.nodes, "gpus_per_host": group.gpus_per_host, "gpus_total": group.gpus_total,
+        "model": model.get("name"), "model_path": settings.model_path,
+        "served_model_name": settings.served_model_name, "max_model_len": settings.max_model_len,
+        "gpu_memory_utilization": settings.gpu_memory_utilization, "exposure": d["exposure"],
+        "gpu_runtime": d["gpu_runtime"], "config_dir": files.config_dir, "files_dir": files.dir,
+        "api_key": {"source": key_source, "control_path": key_file, "host_path": files.key_path,
                     "container_path": KEY_IN_CONTAINER if key_source else None},
-        "endpoint": {"host": ep_host, "port": d["port"], "base_url": "http://%s:%d" % (ep_host, d["port"])},
-        "ray": ({"address": "%s:%d" % (head_ip, d["ray_port"]), "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"],
-                 "timeout_s": d["ray_timeout_s"]} if engine == "vllm" and nodes > 1 else None),
-        "dist_init_addr": "%s:%d" % (head_ip, d["dist_init_port"]) if engine == "sglang" and nodes > 1 else None,
-        "sizing": sizing, "warnings": warnings, "notes": notes, "hosts": hplans,
+        "endpoint": {"host": ep_host, "port": port, "base_url": "http://%s:%d" % (ep_host, port)},
+        "ray": ({"address": "%s:%d" % (head.address, d["ray_port"]),
+                 "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"], "timeout_s": d["ray_timeout_s"]}
+                if group.engine == "vllm" and group.multi_node else None),
+        "dist_init_addr": ("%s:%d" % (head.address, d["dist_init_port"])
+                           if group.engine == "sglang" and group.multi_node else None),
+        "weights": wjob, "sizing": sizing, "warnings": warnings, "notes": list(notes), "hosts": hplans,
         "dp": dp, "model_revision": model.get("revision"), "trust_remote_code": bool(model.get("trust_remote_code")),
     }
 
@@ -823,17 +828,7 @@ def _claim_ports(ctx, d, label, engine, hosts, nodes, values=None):
     agent on every node) for vLLM multi-node, and every ``--*-port`` option among the engine flags
     (on the hosts that run the engine's server)."""
     name = d["name"]
-    claims = []
-    for rank, h in enumerate(hosts):
-        if engine == "sglang" or rank == 0:
-            claims.append((h, d["port"], "port"))
-    if engine == "vllm" and nodes > 1:
-        claims += [(hosts[0], d["ray_port"], "ray_port"), (hosts[0], d["ray_dashboard_port"], "ray_dashboard_port"),
-                   (hosts[0], RAY_CLIENT_SERVER_PORT, "Ray client server (fixed %d)" % RAY_CLIENT_SERVER_PORT)]
-        claims += [(h, RAY_DASHBOARD_AGENT_PORT, "Ray dashboard agent (fixed %d)" % RAY_DASHBOARD_AGENT_PORT)
-                   for h in hosts]
-    if engine == "sglang" and nodes > 1:
-        claims.append((hosts[0], d["dist_init_port"], "dist_init_port"))
+    claims = [(h, port, key) for h, pk in _topology.port_claims(engine, hosts, _ports(d)).items() for port, key in pk]
     for option, value in sorted((values or {}).items()):
         if option.endswith("-port") and isinstance(value, str) and value.strip().isdigit():
             for rank, h in enumerate(hosts):
@@ -866,37 +861,3 @@ def _claim_gpus(ctx, name, label, hosts, gph, counts):
         ctx.gpus_used[h] = start + gph
         users.append((name, gph))
     return out
-
-
-def _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, served, max_len, bind, head_ip, my_ip,
-             cat_flags, extra):
-    u = "%g" % d["gpu_memory_utilization"]
-    sh = ["/bin/sh", ENTRYPOINT]
-    if engine == "sglang":
-        argv = ["python3", "-m", "sglang.launch_server", "--model-path", model_path, "--served-model-name", served,
-                "--tp", str(tp)]
-        if pp > 1:
-            argv += ["--pp-size", str(pp)]
-        if nodes > 1:
-            argv += ["--nnodes", str(nodes), "--node-rank", str(rank),
-                     "--dist-init-addr", "%s:%d" % (head_ip, d["dist_init_port"])]
-        argv += ["--host", bind, "--port", str(d["port"]), "--mem-fraction-static", u,
-                 "--context-length", str(max_len)]
-        # SGLang serves /metrics only when asked (vLLM always does): monitoring needs it.
-        if "--enable-metrics" not in extra and "--enable-metrics" not in cat_flags:
-            argv.append("--enable-metrics")
-        return sh + ["serve", "--"] + argv + cat_flags + extra
-    if role == "worker":
-        return sh + ["ray-worker", "ray", "start", "--address=%s:%d" % (head_ip, d["ray_port"]),
-                     "--node-ip-address=%s" % my_ip, "--num-gpus=%d" % gph, "--block"]
-    argv = ["vllm", "serve", model_path, "--served-model-name", served, "--tensor-parallel-size", str(tp)]
-    if pp > 1:
-        argv += ["--pipeline-parallel-size", str(pp)]
-    argv += ["--max-model-len", str(max_len), "--gpu-memory-utilization", u, "--host", bind, "--port", str(d["port"])]
-    if role == "single":
-        return sh + ["serve", "--"] + argv + cat_flags + extra
-    argv += ["--distributed-executor-backend", "ray"]
-    return sh + ["ray-head", str(total), str(nodes), str(d["ray_timeout_s"]),
-                 "ray", "start", "--head", "--node-ip-address=%s" % my_ip, "--port=%d" % d["ray_port"],
-                 "--dashboard-host=127.0.0.1", "--dashboard-port=%d" % d["ray_dashboard_port"],
-                 "--num-gpus=%d" % gph, "--"] + argv + cat_flags + extra

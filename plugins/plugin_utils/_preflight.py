@@ -28,6 +28,7 @@ import json
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _plan
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _schema
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._sizing import weight_bytes
 
@@ -41,24 +42,18 @@ MARK = " !"
 # 1. deployment views
 
 def _ports_of(engine, hosts, port, ray_port, dash_port, dist_port):
-    """{host: [(port, key)]}, the same claims as the planner's (_plan._claim_ports)."""
-    out = {h: [] for h in hosts}
-    nodes = len(hosts)
-    for rank, h in enumerate(hosts):
-        if engine == "sglang" or rank == 0:
-            out[h].append((port, "port"))
-    if engine == "vllm" and nodes > 1:
-        out[hosts[0]] += [(ray_port, "ray_port"), (dash_port, "ray_dashboard_port")]
-    if engine == "sglang" and nodes > 1:
-        out[hosts[0]].append((dist_port, "dist_init_port"))
-    return out
+    """{host: [(port, key)]}: the planner's own claims (_topology.port_claims)."""
+    return _topology.port_claims(engine, hosts, _topology.Ports(port, ray_port, dash_port, dist_port))
 
 
 def _view_from_plan(p, deployment_keys):
     hosts = [p["head"]] + list(p.get("workers") or [])
     d = deployment_keys or {}
-    ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
-                      d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
+    if all("port_claims" in p["hosts"][h] for h in hosts):  # the plan says which ports each host claims
+        ports = {h: [(c["port"], c["key"]) for c in p["hosts"][h]["port_claims"]] for h in hosts}
+    else:
+        ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
+                          d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
     return {"name": p["name"], "label": "llmfleet_deployments[%s]" % p["name"], "engine": p["engine"],
             "hosts": hosts, "head": p["head"], "image": p["image"], "model_path": p["model_path"],
             "weights_bytes": (p.get("sizing") or {}).get("weights_bytes"), "ports": ports,

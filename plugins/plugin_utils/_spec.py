@@ -51,7 +51,8 @@ DESCRIPTIONS = {
     "ray_timeout_s": "Seconds the Ray head waits for every node.",
     "dist_init_port": "SGLang multi-node rendezvous port.",
     "gpu_runtime": "V(none) (lab) requests no GPU devices.",
-    "config_dir": "Host folder of C(<name>/api_key) and C(<name>/entrypoint.sh).",
+    "config_dir": "Host folder of the deployment's files (C(<name>/api_key), C(<name>/entrypoint.sh), C(<name>/deployment.json)); the plan's only config folder.",
+    "weights": "Where the weights come from: C(false) (pre-staged) or a dict (C(source): modelscope, huggingface, s3, local; source options); fetched on the head, copied to the other hosts (docs/model-weights.md).",
     "sizing_reserve_gib": "GiB per GPU the sizing keeps for CUDA context, NCCL and activations.",
 }
 CHOICES = {"engine": list(_plan.ENGINES), "exposure": list(_plan.EXPOSURES), "nccl_debug": list(_plan.NCCL_DEBUG_LEVELS),
@@ -59,7 +60,8 @@ CHOICES = {"engine": list(_plan.ENGINES), "exposure": list(_plan.EXPOSURES), "nc
 # planner type word -> (argument spec type, elements)
 _TYPES = {"str": ("str", None), "int": ("int", None), "float": ("float", None), "int or auto": ("raw", None),
           "list[str]": ("list", "str"), "dict[str,str]": ("dict", None), "str or list[str]": ("raw", None),
-          "str or dict": ("raw", None), "str or dict[str,str]": ("raw", None)}
+          "str or dict": ("raw", None), "str or dict[str,str]": ("raw", None),
+          "bool or dict": ("raw", None)}
 MODEL_DESCRIPTIONS = {
     "name": "Display name (default the key).", "key": "Catalog key this dict starts from (in a deployment's model).",
     "path": "Directory on the control node with config.json (read for the architecture).",

@@ -58,7 +58,8 @@ def test_single_host_tp_equals_gpu_count():
     assert (p["tp"], p["pp"], p["nodes"]) == (8, 1, 1)
     h = p["hosts"]["single"]
     assert h["role"] == "single" and h["rank"] == 0 and h["container_name"] == "llmfleet-qwq"
-    assert h["command"][:6] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "serve", "--", "vllm", "serve"]
+    assert h["entrypoint"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "serve"]
+    assert h["command"][:2] == ["vllm", "serve"]
     argv = h["command"]
     assert argv[argv.index("--tensor-parallel-size") + 1] == "8"
     assert "--pipeline-parallel-size" not in argv
@@ -76,16 +77,17 @@ def test_r1_dual_vllm_ray_tp8_pp2():
     assert (p["tp"], p["pp"], p["nodes"], p["head"]) == (8, 2, 2, "gpu-a")
     head, worker = p["hosts"]["gpu-a"], p["hosts"]["gpu-b"]
     assert head["container_name"] == "llmfleet-r1-head" and worker["container_name"] == "llmfleet-r1-worker-1"
-    c = head["command"]
-    assert c[2:6] == ["ray-head", "16", "2", "600"]
+    c = head["entrypoint"]
+    assert c[2:7] == ["ray-head", "16", "2", "600", str(len(c) - 7)]
     assert "--node-ip-address=10.0.0.11" in c and "--port=6379" in c and "--dashboard-host=127.0.0.1" in c
-    serve = c[c.index("--") + 1:]
+    serve = head["command"]
     assert serve[:3] == ["vllm", "serve", "/data/models/DeepSeek-R1"]
     for flag, val in (("--tensor-parallel-size", "8"), ("--pipeline-parallel-size", "2"),
                       ("--distributed-executor-backend", "ray")):
         assert serve[serve.index(flag) + 1] == val
-    assert worker["command"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "ray-worker", "ray", "start",
-                                 "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12", "--num-gpus=8", "--block"]
+    assert worker["entrypoint"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "ray-worker"]
+    assert worker["command"] == ["ray", "start", "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12",
+                                 "--num-gpus=8", "--block"]
     # per-host interface names, RDMA env as in reference 002
     assert head["env"]["NCCL_SOCKET_IFNAME"] == "eth0" and worker["env"]["GLOO_SOCKET_IFNAME"] == "ens5"
     assert worker["env"]["VLLM_HOST_IP"] == "10.0.0.12"
@@ -105,7 +107,7 @@ def test_sglang_tp16_two_nodes():
     assert (p["tp"], p["pp"]) == (16, 1)
     for rank, h in enumerate(["gpu-a", "gpu-b"]):
         c = p["hosts"][h]["command"]
-        assert c[4:7] == ["python3", "-m", "sglang.launch_server"]
+        assert c[:3] == ["python3", "-m", "sglang.launch_server"]
         for flag, val in (("--tp", "16"), ("--nnodes", "2"), ("--node-rank", str(rank)),
                           ("--dist-init-addr", "10.0.0.11:20000"), ("--mem-fraction-static", "0.9")):
             assert c[c.index(flag) + 1] == val
