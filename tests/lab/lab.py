@@ -274,6 +274,7 @@ def docker_build(tag, dockerfile_text, context_files):
     if image_exists(tag):
         return 0.0
     t0 = time.time()
+    os.makedirs(BUILD, exist_ok=True)  # a fresh clone whose base image is already cached has no build/ yet
     ctx = tempfile.mkdtemp(prefix="ctx-", dir=BUILD)
     try:
         with open(os.path.join(ctx, "Dockerfile"), "w") as f:
