@@ -618,6 +618,8 @@ def _stream_image(tag, hosts_list, chunk=1 << 20):
             p.wait()
         raise LabError("docker save %s failed: %s" % (tag, save_err.splitlines()[-1:] or "?"))
     for h, p in loaders:
+        # stdin is closed already: communicate() would flush it (ValueError), so drain by hand
+        p.stdin = None
         dummy, err = p.communicate()
         if p.returncode != 0:
             raise LabError("loading %s into %s failed: %s" % (tag, h.name, err.decode(errors="replace").strip()))
