@@ -18,7 +18,7 @@ description:
     (C(P2P/CUMEM), C(P2P/IPC), C(NVLS), C(SHM), C(NET/IB), C(NET/Socket)) from the C(via) lines of its log.
   - Fails when the bus bandwidth at the largest size is under O(min_busbw_gbps), when O(require_transport)
     was not used, or when the program fails (with the log tail and a classification).
-  - With one GPU on one node (one rank) the bus bandwidth is not defined and NCCL uses no transport: the
+  - With one GPU on one node (one rank) the bus bandwidth is not defined and NCCL uses no transport; the
     task reports RV(single_rank=true), RV(busbw_gbps=null) and a warning, and checks neither threshold.
   - One host per task. Across hosts, run it on every host of the group at the same time with O(nnodes),
     O(node_rank) and O(master_addr) (for example with C(async) or C(strategy=free)); the parser handles the
