@@ -175,29 +175,61 @@ def parse_output(text):
         "hosts": sorted(hosts),
         "nccl_warnings": warnings,
     })
+    world = None
     if results:
         largest = max(results, key=lambda r: r["size_bytes"])
-        out["largest"] = largest
-        out["busbw_gbps"] = largest["busbw_gbps"]
-        out["world_size"] = largest["world"] or out["nranks"]
+        world = largest["world"] or out["nranks"]
     else:
-        out["largest"] = None
-        out["busbw_gbps"] = None
-        out["world_size"] = out["nranks"]
+        largest = None
+        world = out["nranks"]
+    out["single_rank"] = world == 1
+    if world == 1:
+        # One rank: the all-reduce is a local copy, nothing crosses a link. nccl-tests' factor
+        # 2(n-1)/n is 0, so the program prints busbw 0.0; that is no measurement of a fabric.
+        for r in results:
+            r["busbw_gbps"] = None
+    out["largest"] = largest
+    out["busbw_gbps"] = largest["busbw_gbps"] if largest else None
+    out["world_size"] = world
     return out
 
 
+SINGLE_RANK_NOTE = ("one rank: the all-reduce is a local copy on one GPU, nothing crosses NVLink, PCIe or the "
+                    "network, so the bus bandwidth is not defined (busbw_gbps is null) and NCCL picks no "
+                    "transport; run on a host with two or more GPUs (gpus >= 2) or several nodes to measure "
+                    "the fabric")
+
+
 def busbw_from_algbw(algbw, world):
-    return algbw * 2.0 * (world - 1) / world if world > 1 else 0.0
+    """nccl-tests' bus bandwidth of an all-reduce; None for one rank (not defined, see SINGLE_RANK_NOTE)."""
+    if not world or world < 2:
+        return None
+    return algbw * 2.0 * (world - 1) / world
+
+
+def notes(parsed, min_busbw_gbps=None, require_transport=None):
+    """Warnings that do not fail the check (the single-rank case): list of strings."""
+    if not parsed.get("single_rank"):
+        return []
+    out = [SINGLE_RANK_NOTE]
+    if min_busbw_gbps:
+        out.append("min_busbw_gbps %g not checked: bus bandwidth is not defined for one rank" % min_busbw_gbps)
+    if require_transport:
+        out.append("require_transport %s not checked: one rank uses no transport" % require_transport)
+    return out
 
 
 def evaluate(parsed, min_busbw_gbps=None, require_transport=None):
-    """Returns a list of failure messages (empty when the check passes)."""
+    """Returns a list of failure messages (empty when the check passes).
+
+    With one rank (``parsed["single_rank"]``) neither threshold applies: ``notes()`` says so."""
     errors = []
     if parsed.get("check_ok") is False:
         errors.append("all-reduce returned wrong values (allreduce check FAILED)")
     if not parsed["results"]:
         errors.append("no all-reduce results in the output")
+        return errors
+    if parsed.get("single_rank"):
         return errors
     if min_busbw_gbps and parsed["busbw_gbps"] < min_busbw_gbps:
         errors.append("bus bandwidth %.1f GB/s at %g MiB is under min_busbw_gbps %.1f (transports: %s)" % (

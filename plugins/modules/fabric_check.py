@@ -18,6 +18,8 @@ description:
     (C(P2P/CUMEM), C(P2P/IPC), C(NVLS), C(SHM), C(NET/IB), C(NET/Socket)) from the C(via) lines of its log.
   - Fails when the bus bandwidth at the largest size is under O(min_busbw_gbps), when O(require_transport)
     was not used, or when the program fails (with the log tail and a classification).
+  - With one GPU on one node (one rank) the bus bandwidth is not defined and NCCL uses no transport; the
+    task reports RV(single_rank=true), RV(busbw_gbps=null) and a warning, and checks neither threshold.
   - One host per task. Across hosts, run it on every host of the group at the same time with O(nnodes),
     O(node_rank) and O(master_addr) (for example with C(async) or C(strategy=free)); the parser handles the
     logs of several nodes. Orchestrating that from one task is not implemented.
@@ -141,7 +143,9 @@ results:
   elements: dict
   sample: [{size_bytes: 1073741824, size_mib: 1024.0, world: 2, time_us: 3271.6, algbw_gbps: 328.2, busbw_gbps: 328.2}]
 busbw_gbps:
-  description: Bus bandwidth at the largest size.
+  description:
+    - Bus bandwidth at the largest size.
+    - Null with one rank (one GPU, one node), where it is not defined; RV(notes) says so.
   returned: always
   type: float
   sample: 328.2
@@ -149,6 +153,18 @@ world_size:
   description: Number of ranks.
   returned: always
   type: int
+single_rank:
+  description:
+    - True when only one rank took part. The all-reduce is then a local copy on one GPU; bus bandwidth
+      and transport are not defined, O(min_busbw_gbps) and O(require_transport) are not checked (a
+      warning says so) and the task does not fail for them.
+  returned: always
+  type: bool
+notes:
+  description: Warnings that did not fail the task (the single-rank case), also shown as warnings.
+  returned: when the program ran
+  type: list
+  elements: str
 transports:
   description: Transports from NCCL's C(via) lines (C(P2P/CUMEM), C(P2P/IPC), C(SHM), C(NVLS), C(NET/IB), C(NET/Socket), C(CollNet)).
   returned: always
@@ -225,6 +241,7 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._nccl import (
     ALLREDUCE_SCRIPT,
     build_command,
     evaluate,
+    notes,
     parse_output,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._ready import classify_logs
@@ -308,6 +325,9 @@ def main():
         why = "timed out after %ss" % p["timeout"] if rc in (124, 137) and timeout_bin else "exited with %s" % rc
         line = (" (%s)" % diag["line"]) if diag.get("line") else ""
         module.fail_json(msg="NCCL all-reduce %s: %s%s" % (why, diag["class"], line), diagnosis=diag, **result)
+    result["notes"] = notes(parsed, p["min_busbw_gbps"], p["require_transport"])
+    for note in result["notes"]:
+        module.warn(note)
     errors = evaluate(parsed, p["min_busbw_gbps"], p["require_transport"])
     if errors:
         module.fail_json(msg="; ".join(errors), **result)

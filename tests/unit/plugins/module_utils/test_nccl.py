@@ -125,7 +125,42 @@ def test_busbw_formula_matches_capture():
     # busbw = algbw * 2 (n-1)/n: equal to algbw for 2 GPUs, 1.75x for 8
     assert n.busbw_from_algbw(328.2, 2) == pytest.approx(328.2)
     assert n.busbw_from_algbw(100.0, 8) == pytest.approx(175.0)
-    assert n.busbw_from_algbw(100.0, 1) == 0.0
+    assert n.busbw_from_algbw(100.0, 1) is None  # not defined for one rank, no division by zero
+    assert n.busbw_from_algbw(100.0, 0) is None
+
+
+SINGLE_RANK = """\
+gpu:411:411 [0] NCCL INFO NCCL version 2.28.9+cuda13.0
+gpu:411:430 [0] NCCL INFO comm 0x3ab5c0a0 rank 0 nRanks 1 nNodes 1 localRanks 1 localRank 0 MNNVL 0
+allreduce check ok world=1
+allreduce size=1MiB world=1 time_us=4.1 algbw_GBps=255.8 busbw_GBps=0.0
+allreduce size=1024MiB world=1 time_us=6.0 algbw_GBps=178956.9 busbw_GBps=0.0
+"""
+
+
+def test_single_rank_busbw_undefined_and_thresholds_not_checked():
+    p = n.parse_output(SINGLE_RANK)
+    assert p["single_rank"] is True and p["world_size"] == 1
+    assert p["busbw_gbps"] is None and [r["busbw_gbps"] for r in p["results"]] == [None, None]
+    assert p["results"][1]["algbw_gbps"] == 178956.9  # kept: the local copy's speed, not a fabric figure
+    assert p["transports"] == []
+    assert n.evaluate(p, min_busbw_gbps=300, require_transport="P2P") == []
+    notes = n.notes(p, min_busbw_gbps=300, require_transport="P2P")
+    assert notes[0] == n.SINGLE_RANK_NOTE and "not defined" in notes[0]
+    assert "min_busbw_gbps 300 not checked" in notes[1] and "require_transport P2P not checked" in notes[2]
+    assert n.notes(p) == [n.SINGLE_RANK_NOTE]
+
+
+def test_single_rank_still_fails_on_a_wrong_sum_or_no_results():
+    p = n.parse_output(SINGLE_RANK.replace("allreduce check ok world=1", "allreduce check FAILED rank=0 got=2.0 expected=1.0"))
+    assert "wrong values" in n.evaluate(p, 300)[0]
+    p = n.parse_output("gpu:411:430 [0] NCCL INFO comm 0x3ab5c0a0 rank 0 nRanks 1 nNodes 1 localRanks 1\n")
+    assert p["single_rank"] is True and n.evaluate(p) == ["no all-reduce results in the output"]
+
+
+def test_two_ranks_are_not_single_rank():
+    p = n.parse_output(_read("nccl", "h200x2-nccl-info.txt"))
+    assert p["single_rank"] is False and n.notes(p, 300, "P2P") == []
 
 
 def test_script_is_valid_python_and_prints_the_parsed_format():

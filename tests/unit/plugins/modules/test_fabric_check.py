@@ -112,3 +112,24 @@ def test_image_required_and_master_addr(run_module):
     with pytest.raises(FailJson) as e:
         run_module({"image": "img", "nnodes": 2}, [])
     assert "master_addr" in e.value.args[0]["msg"]
+
+
+SINGLE_RANK_LOG = """\
+gpu:411:411 [0] NCCL INFO NCCL version 2.28.9+cuda13.0
+gpu:411:430 [0] NCCL INFO comm 0x3ab5c0a0 rank 0 nRanks 1 nNodes 1 localRanks 1 localRank 0 MNNVL 0
+allreduce check ok world=1
+allreduce size=1MiB world=1 time_us=4.1 algbw_GBps=255.8 busbw_GBps=0.0
+allreduce size=1024MiB world=1 time_us=6.0 algbw_GBps=178956.9 busbw_GBps=0.0
+"""
+
+
+def test_one_gpu_reports_single_rank_and_does_not_fail_on_thresholds(run_module):
+    with pytest.raises(ExitJson) as e:
+        run_module({"use_container": False, "min_busbw_gbps": 100, "require_transport": "P2P"},
+                   [(0, SINGLE_RANK_LOG, "")])
+    res = e.value.args[0]
+    assert res["single_rank"] is True and res["world_size"] == 1
+    assert res["busbw_gbps"] is None and all(r["busbw_gbps"] is None for r in res["results"])
+    assert "bus bandwidth is not defined" in res["notes"][0]
+    assert any("min_busbw_gbps 100 not checked" in w for w in res["notes"])
+    assert any("require_transport P2P not checked" in w for w in res["notes"])
