@@ -26,6 +26,9 @@ from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import r
 
 ENTRYPOINT = "/run/llmfleet/entrypoint.sh"
 KEY_IN_CONTAINER = "/run/llmfleet/api_key"
+# Ray token authentication (Ray >= 2.52, docs/reliability.md): a per-cluster token in a 0600 file
+# on every Ray host, mounted read-only; Ray's fixed side listeners, claimed like the other ports.
+RAY_TOKEN_IN_CONTAINER = "/run/llmfleet/ray_token"
 ENGINES = ("vllm", "sglang")
 EXPOSURES = ("localhost", "private", "public")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
@@ -70,6 +73,8 @@ DEPLOYMENT_KEYS = {
     "env": ("dict[str,str]", {}),
     "ray_port": (_INT, 6379),
     "ray_dashboard_port": (_INT, 8265),
+    "ray_client_server_port": (_INT, 10001),
+    "ray_dashboard_agent_port": (_INT, 52365),
     "ray_timeout_s": (_INT, 600),
     "dist_init_port": (_INT, 20000),
     "gpu_runtime": ("str", "nvidia"),
@@ -423,7 +428,8 @@ def _plan_one(ctx, dep, label):
             ctx.err("%s.%s" % (label, k), "must be at least 1 (got %s): %s" % (v, fix))
         elif low == 0 and v <= 0:
             ctx.err("%s.%s" % (label, k), "must be above 0 (got %s): %s" % (v, fix))
-    for k in ("port", "ray_port", "ray_dashboard_port", "dist_init_port"):
+    for k in ("port", "ray_port", "ray_dashboard_port", "ray_client_server_port", "ray_dashboard_agent_port",
+              "dist_init_port"):
         if not 1 <= d[k] <= 65535:
             ctx.err("%s.%s" % (label, k), "%d is not a TCP port (1-65535)" % d[k])
     for k in d["env"]:
@@ -601,10 +607,13 @@ def _plan_one(ctx, dep, label):
             env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "15"
         if key_source:
             env["LLMFLEET_API_KEY_FILE"] = KEY_IN_CONTAINER
+        ray_env, ray_mounts = _ray_auth(d["config_dir"], name, engine, nodes)
+        env.update(ray_env)
         env.update({k: str(v) for k, v in d["env"].items()})
         mounts = [{"source": model_path, "target": model_path, "read_only": True}]
         if key_source:
             mounts.append({"source": key_host_path, "target": KEY_IN_CONTAINER, "read_only": True})
+        mounts += ray_mounts
         mounts.append({"source": ep_host_path, "target": ENTRYPOINT, "read_only": True})
         # --host: every address for public, the private address for private, loopback for localhost
         bind = {"public": "0.0.0.0", "private": addrs[h], "localhost": "127.0.0.1"}[d["exposure"]]
@@ -640,7 +649,8 @@ def _plan_one(ctx, dep, label):
                     "container_path": KEY_IN_CONTAINER if key_source else None},
         "endpoint": {"host": ep_host, "port": d["port"], "base_url": "http://%s:%d" % (ep_host, d["port"])},
         "ray": ({"address": "%s:%d" % (head_ip, d["ray_port"]), "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"],
-                 "timeout_s": d["ray_timeout_s"]} if engine == "vllm" and nodes > 1 else None),
+                 "timeout_s": d["ray_timeout_s"], "auth": "token",
+                 "token_path": _ray_token_host_path(d["config_dir"], name)} if engine == "vllm" and nodes > 1 else None),
         "dist_init_addr": "%s:%d" % (head_ip, d["dist_init_port"]) if engine == "sglang" and nodes > 1 else None,
         "sizing": sizing, "warnings": warnings, "hosts": hplans,
     }
@@ -654,6 +664,7 @@ def _claim_ports(ctx, d, label, engine, hosts, nodes):
             claims.append((h, d["port"], "port"))
     if engine == "vllm" and nodes > 1:
         claims += [(hosts[0], d["ray_port"], "ray_port"), (hosts[0], d["ray_dashboard_port"], "ray_dashboard_port")]
+        claims += _ray_side_ports(d, hosts)
     if engine == "sglang" and nodes > 1:
         claims.append((hosts[0], d["dist_init_port"], "dist_init_port"))
     mine = {}
@@ -665,6 +676,29 @@ def _claim_ports(ctx, d, label, engine, hosts, nodes):
         else:
             mine[(h, port)] = "deployment %s (%s)" % (name, key)
     ctx.ports.update(mine)
+
+
+def _ray_token_host_path(config_dir, name):
+    return "%s/%s/ray_token" % (config_dir.rstrip("/"), name)
+
+
+def _ray_auth(config_dir, name, engine, nodes):
+    """(env, mounts) that turn on Ray's token authentication in every container of a vLLM
+    multi-node group: RAY_AUTH_MODE=token and the path of the cluster's token, a 0600 file on
+    each host (written by the inference_server role) mounted read-only. Only the path is in the
+    environment, so the token is in neither docker inspect nor argv. ({}, []) otherwise."""
+    if engine != "vllm" or nodes < 2:
+        return {}, []
+    return ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": RAY_TOKEN_IN_CONTAINER},
+            [{"source": _ray_token_host_path(config_dir, name), "target": RAY_TOKEN_IN_CONTAINER, "read_only": True}])
+
+
+def _ray_side_ports(d, hosts):
+    """Ray's listeners besides GCS and dashboard, pinned and claimed like the other ports: the
+    client server on the head, the dashboard agent's HTTP (job API) on every node. Both answer
+    only with the cluster's token (they bind the node's private address and loopback)."""
+    return ([(hosts[0], d["ray_client_server_port"], "ray_client_server_port")]
+            + [(h, d["ray_dashboard_agent_port"], "ray_dashboard_agent_port") for h in hosts])
 
 
 def _claim_gpus(ctx, name, label, hosts, gph, counts):
@@ -701,7 +735,8 @@ def _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, serve
         return sh + ["serve", "--"] + argv + cat_flags + extra
     if role == "worker":
         return sh + ["ray-worker", "ray", "start", "--address=%s:%d" % (head_ip, d["ray_port"]),
-                     "--node-ip-address=%s" % my_ip, "--num-gpus=%d" % gph, "--block"]
+                     "--node-ip-address=%s" % my_ip, "--dashboard-agent-listen-port=%d" % d["ray_dashboard_agent_port"],
+                     "--num-gpus=%d" % gph, "--block"]
     argv = ["vllm", "serve", model_path, "--served-model-name", served, "--tensor-parallel-size", str(tp)]
     if pp > 1:
         argv += ["--pipeline-parallel-size", str(pp)]
@@ -712,4 +747,6 @@ def _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, serve
     return sh + ["ray-head", str(total), str(nodes), str(d["ray_timeout_s"]),
                  "ray", "start", "--head", "--node-ip-address=%s" % my_ip, "--port=%d" % d["ray_port"],
                  "--dashboard-host=127.0.0.1", "--dashboard-port=%d" % d["ray_dashboard_port"],
+                 "--ray-client-server-port=%d" % d["ray_client_server_port"],
+                 "--dashboard-agent-listen-port=%d" % d["ray_dashboard_agent_port"],
                  "--num-gpus=%d" % gph, "--"] + argv + cat_flags + extra

@@ -112,7 +112,8 @@ def valid_deployments(draw):
         d = {"name": "d%d" % i, "hosts": hosts if len(hosts) > 1 or draw(st.booleans()) else hosts[0],
              "engine": engine, "model": "qwq-32b", "max_model_len": draw(st.sampled_from([4096, 32768])),
              "gpus_per_host": g, "exposure": exposure, "port": 8000 + i, "ray_port": 6379 + 10 * i,
-             "ray_dashboard_port": 8265 + i, "dist_init_port": 20000 + i,
+             "ray_dashboard_port": 8265 + i, "ray_client_server_port": 10001 + i,
+             "ray_dashboard_agent_port": 52365 + i, "dist_init_port": 20000 + i,
              "gpu_memory_utilization": draw(st.sampled_from([0.8, 0.9, 0.95])), "gpu_runtime": "none"}
         if engine == "vllm" and draw(st.booleans()):
             d["tensor_parallel"], d["pipeline_parallel"] = g, len(hosts)

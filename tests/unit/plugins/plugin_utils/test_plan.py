@@ -85,7 +85,8 @@ def test_r1_dual_vllm_ray_tp8_pp2():
                       ("--distributed-executor-backend", "ray")):
         assert serve[serve.index(flag) + 1] == val
     assert worker["command"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "ray-worker", "ray", "start",
-                                 "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12", "--num-gpus=8", "--block"]
+                                 "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12",
+                                 "--dashboard-agent-listen-port=52365", "--num-gpus=8", "--block"]
     # per-host interface names, RDMA env as in reference 002
     assert head["env"]["NCCL_SOCKET_IFNAME"] == "eth0" and worker["env"]["GLOO_SOCKET_IFNAME"] == "ens5"
     assert worker["env"]["VLLM_HOST_IP"] == "10.0.0.12"
@@ -193,7 +194,10 @@ def test_refuses_port_clashes():
     assert "already used by deployment qwq (port)" in errs[0].message
     # a Ray port clash between two Ray clusters on one head
     errs = refused([dict(R1, gpus_per_host=4), dict(R1, name="r1b", gpus_per_host=4, port=8001)])
-    assert sorted(variables(errs)) == ["llmfleet_deployments[r1b].ray_dashboard_port",
+    assert sorted(variables(errs)) == ["llmfleet_deployments[r1b].ray_client_server_port",
+                                       "llmfleet_deployments[r1b].ray_dashboard_agent_port",
+                                       "llmfleet_deployments[r1b].ray_dashboard_agent_port",
+                                       "llmfleet_deployments[r1b].ray_dashboard_port",
                                        "llmfleet_deployments[r1b].ray_port"]
     errs = refused([dict(SG, gpus_per_host=4), dict(SG, name="sg2", gpus_per_host=4, port=8001)])
     assert variables(errs) == ["llmfleet_deployments[sg2].dist_init_port"]
