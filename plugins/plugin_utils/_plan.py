@@ -29,6 +29,10 @@ KEY_IN_CONTAINER = "/run/llmfleet/api_key"
 # Ray token authentication (Ray >= 2.52, docs/reliability.md): a per-cluster token in a 0600 file
 # on every Ray host, mounted read-only; Ray's fixed side listeners, claimed like the other ports.
 RAY_TOKEN_IN_CONTAINER = "/run/llmfleet/ray_token"
+# Every engine container: no privilege gain through setuid binaries, and none of Docker's default
+# capabilities (the engines, Ray and the entrypoint run as root on their own files and need none;
+# GPUs come through the device requests). docs/reliability.md; lab: tests/e2e/test_secrets.py.
+CONTAINER_HARDENING = {"security_opts": ["no-new-privileges:true"], "cap_drop": ["ALL"]}
 ENGINES = ("vllm", "sglang")
 EXPOSURES = ("localhost", "private", "public")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
@@ -631,6 +635,7 @@ def _plan_one(ctx, dep, label):
                      "env": env, "mounts": mounts, "ports": ports, "private_address": addrs[h],
                      "network_interface": ifaces[h], "gpus": gpus, "gpu_devices": devices[h],
                      "device_requests": dev_req}
+        hplans[h].update(copy.deepcopy(CONTAINER_HARDENING))
     chash = config_hash({"engine": engine, "version": version, "gpu_runtime": d["gpu_runtime"],
                          "hosts": {h: {k: v for k, v in hp.items() if k != "labels"} for h, hp in hplans.items()},
                          "api_key_source": key_source})

@@ -92,3 +92,15 @@ def test_two_ray_clusters_on_the_same_hosts_need_their_own_side_ports():
                                                            "llmfleet_deployments[b].ray_dashboard_agent_port"]
     both = plan([a, dict(b, ray_client_server_port=10002, ray_dashboard_agent_port=52366)])["deployments"]
     assert "--dashboard-agent-listen-port=52366" in both["b"]["hosts"]["gpu-b"]["command"]
+
+
+def test_every_engine_container_drops_all_capabilities_and_privilege_gain():
+    deps = plan([R1])["deployments"]
+    deps.update(plan([SG])["deployments"])
+    deps.update(plan([QWQ])["deployments"])
+    hps = [hp for dep in deps.values() for hp in dep["hosts"].values()]
+    assert len(hps) == 5
+    for hp in hps:
+        assert hp["cap_drop"] == ["ALL"] and hp["security_opts"] == ["no-new-privileges:true"]
+    hps[0]["cap_drop"].append("x")  # each host's spec is its own
+    assert hps[1]["cap_drop"] == ["ALL"]

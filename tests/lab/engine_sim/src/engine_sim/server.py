@@ -87,6 +87,10 @@ class SimServer(object):
         r.add_post("/v1/completions", self.completions)
         r.add_post("/v1/chat/completions", self.chat)
         r.add_get("/metrics", self.prom)
+        if spec.engine == "vllm":
+            # vLLM's SageMaker route: completions or chat by the body, outside /v1, so its API key
+            # does not cover it (vLLM checks the key on /v1 paths only, as _protected does here).
+            r.add_post("/invocations", self.invocations)
         if spec.engine == "sglang":
             r.add_get("/health_generate", self.health)
             r.add_get("/get_model_info", self.model_info)
@@ -124,6 +128,13 @@ class SimServer(object):
     # -- simple routes ---------------------------------------------------------------------
     async def health(self, request):
         return web.Response(status=200)
+
+    async def invocations(self, request):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        return await (self.chat if isinstance(body, dict) and "messages" in body else self.completions)(request)
 
     async def version(self, request):
         return json_response({"version": self.spec.version})
