@@ -14,6 +14,8 @@ description:
   - Reads a downloaded OpenPGP public key (ASCII-armored or binary) from O(src), computes the
     fingerprints of its primary keys (no C(gpg) needed) and fails unless every one of them is in
     O(fingerprints).
+  - In check mode, a O(src) that does not exist yet (C(get_url) downloads nothing in check mode)
+    reports a change without a check.
   - When they match, installs the key at O(dest) atomically (only when the content differs), so
     apt (C(signed-by=)) or dnf (C(gpgkey=file://)) never trusts a key that was not checked.
 author:
@@ -89,6 +91,10 @@ def main():
     p = module.params
     if not p["fingerprints"]:
         module.fail_json(msg="fingerprints: empty; pin the repository key's fingerprint (docs/roles)")
+    if module.check_mode and not os.path.exists(p["src"]):
+        # get_url downloads nothing in check mode: the key would be checked and installed.
+        module.exit_json(changed=True, fingerprints=[],
+                         msg="check mode: %s not downloaded; its fingerprint is checked on a real run" % p["src"])
     try:
         with open(p["src"], "rb") as f:
             data = f.read()

@@ -75,3 +75,10 @@ def test_another_key_is_refused_and_nothing_is_written(tmp_path, key):
     assert "is not an OpenPGP public key" in res["msg"] and not dest.exists()
     res = run({"src": str(src), "dest": str(dest), "fingerprints": []}, exc=FailJson)
     assert res["msg"].startswith("fingerprints: empty")
+
+
+def test_check_mode_before_the_download_reports_the_change(tmp_path):
+    res = run({"src": str(tmp_path / "missing"), "dest": str(tmp_path / "k.asc"), "fingerprints": ["AB"]}, check=True)
+    assert res["changed"] is True and "checked on a real run" in res["msg"]
+    res = run({"src": str(tmp_path / "missing"), "dest": str(tmp_path / "k.asc"), "fingerprints": ["AB"]}, exc=FailJson)
+    assert "cannot read" in res["msg"]
