@@ -557,12 +557,14 @@ out = {}
 for target in json.loads(sys.argv[1]):
     codes = {}
     for path in %r:
+        if codes and not isinstance(codes["/"], int):
+            break  # no HTTP answer at all: a gRPC (or other) server
         try:
             method = "POST" if path in ("/invocations", "/tokenize") else "GET"
             data = json.dumps({"model": "x", "prompt": "hi", "max_tokens": 1}).encode() if method == "POST" else None
             req = urllib.request.Request("http://%%s%%s" %% (target, path), data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-            with urllib.request.urlopen(req, timeout=5) as r:
+            with urllib.request.urlopen(req, timeout=3) as r:
                 codes[path] = r.status
         except urllib.error.HTTPError as e:
             codes[path] = e.code
@@ -602,6 +604,7 @@ def test_every_listener_off_loopback_is_authenticated_or_documented(sec):
             owner = container_of(sec, h.name, pid, inner)
             cmd = sec.lab.sh(h.name, "tr '\\0' ' ' < /proc/%d/cmdline 2>/dev/null || true" % pid).strip()
             c = codes[target]
+            c.setdefault("/v1/models", None)
             open_paths = sorted(p for p, v in c.items() if isinstance(v, int) and 200 <= v < 300)
             is_http = any(isinstance(v, int) for v in c.values())
             where = (h.name, addr, port, name, owner, cmd[:80], c)
@@ -625,7 +628,20 @@ def test_every_listener_off_loopback_is_authenticated_or_documented(sec):
                 assert open_paths == ["/metrics"] or set(open_paths) <= {"/", "/metrics"}, where
             assert kind in DOCUMENTED_OPEN_HTTP, "unauthenticated listener not in docs/reliability.md: %s" % (where,)
             found.setdefault(kind, []).append((h.name, target, open_paths))
-    # the engine's open paths are really open (the simulator mimics vLLM's auth scope)
+    # the engine's open paths are really open (the simulator has vLLM's auth scope): a completion
+    # through /invocations without the key, which /v1/completions refuses
+    base = "http://%s:8000" % labmod.host_of(sec.lab.state, "lab-h1").private_ip
+    req = urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer " + sec.values["api_key_var"]})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        model = json.load(resp)["data"][0]["id"]
+    body = json.dumps({"model": model, "prompt": "hi", "max_tokens": 2}).encode()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(base + "/v1/completions", data=body, method="POST",
+                                                      headers={"Content-Type": "application/json"}), timeout=30)
+    assert err.value.code == 401
+    with urllib.request.urlopen(urllib.request.Request(base + "/invocations", data=body, method="POST",
+                                                       headers={"Content-Type": "application/json"}), timeout=30) as r:
+        assert json.load(r)["object"] == "text_completion"
     assert ("engine", "vllm") in found
     assert {h for h, _t, _p in found[("engine", "vllm")]} == {"lab-h1", "lab-h3"}
     print("authenticated HTTP: %s\nnon-HTTP (Ray gRPC, token-checked): %s\nunauthenticated, documented:\n  %s" % (
