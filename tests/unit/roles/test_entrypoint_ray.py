@@ -22,7 +22,7 @@ def run_head(tmp_path, env=None):
     shim.chmod(0o755)
     e = dict(PATH="%s:/usr/bin:/bin" % bin_dir, HOME=str(tmp_path / "home"))
     e.update(env or {})
-    return subprocess.run(["sh", ENTRYPOINT, "ray-head", "16", "2", "5", "true", "--", "env"], env=e,
+    return subprocess.run(["sh", ENTRYPOINT, "ray-head", "16", "2", "5", "1", "true", "env"], env=e,
                           capture_output=True, text=True, timeout=60)
 
 

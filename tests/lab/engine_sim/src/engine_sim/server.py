@@ -91,6 +91,7 @@ class SimServer(object):
             # vLLM's SageMaker route: completions or chat by the body, outside /v1, so its API key
             # does not cover it (vLLM checks the key on /v1 paths only, as _protected does here).
             r.add_post("/invocations", self.invocations)
+        r.add_get("/sim/timeline", self.timeline)
         if spec.engine == "sglang":
             r.add_get("/health_generate", self.health)
             r.add_get("/get_model_info", self.model_info)
@@ -135,6 +136,10 @@ class SimServer(object):
         except ValueError:
             body = {}
         return await (self.chat if isinstance(body, dict) and "messages" in body else self.completions)(request)
+    async def timeline(self, request):
+        """The engine's own timeline (lab only): what it planned and sent, per request."""
+        return json_response({"clock": "monotonic", "now": time.monotonic(),
+                              "requests": list(self.engine.timeline)})
 
     async def version(self, request):
         return json_response({"version": self.spec.version})
