@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._files import ENTRYPOINT_IN_CONTAINER, KEY_IN_CONTAINER
 
 
@@ -75,9 +76,14 @@ def ray_start_argv(group, member, s):
     worker that joins the head and blocks."""
     if member.role == "worker":
         return ["ray", "start", "--address=%s:%d" % (group.head.address, s.ports.ray),
-                "--node-ip-address=%s" % member.address, "--num-gpus=%d" % group.gpus_per_host, "--block"]
+                "--node-ip-address=%s" % member.address,
+                "--dashboard-agent-listen-port=%d" % _topology.RAY_DASHBOARD_AGENT_PORT,
+                "--num-gpus=%d" % group.gpus_per_host, "--block"]
+    # the client server and dashboard agent at the ports the planner claims (token-authenticated)
     return ["ray", "start", "--head", "--node-ip-address=%s" % member.address, "--port=%d" % s.ports.ray,
             "--dashboard-host=127.0.0.1", "--dashboard-port=%d" % s.ports.ray_dashboard,
+            "--ray-client-server-port=%d" % _topology.RAY_CLIENT_SERVER_PORT,
+            "--dashboard-agent-listen-port=%d" % _topology.RAY_DASHBOARD_AGENT_PORT,
             "--num-gpus=%d" % group.gpus_per_host]
 
 

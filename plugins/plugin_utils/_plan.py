@@ -35,6 +35,13 @@ from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import r
 
 ENTRYPOINT = _files.ENTRYPOINT_IN_CONTAINER
 KEY_IN_CONTAINER = _files.KEY_IN_CONTAINER
+# Ray token authentication (Ray >= 2.52, docs/reliability.md): a per-cluster token in a 0600 file
+# on every Ray host (made on the head by the inference_server role), mounted read-only.
+RAY_TOKEN_IN_CONTAINER = "/run/llmfleet/ray_token"
+# Every engine container: no privilege gain through setuid binaries, and none of Docker's default
+# capabilities (the engines, Ray and the entrypoint run as root on their own files and need none;
+# GPUs come through the device requests). docs/reliability.md; lab: tests/e2e/test_secrets.py.
+CONTAINER_HARDENING = {"security_opts": ["no-new-privileges:true"], "cap_drop": ["ALL"]}
 ENGINES = ("vllm", "sglang")
 EXPOSURES = ("localhost", "private", "public")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
@@ -766,6 +773,21 @@ def _plan_one(ctx, dep, label):
                      model=model, image=image, notes=notes, dp=dp)
 
 
+def _ray_token_host_path(config_dir, name):
+    return "%s/%s/ray_token" % (config_dir.rstrip("/"), name)
+
+
+def _ray_auth(config_dir, name, engine, nodes):
+    """(env, mounts) that turn on Ray's token authentication in every container of a vLLM
+    multi-node group: RAY_AUTH_MODE=token and the path of the cluster's token, a 0600 file on
+    each host (written by the inference_server role) mounted read-only. Only the path is in the
+    environment, so the token is in neither docker inspect nor argv. ({}, []) otherwise."""
+    if engine != "vllm" or nodes < 2:
+        return {}, []
+    return ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": RAY_TOKEN_IN_CONTAINER},
+            [{"source": _ray_token_host_path(config_dir, name), "target": RAY_TOKEN_IN_CONTAINER, "read_only": True}])
+
+
 def _ports(d):
     return _topology.Ports(d["port"], d["ray_port"], d["ray_dashboard_port"], d["dist_init_port"])
 
@@ -781,6 +803,10 @@ def _assemble(ctx, d, group, files, settings, facts, key, wjob, sizing, warnings
                                      files.has_key, d["env"], _is_ip(m.address))
         hp = {"role": m.role, "rank": m.rank}
         hp.update(_container.spec(group, m, settings, image, env, files.mounts(settings.model_path), d["gpu_runtime"]))
+        ray_env, ray_mounts = _ray_auth(files.config_dir, group.name, group.engine, group.nodes)
+        hp["env"].update(ray_env)
+        hp["mounts"] = list(hp["mounts"]) + ray_mounts
+        hp.update(copy.deepcopy(CONTAINER_HARDENING))
         hp.update({"private_address": m.address, "network_interface": m.interface, "files": files.host_files(),
                    "port_claims": [{"port": p, "key": k} for p, k in
                                    _topology.port_claims(group.engine, [x.host for x in group.members],
@@ -813,7 +839,8 @@ def _assemble(ctx, d, group, files, settings, facts, key, wjob, sizing, warnings
                     "container_path": KEY_IN_CONTAINER if key_source else None},
         "endpoint": {"host": ep_host, "port": port, "base_url": "http://%s:%d" % (ep_host, port)},
         "ray": ({"address": "%s:%d" % (head.address, d["ray_port"]),
-                 "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"], "timeout_s": d["ray_timeout_s"]}
+                 "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"], "timeout_s": d["ray_timeout_s"],
+                 "auth": "token", "token_path": _ray_token_host_path(files.config_dir, group.name)}
                 if group.engine == "vllm" and group.multi_node else None),
         "dist_init_addr": ("%s:%d" % (head.address, d["dist_init_port"])
                            if group.engine == "sglang" and group.multi_node else None),

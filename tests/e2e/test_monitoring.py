@@ -15,6 +15,7 @@ import datetime
 import json
 import os
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
@@ -108,7 +109,8 @@ def mon_lab():
 
 
 def _prom(lab):
-    return "http://%s:9090" % labmod.host_of(lab.state, "lab-h2").mgmt_ip
+    # Prometheus binds the host's private address (never 0.0.0.0): docs/reliability.md
+    return "http://%s:9090" % labmod.host_of(lab.state, "lab-h2").private_ip
 
 
 def _get(url, timeout=5):
@@ -219,6 +221,14 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     assert all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), recap
     pid = lab.sh("lab-h2", "cat /run/prometheus/prometheus.pid").strip()
     assert lab.sh("lab-h2", "ps -o user= -p %s" % pid).strip() == "prometheus"
+    # Private and without the lifecycle API: 9090 on the private address only, POST /-/quit refused.
+    h2 = labmod.host_of(lab.state, "lab-h2")
+    bound = sorted(line.split()[3] for line in lab.sh("lab-h2", "ss -ltnH 'sport = :9090'").splitlines())
+    assert bound == ["%s:9090" % h2.private_ip], bound
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(_prom(lab) + "/-/quit", method="POST", data=b""), timeout=5)
+    assert err.value.code in (403, 404), err.value.code
+    assert lab.sh("lab-h2", "cat /run/prometheus/prometheus.pid").strip() == pid
 
     # The engine stops: LLMEngineDown goes pending, then firing after `for`.
     stopped = time.time()

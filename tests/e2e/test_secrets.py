@@ -68,8 +68,10 @@ KiB = 1024
 # Files on the lab hosts that may hold a secret, and which one (each must be 0600 root).
 ALLOWED_FILES = {
     "/etc/llmfleet/sec-r1/api_key": "api_key_var",   # lab-h1 (head) and lab-h2 (worker)
+    "/etc/llmfleet/sec-r1/ray_token": "ray_token",   # the Ray cluster's token, same two hosts
     "/etc/llmfleet/sec-pub/api_key": "api_key_file",  # lab-h3
 }
+RAY_TOKEN = "/etc/llmfleet/sec-r1/ray_token"
 # Processes that may hold an API key in their environment: the engine that the entrypoint
 # exec'd with VLLM_API_KEY (design: not in argv, not in docker inspect; /proc/PID/environ is
 # readable by root only). {deployment container: (variable, secret name)}
@@ -265,6 +267,9 @@ def sec(tmp_path_factory):
             fh.write(out)
         assert rc == 0, "deploy failed (rc %d):\n%s" % (rc, out[-8000:])
         s.output, s.recap = out, recap
+        # The Ray cluster's token, made on the head by the role: a secret like the others from now on.
+        s.values["ray_token"] = s.lab.sh("lab-h1", "cat %s" % RAY_TOKEN)
+        assert len(s.values["ray_token"]) >= 32
         print("deploy with -vvv (S3 + hub weights, 3 deployments, Ray over 2 hosts): %.1f s, output %d lines"
               % (s.deploy_s, out.count("\n")))
         yield s
@@ -390,7 +395,9 @@ def test_secrets_only_in_their_0600_files_and_the_engine_environment(sec):
     # where the secrets are, exactly: each key file once, the engines' own environment
     where = sorted((h, f["path"], f["secrets"][0]) for h, s in report.items() for f in s["files"])
     assert where == [("lab-h1", "/etc/llmfleet/sec-r1/api_key", "api_key_var"),
+                     ("lab-h1", RAY_TOKEN, "ray_token"),
                      ("lab-h2", "/etc/llmfleet/sec-r1/api_key", "api_key_var"),
+                     ("lab-h2", RAY_TOKEN, "ray_token"),
                      ("lab-h3", "/etc/llmfleet/sec-pub/api_key", "api_key_file")]
     envs = sorted((h, p["comm"], tuple(e)) for h, s in report.items() for p in s["procs"] for e in p["environ"])
     assert {(h, e[1]) for h, _c, e in envs} == {("lab-h1", "api_key_var"), ("lab-h3", "api_key_file")}
@@ -458,3 +465,214 @@ def test_listening_sockets_follow_the_exposure(sec):
     names = sorted({r[2] for r in ray_gap})
     assert "gcs_server" in names and "raylet" in names
     print("Ray sockets on a wildcard address (known gap):\n  %s" % "\n  ".join(map(str, sorted(ray_gap))))
+
+
+# -- Ray token authentication and the listener audit ---------------------------------------------
+
+ENGINE_IMAGE = "llmfleet-lab/engine-sim:latest"
+
+
+def probe(s, host, script, env=(), token=False, timeout=120):
+    """Run ``python -c script`` on a lab host in a fresh container of the engine image on the host
+    network: a Ray client that is not part of the cluster. With ``token``, the host's copy of the
+    cluster token is mounted (lab-h1/h2 only) and RAY_AUTH_TOKEN_PATH points at it."""
+    args = ["docker", "run", "--rm", "--network", "host"]
+    for e in env:
+        args += ["-e", e]
+    if token:
+        args += ["-v", "%s:/run/t:ro" % RAY_TOKEN, "-e", "RAY_AUTH_MODE=token", "-e", "RAY_AUTH_TOKEN_PATH=/run/t"]
+    args += [ENGINE_IMAGE, "timeout", str(timeout - 10), "python", "-c", script]
+    return docker(labmod.host_of(s.lab.state, host), *args, timeout=timeout)
+
+
+GCS = '''
+from ray._raylet import GcsClient
+from ray._common.usage import usage_lib
+try:
+    meta = usage_lib.get_cluster_metadata(GcsClient(address="%s"))
+    print("CONNECTED ray_version=%%s" %% (meta or {}).get("ray_version"))
+except Exception as e:
+    print("REFUSED %%s: %%s" %% (type(e).__name__, " ".join(str(e).split())[:300]))
+'''
+
+HTTP = '''
+import os, urllib.request, urllib.error
+req = urllib.request.Request("%s", headers={"Authorization": "Bearer " + open("/run/t").read()}
+                             if os.path.exists("/run/t") else {})
+try:
+    with urllib.request.urlopen(req, timeout=10) as r:
+        print("HTTP", r.status)
+except urllib.error.HTTPError as e:
+    print("HTTP", e.code)
+'''
+
+CLIENT = '''
+import ray.util
+try:
+    ray.util.connect("%s", connection_retries=2)
+    print("CONNECTED")
+except Exception as e:
+    print("REFUSED %%s: %%s" %% (type(e).__name__, " ".join(str(e).split())[:200]))
+'''
+
+
+def test_ray_refuses_a_client_without_the_token(sec):
+    head = labmod.host_of(sec.lab.state, "lab-h1").private_ip
+    gcs = GCS % ("%s:6379" % head)
+    t0 = time.monotonic()
+    # positive control: with the cluster's token (lab-h2's copy), the same client reaches the GCS
+    ok = probe(sec, "lab-h2", gcs, token=True)
+    assert "CONNECTED ray_version=2." in ok.stdout, (ok.stdout, ok.stderr[-2000:])
+    # from a host outside the cluster: no token, then a wrong one
+    none = probe(sec, "lab-h3", gcs, env=["RAY_AUTH_MODE=disabled"])
+    wrong = probe(sec, "lab-h3", gcs, env=["RAY_AUTH_MODE=token", "RAY_AUTH_TOKEN=" + "0" * 64])
+    for out in (none, wrong):
+        assert "REFUSED" in out.stdout and "CONNECTED" not in out.stdout, (out.stdout, out.stderr[-2000:])
+    # the dashboard agent (its HTTP port takes job submissions: ShadowRay) and the client server
+    agent = "http://%s:52365/api/jobs/" % head
+    assert probe(sec, "lab-h3", HTTP % agent).stdout.split() == ["HTTP", "401"]
+    with_token = probe(sec, "lab-h2", HTTP % agent, token=True).stdout.split()
+    assert with_token[0] == "HTTP" and with_token[1] != "401", with_token
+    client = probe(sec, "lab-h3", CLIENT % ("%s:10001" % head), env=["RAY_AUTH_MODE=disabled"])
+    assert "REFUSED" in client.stdout and "CONNECTED" not in client.stdout, (client.stdout, client.stderr[-2000:])
+    print("Ray with the token: %s; without: %s; wrong token: %s; agent HTTP without/with token: 401/%s; "
+          "client server without: %s (%.1f s)" % (ok.stdout.strip(), none.stdout.strip(), wrong.stdout.strip(),
+                                                   with_token[1], client.stdout.strip() or client.stderr[-200:],
+                                                   time.monotonic() - t0))
+
+
+# Unauthenticated HTTP listeners off loopback that docs/reliability.md names (exactly these):
+# {(owner, what): why}. Owner "engine" is every engine port; the others are Ray's, on the head.
+DOCUMENTED_OPEN_HTTP = {
+    ("engine", "vllm"): "vLLM checks its key on /v1 only: /health, /ping, /version, /metrics, /tokenize, "
+                        "/detokenize and /invocations answer without it",
+    ("ray", "autoscaler metrics"): "Ray's autoscaler Prometheus metrics (monitor.py, port 44217), read-only",
+    ("ray", "dashboard metrics"): "Ray's dashboard Prometheus metrics (dashboard.py, port 44227), read-only",
+    ("ray", "agent metrics"): "the dashboard agent's Prometheus metrics export (a port of Ray's choosing), read-only",
+}
+PROBE_PATHS = ("/", "/metrics", "/api/jobs/", "/api/version", "/v1/models", "/invocations", "/tokenize")
+HTTP_PROBE = r'''
+import json, sys, urllib.request, urllib.error
+out = {}
+for target in json.loads(sys.argv[1]):
+    codes = {}
+    for path in %r:
+        if codes and not isinstance(codes["/"], int):
+            break  # no HTTP answer at all: a gRPC (or other) server
+        try:
+            method = "POST" if path in ("/invocations", "/tokenize") else "GET"
+            data = json.dumps({"model": "x", "prompt": "hi", "max_tokens": 1}).encode() if method == "POST" else None
+            req = urllib.request.Request("http://%%s%%s" %% (target, path), data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=3) as r:
+                codes[path] = r.status
+                if path == "/":
+                    codes["body"] = r.read(4096).decode("utf-8", "replace")
+        except urllib.error.HTTPError as e:
+            codes[path] = e.code
+        except Exception as e:
+            codes[path] = type(e).__name__
+    out[target] = codes
+print(json.dumps(out))
+''' % (PROBE_PATHS,)
+
+
+def _ray_open_kind(cmd, port):
+    if "monitor.py" in cmd and port == 44217:
+        return "autoscaler metrics"
+    if "dashboard.py" in cmd and port == 44227:
+        return "dashboard metrics"
+    if cmd.startswith("ray::DashboardAgent"):
+        return "agent metrics"
+    return None
+
+
+def test_every_listener_off_loopback_is_authenticated_or_documented(sec):
+    """ss on every host; each socket off loopback (but the lab's sshd) is probed over HTTP without
+    credentials: a 2xx answer is an unauthenticated listener, which must be one docs/reliability.md
+    names. A socket that speaks no HTTP must be one of Ray's gRPC servers (token-checked:
+    test_ray_refuses_a_client_without_the_token), in the Ray deployment's containers."""
+    found, grpc, authed = {}, [], []
+    for h in sec.lab.hosts:
+        inner = inner_containers(sec, h.name)
+        rows = [r for r in listening(sec, h.name) if not r[0].startswith("127.") and r[0] != "::1"
+                and (r[2], r[1]) not in LAB_INFRA_WILDCARD]
+        targets = sorted({"%s:%d" % (h.private_ip if a in WILDCARD else a, p) for a, p, _n, _pid in rows})
+        res = docker(h, "python3", "-c", HTTP_PROBE, json.dumps(targets), timeout=300)
+        assert res.returncode == 0, res.stderr
+        codes = json.loads(res.stdout)
+        for addr, port, name, pid in rows:
+            target = "%s:%d" % (h.private_ip if addr in WILDCARD else addr, port)
+            owner = container_of(sec, h.name, pid, inner)
+            cmd = sec.lab.sh(h.name, "tr '\\0' ' ' < /proc/%d/cmdline 2>/dev/null || true" % pid).strip()
+            c = codes[target]
+            c.setdefault("/v1/models", None)
+            body = c.pop("body", "")
+            open_paths = sorted(p for p, v in c.items() if isinstance(v, int) and 200 <= v < 300)
+            is_http = any(isinstance(v, int) for v in c.values())
+            where = (h.name, addr, port, name, owner, cmd[:80], c)
+            if not is_http:
+                # gRPC (or another non-HTTP protocol): only Ray's, only in the Ray group's containers
+                assert owner in ("llmfleet-sec-r1-head", "llmfleet-sec-r1-worker-1"), where
+                assert "ray" in cmd.lower() or " serve " in cmd, where
+                grpc.append((h.name, port, name))
+                continue
+            if not open_paths:
+                authed.append((h.name, port, name, sorted(set(c.values()), key=str)))
+                continue
+            if owner and (" serve " in cmd or "vllm" in cmd):
+                kind = ("engine", "vllm")
+                # the key guards /v1: what answers without it is exactly vLLM's open set
+                assert c["/v1/models"] == 401, where
+                assert set(open_paths) <= {"/metrics", "/invocations", "/tokenize"}, where
+            else:
+                kind = ("ray", _ray_open_kind(cmd, port))
+                assert owner == "llmfleet-sec-r1-head" or kind[1] == "agent metrics", where
+                # Prometheus' exposition server: the same read-only metrics text on every path
+                assert "# HELP " in body or "# TYPE " in body or body == "", (where, body[:200])
+                assert owner in ("llmfleet-sec-r1-head", "llmfleet-sec-r1-worker-1"), where
+            assert kind in DOCUMENTED_OPEN_HTTP, "unauthenticated listener not in docs/reliability.md: %s" % (where,)
+            found.setdefault(kind, []).append((h.name, target, open_paths))
+    # the engine's open paths are really open (the simulator has vLLM's auth scope): a completion
+    # through /invocations without the key, which /v1/completions refuses
+    base = "http://%s:8000" % labmod.host_of(sec.lab.state, "lab-h1").private_ip
+    req = urllib.request.Request(base + "/v1/models", headers={"Authorization": "Bearer " + sec.values["api_key_var"]})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        model = json.load(resp)["data"][0]["id"]
+    body = json.dumps({"model": model, "prompt": "hi", "max_tokens": 2}).encode()
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(urllib.request.Request(base + "/v1/completions", data=body, method="POST",
+                                                      headers={"Content-Type": "application/json"}), timeout=30)
+    assert err.value.code == 401
+    with urllib.request.urlopen(urllib.request.Request(base + "/invocations", data=body, method="POST",
+                                                       headers={"Content-Type": "application/json"}), timeout=30) as r:
+        assert json.load(r)["object"] == "text_completion"
+    assert ("engine", "vllm") in found
+    assert {h for h, _t, _p in found[("engine", "vllm")]} == {"lab-h1", "lab-h3"}
+    print("authenticated HTTP: %s\nnon-HTTP (Ray gRPC, token-checked): %s\nunauthenticated, documented:\n  %s" % (
+        authed, sorted(set(grpc)), "\n  ".join("%s: %s" % (k, v) for k, v in sorted(found.items()))))
+
+
+def test_engine_containers_have_no_capabilities_and_no_privilege_gain(sec):
+    """Every engine container (vLLM single, Ray head and worker) runs with cap_drop ALL and
+    no-new-privileges, and still serves (test_deploy_served_with_every_secret_in_use): every
+    process in it has no effective capability and NoNewPrivs set."""
+    seen = []
+    for h in sec.lab.hosts:
+        for name, (cid, pid) in inner_containers(sec, h.name).items():
+            if not pid:
+                continue
+            cfg = json.loads(sec.lab.sh(h.name, "docker inspect -f '{{json .HostConfig}}' %s" % name))
+            assert cfg["CapDrop"] == ["ALL"] and not cfg.get("CapAdd"), (h.name, name, cfg["CapDrop"], cfg.get("CapAdd"))
+            assert "no-new-privileges:true" in (cfg.get("SecurityOpt") or []), (h.name, name, cfg.get("SecurityOpt"))
+            out = sec.lab.sh(h.name, "docker exec %s sh -c 'for s in /proc/[0-9]*/status; do "
+                                     "grep -h \"^CapEff\\|^NoNewPrivs\" $s | tr \"\\n\" \" \"; echo; done'" % name)
+            procs = [line.split() for line in out.splitlines() if line.strip()]
+            assert len(procs) >= 2, (h.name, name, out)
+            for p in procs:
+                assert p[p.index("CapEff:") + 1] == "0000000000000000", (h.name, name, p)
+                assert p[p.index("NoNewPrivs:") + 1] == "1", (h.name, name, p)
+            seen.append((h.name, name, len(procs)))
+    assert {n for _h, n, _c in seen} >= {"llmfleet-sec-r1-head", "llmfleet-sec-r1-worker-1", "llmfleet-sec-pub",
+                                          "llmfleet-sec-local"}, seen
+    print("no capabilities, no-new-privileges: %s" % seen)

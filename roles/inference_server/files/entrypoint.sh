@@ -53,6 +53,27 @@ exec_engine() {
     exec "$@"
 }
 
+# vLLM copies the driver's environment (VLLM_* in 0.x, everything in newer releases) into its
+# Ray workers on every host, unless listed in $VLLM_CONFIG_ROOT/ray_non_carry_over_env_vars.json:
+# keep the API key on the head, and each host's own interface settings on its host.
+keep_on_head() {
+    python3 - "${VLLM_CONFIG_ROOT:-${HOME:-/root}/.config/vllm}" <<'PY'
+import json, os, sys
+keep = ["VLLM_API_KEY", "LLMFLEET_API_KEY_FILE", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA"]
+os.makedirs(sys.argv[1], exist_ok=True)
+path = os.path.join(sys.argv[1], "ray_non_carry_over_env_vars.json")
+try:
+    with open(path) as f:
+        have = json.load(f)
+except (OSError, ValueError):
+    have = []
+names = sorted(set(have if isinstance(have, list) else []) | set(keep))
+with open(path + ".tmp", "w") as f:
+    json.dump(names, f)
+os.replace(path + ".tmp", path)
+PY
+}
+
 wait_for_address() {
     # ray-worker: wait until the head's GCS port answers (the head may still be starting).
     python3 - "$@" <<'PY'
@@ -110,6 +131,7 @@ ray-head)
     gpus=$1 nodes=$2 timeout=$3 n=$4
     shift 4
     log "starting Ray head"
+    keep_on_head
     # the first n arguments are `ray start ...`: run them with the positional parameters as they are
     # (a subshell keeps this shell's "$@"), then drop them
     (

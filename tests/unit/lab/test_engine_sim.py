@@ -500,3 +500,23 @@ def test_client_disconnect_frees_the_slot():
     assert _metric(after, "vllm:num_requests_running") == 0
     assert _metric(after, "vllm:kv_cache_usage_perc") == 0
     assert 'finished_reason="abort"} 1.0' in after
+
+
+def test_vllm_key_covers_v1_only_so_invocations_and_tokenize_answer_without_it():
+    """vLLM's real auth scope (its key guards /v1 paths only): /invocations serves a completion
+    and /tokenize answers without the key; the lab's listener test relies on this being true."""
+    async def t(s, url, _srv):
+        out = {}
+        async with s.post(url + "/invocations", json={"model": "org/tiny", "prompt": "hi", "max_tokens": 2}) as r:
+            out["invocations"] = (r.status, (await r.json()).get("object"))
+        async with s.post(url + "/invocations", json={"model": "org/tiny", "max_tokens": 2,
+                                                      "messages": [{"role": "user", "content": "hi"}]}) as r:
+            out["invocations_chat"] = (r.status, (await r.json()).get("object"))
+        async with s.post(url + "/tokenize", json={"prompt": "Hello"}) as r:
+            out["tokenize"] = r.status
+        async with s.post(url + "/v1/completions", json={"model": "org/tiny", "prompt": "hi", "max_tokens": 2}) as r:
+            out["v1"] = r.status
+        return out
+    out = serve(t, api_key=KEY)
+    assert out == {"invocations": (200, "text_completion"), "invocations_chat": (200, "chat.completion"),
+                   "tokenize": 200, "v1": 401}

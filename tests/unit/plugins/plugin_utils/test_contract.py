@@ -91,7 +91,9 @@ def test_container_spec_argv_whole_no_separator():
         assert "--" not in h["entrypoint"] + h["command"]
     n = int(head["entrypoint"][6])
     assert head["entrypoint"][7:] == ["ray", "start", "--head", "--node-ip-address=10.0.0.11", "--port=6379",
-                                      "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--num-gpus=8"]
+                                      "--dashboard-host=127.0.0.1", "--dashboard-port=8265",
+                                      "--ray-client-server-port=10001", "--dashboard-agent-listen-port=52365",
+                                      "--num-gpus=8"]
     assert n == len(head["entrypoint"][7:])
     assert head["command"][:3] == ["vllm", "serve", "/data/models/DeepSeek-R1"]
     assert worker["command"][:2] == ["ray", "start"]

@@ -87,7 +87,7 @@ def test_r1_dual_vllm_ray_tp8_pp2():
         assert serve[serve.index(flag) + 1] == val
     assert worker["entrypoint"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "ray-worker"]
     assert worker["command"] == ["ray", "start", "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12",
-                                 "--num-gpus=8", "--block"]
+                                 "--dashboard-agent-listen-port=52365", "--num-gpus=8", "--block"]
     # per-host interface names, RDMA env as in reference 002
     assert head["env"]["NCCL_SOCKET_IFNAME"] == "eth0" and worker["env"]["GLOO_SOCKET_IFNAME"] == "ens5"
     assert worker["env"]["VLLM_HOST_IP"] == "10.0.0.12"

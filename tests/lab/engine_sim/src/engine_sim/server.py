@@ -87,6 +87,10 @@ class SimServer(object):
         r.add_post("/v1/completions", self.completions)
         r.add_post("/v1/chat/completions", self.chat)
         r.add_get("/metrics", self.prom)
+        if spec.engine == "vllm":
+            # vLLM's SageMaker route: completions or chat by the body, outside /v1, so its API key
+            # does not cover it (vLLM checks the key on /v1 paths only, as _protected does here).
+            r.add_post("/invocations", self.invocations)
         r.add_get("/sim/timeline", self.timeline)
         if spec.engine == "sglang":
             r.add_get("/health_generate", self.health)
@@ -126,6 +130,12 @@ class SimServer(object):
     async def health(self, request):
         return web.Response(status=200)
 
+    async def invocations(self, request):
+        try:
+            body = await request.json()
+        except ValueError:
+            body = {}
+        return await (self.chat if isinstance(body, dict) and "messages" in body else self.completions)(request)
     async def timeline(self, request):
         """The engine's own timeline (lab only): what it planned and sent, per request."""
         return json_response({"clock": "monotonic", "now": time.monotonic(),
