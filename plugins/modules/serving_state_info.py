@@ -54,6 +54,12 @@ options:
       deployment:
         description: Deployment name (returned as is).
         type: str
+      settings:
+        description:
+          - The settings outside the plan's hash that C(community.docker.docker_container) would apply
+            (C(image), C(restart_policy), C(ipc_mode), C(log_max_size), C(log_max_file), C(ulimits) as
+            C(name:soft:hard) strings); each one set is compared with C(docker inspect).
+        type: dict
   files:
     description: The planned files and folders of this host.
     type: list
@@ -178,7 +184,7 @@ def main():
         argument_spec=dict(
             containers=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True), config_hash=dict(type="str", required=True),
-                ray_nodes=dict(type="int"), deployment=dict(type="str"))),
+                ray_nodes=dict(type="int"), deployment=dict(type="str"), settings=dict(type="dict"))),
             files=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), state=dict(type="str", choices=["file", "directory"], default="file"),
                 sha256=dict(type="str", no_log=True), mode=dict(type="str"), owner=dict(type="str"),
