@@ -16,6 +16,7 @@ Read-only. The decisions across hosts (which groups restart) are made on the con
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import grp
 import hashlib
@@ -25,6 +26,7 @@ import pwd
 import stat
 
 HASH_LABEL = "llmfleet.config-hash"
+MAX_READ = 1 << 20  # files[].read: larger files are not returned
 RAY_ALIVE_NODES_PY = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
                       "print(sum(1 for n in ray.nodes() if n['Alive']))")
 
@@ -131,7 +133,8 @@ def sha256_of(path, bufsize=1 << 20):
 def file_state(want):
     """Compare one expected file or folder ``want`` ({path, state: file|directory, sha256, mode,
     owner, group}; unset keys are not compared) with the host. Returns the entry with
-    ``in_sync`` and ``why`` (a list of differences, the content's hash never shown)."""
+    ``in_sync`` and ``why`` (a list of differences, the content's hash never shown), and with
+    ``read`` set the file's ``content`` (base64; never set it for a secret)."""
     path = want["path"]
     kind = want.get("state") or "file"
     res = {k: want[k] for k in ("path", "kind", "deployment") if want.get(k) is not None}
@@ -158,6 +161,12 @@ def file_state(want):
                 why.append("content differs")
         except OSError as e:
             why.append("cannot be read: %s" % e)
+    if kind == "file" and is_file and want.get("read") and st.st_size <= MAX_READ:
+        try:
+            with open(path, "rb") as f:
+                res["content"] = base64.b64encode(f.read()).decode("ascii")
+        except OSError:
+            pass
     for k in ("mode", "owner", "group"):
         w = want.get(k)
         if w is None:

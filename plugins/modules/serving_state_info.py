@@ -87,6 +87,12 @@ options:
       group:
         description: Expected group name.
         type: str
+      read:
+        description:
+          - Return the file's content (base64, up to 1 MiB) in RV(files). For records such as the deployment
+            record that C(playbooks/reconfigure.yml) diffs against; never for a secret.
+        type: bool
+        default: false
       kind:
         description: What the file is for (for example C(api_key), C(entrypoint), C(record)); returned as is.
         type: str
@@ -157,7 +163,7 @@ ray:
   type: dict
   sample: {"llmfleet-r1-head": {"rc": 0, "nodes": 2, "error": ""}}
 files:
-  description: Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why) and the C(kind) and C(deployment) given.
+  description: Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why), the C(kind) and C(deployment) given, and C(content) (base64) when O(files[].read) is set.
   returned: success
   type: list
   elements: dict
@@ -188,7 +194,8 @@ def main():
             files=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), state=dict(type="str", choices=["file", "directory"], default="file"),
                 sha256=dict(type="str", no_log=True), mode=dict(type="str"), owner=dict(type="str"),
-                group=dict(type="str"), kind=dict(type="str"), deployment=dict(type="str"))),
+                group=dict(type="str"), kind=dict(type="str"), deployment=dict(type="str"),
+                read=dict(type="bool", default=False))),
             probes=dict(type="list", elements="str", default=[]),
             finds=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), pattern=dict(type="str", default="*"))),

@@ -1,4 +1,5 @@
 """Unit tests of module_utils/_state.py: one call reads a host (containers, Ray, files)."""
+import base64
 import grp
 import hashlib
 import json
@@ -150,3 +151,11 @@ def test_role_settings_compared_with_docker_inspect():
         "restart_policy unless-stopped -> always",
         "ulimits [('stack', 67108864, 67108864)] -> [('memlock', -1, -1), ('stack', 67108864, 67108864)]"]
     assert not st["in_sync"] and st["differences"][0].startswith("e: restart_policy")
+
+
+def test_read_returns_a_record_content_only_when_asked(tmp_path):
+    f = tmp_path / "deployment.json"
+    f.write_text('{"name": "q"}\n')
+    assert "content" not in _state.file_state({"path": str(f)})
+    res = _state.file_state({"path": str(f), "read": True, "kind": "record"})
+    assert base64.b64decode(res["content"]) == b'{"name": "q"}\n'
