@@ -613,6 +613,7 @@ def _stream_image(tag, hosts_list, chunk=1 << 20):
             p.wait()
         raise LabError("docker save %s failed: %s" % (tag, save_err.splitlines()[-1:] or "?"))
     for h, p in loaders:
+        p.stdin = None  # closed above; communicate() would flush it (ValueError: flush of closed file)
         dummy, err = p.communicate()
         if p.returncode != 0:
             raise LabError("loading %s into %s failed: %s" % (tag, h.name, err.decode(errors="replace").strip()))
