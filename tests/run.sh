@@ -68,9 +68,10 @@ setup() {
         t=$(now)
         [ -x "$VENV/bin/python" ] || { echo "creating $VENV"; $PY -m venv "$VENV"; }
         echo "pip install -r requirements-test.txt into $VENV (a few minutes on a cold pip cache)"
-        "$VENV/bin/pip" install -q --upgrade pip
-        # Not -q: one line per package collected, then what was installed.
-        "$VENV/bin/pip" install --progress-bar off -r requirements-test.txt \
+        "$VENV/bin/pip" install -q --upgrade pip 2>&1 | { grep -E '^ERROR' || true; }
+        # Not -q: one line per package collected, then what was installed (pip's warnings about
+        # this machine's index configuration are left out; its errors are not).
+        "$VENV/bin/pip" install --progress-bar off -r requirements-test.txt 2>&1 \
             | grep --line-buffered -E '^(Collecting|Successfully installed|ERROR)' || [ "${PIPESTATUS[0]}" = 0 ]
         rm -f "$VENV"/.llmfleet-req-* && touch "$stamp"
         echo "pip: done in $(( $(now) - t )) s"

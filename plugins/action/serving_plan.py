@@ -141,6 +141,18 @@ def read_inputs(args, task_vars, template):
     return deployments, catalog, groups, hostvars
 
 
+def play_hosts(task_vars, groups, template):
+    """(pattern, hosts) the deploy plays run on (``llmfleet_hosts``, default the group gpu_hosts),
+    when that pattern is a plain group name of the inventory; else None (not checked)."""
+    try:
+        pattern = template(task_vars.get("llmfleet_hosts", "gpu_hosts"))
+    except AnsibleError:
+        return None
+    if isinstance(pattern, str) and pattern in groups:
+        return pattern, list(groups[pattern])
+    return None
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("deployments", "models", "catalog_path"))
@@ -191,7 +203,7 @@ class ActionModule(ActionBase):
         errors, plan = [], None
         try:
             plan = build_plan(deployments, hostvars, groups, catalog, is_vaulted=is_vaulted,
-                              check_file=self._check_key_file)
+                              check_file=self._check_key_file, play_hosts=play_hosts(task_vars, groups, self._template))
         except PlanErrors as e:
             errors = list(e.errors)
         errors += misspelt_variables(variable_names(task_vars, hosts_of(deployments, groups)), known_role_variables())

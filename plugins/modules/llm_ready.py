@@ -90,6 +90,13 @@ options:
       docker_host:
         description: Docker daemon address (C(unix://), C(tcp://), C(ssh://)); default the local daemon.
         type: str
+      restart_count:
+        description:
+          - The container's RestartCount when it was started, for example V(0) for a container that
+            this run just created; a higher count at any point of the wait is a restart.
+          - Default, its count when the wait begins. A container that died and was restarted by
+            its restart policy between its start and the wait would then look healthy.
+        type: int
   docker_cli:
     description: Name or path of the C(docker) CLI used when the Docker SDK is not installed.
     type: str
@@ -244,6 +251,7 @@ def main():
                 container=dict(type="str", required=True),
                 host=dict(type="str"),
                 docker_host=dict(type="str"),
+                restart_count=dict(type="int"),
             )),
             docker_cli=dict(type="str", default="docker"),
             log_lines=dict(type="int", default=50),

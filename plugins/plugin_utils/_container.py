@@ -101,6 +101,9 @@ def environment(group, member, nccl_debug, rdma, has_key, extra_env, is_ip):
         env["GLOO_SOCKET_IFNAME"] = member.interface
     if is_ip and group.engine == "vllm":
         env["VLLM_HOST_IP"] = member.address
+    if is_ip and group.engine == "sglang" and group.multi_node:
+        # SGLang's get_local_ip_auto() (sglang/srt/utils/network.py) reads SGLANG_HOST_IP first
+        env["SGLANG_HOST_IP"] = member.address
     if group.multi_node:
         env.update(rdma or {})
     if group.engine == "vllm" and member.role == "worker":

@@ -27,6 +27,8 @@ import json
 
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _plan
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _schema
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._sizing import weight_bytes
 
@@ -40,17 +42,8 @@ MARK = " !"
 # 1. deployment views
 
 def _ports_of(engine, hosts, port, ray_port, dash_port, dist_port):
-    """{host: [(port, key)]}, the same claims as the planner's (_plan._claim_ports)."""
-    out = {h: [] for h in hosts}
-    nodes = len(hosts)
-    for rank, h in enumerate(hosts):
-        if engine == "sglang" or rank == 0:
-            out[h].append((port, "port"))
-    if engine == "vllm" and nodes > 1:
-        out[hosts[0]] += [(ray_port, "ray_port"), (dash_port, "ray_dashboard_port")]
-    if engine == "sglang" and nodes > 1:
-        out[hosts[0]].append((dist_port, "dist_init_port"))
-    return out
+    """{host: [(port, key)]}: the planner's own claims (_topology.port_claims)."""
+    return _topology.port_claims(engine, hosts, _topology.Ports(port, ray_port, dash_port, dist_port))
 
 
 def _view_from_plan(p, deployment_keys):
@@ -102,20 +95,23 @@ def views(deployments, groups=None, hostvars=None, catalog=None, plan=None):
             version = _engine_flags.resolve_version(engine, d["engine_version"])
         except Exception:  # noqa: BLE001 - the plan names a bad version; keep the image unknown
             version = None
-        image = d["image"] or (_plan.DEFAULT_IMAGES[engine].format(version=version) if version else None)
+        image = d["image"] if isinstance(d["image"], str) and d["image"] else (
+            _plan.DEFAULT_IMAGES[engine].format(version=version) if version else None)
         model = None
         try:
             model = resolve_model(d["model"], catalog or {}, d.get("model_path"))
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, AttributeError):
             model = None
-        model_path = d["model_path"]
+        if model is not None and _schema.model_entry_errors(model, label + ".model"):
+            model = None  # a size of the wrong type: the plan names it; the disk check skips it
+        model_path = d["model_path"] if isinstance(d["model_path"], str) else None
         if not model_path and model:
             model_path = "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
         wb = weight_bytes(model)[0] if model else None
         try:
             ports = _ports_of(engine, hosts, int(d["port"]), int(d["ray_port"]), int(d["ray_dashboard_port"]),
                               int(d["dist_init_port"]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             ports = {h: [] for h in hosts}
         ni = d["network_interface"]
         out.append({"name": d["name"], "label": label, "engine": engine, "hosts": hosts, "head": hosts[0],

@@ -81,6 +81,12 @@ def group(name, engine, version, hosts, addresses, interfaces, devices, gpus_per
     return Group(name, engine, version, gpus_per_host, tp, pp, tuple(members))
 
 
+# Ray's fixed per-node ports (ray start defaults): claimed so that two Ray heads on one host collide
+# in the plan, not at start-up
+RAY_CLIENT_SERVER_PORT = 10001
+RAY_DASHBOARD_AGENT_PORT = 52365
+
+
 def port_claims(engine, hosts, ports):
     """{host: [(port, deployment key)]}: the API port on the head (every rank for SGLang), Ray's
     GCS and dashboard ports on a multi-node vLLM head, the dist-init port on a multi-node SGLang
@@ -91,7 +97,10 @@ def port_claims(engine, hosts, ports):
         if engine == "sglang" or rank == 0:
             out[h].append((ports.api, "port"))
     if engine == "vllm" and nodes > 1:
-        out[hosts[0]] += [(ports.ray, "ray_port"), (ports.ray_dashboard, "ray_dashboard_port")]
+        out[hosts[0]] += [(ports.ray, "ray_port"), (ports.ray_dashboard, "ray_dashboard_port"),
+                          (RAY_CLIENT_SERVER_PORT, "Ray client server (fixed %d)" % RAY_CLIENT_SERVER_PORT)]
+        for h in hosts:
+            out[h].append((RAY_DASHBOARD_AGENT_PORT, "Ray dashboard agent (fixed %d)" % RAY_DASHBOARD_AGENT_PORT))
     if engine == "sglang" and nodes > 1:
         out[hosts[0]].append((ports.dist_init, "dist_init_port"))
     return out

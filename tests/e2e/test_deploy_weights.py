@@ -116,5 +116,5 @@ def test_teardown_removes_the_plans_containers_and_files_only(weights_lab):
         assert lab.sh("lab-h1", "ls -A %s" % FILES_DIR).split() == ["operator-notes"]
         assert lab.sh("lab-h2", "test -e %s && echo yes || echo no" % FILES_DIR).strip() == "no"
     finally:
-        lab.sh("lab-h1", "docker rm -f llmfleet-other-inv; rm -rf /etc/llmfleet/other-inv %s/operator-notes" % FILES_DIR,
-               check=False)
+        lab.sh("lab-h1", "docker rm -f llmfleet-other-inv; rm -rf /etc/llmfleet/other-inv %s/operator-notes"
+               % FILES_DIR, check=False)

@@ -334,13 +334,14 @@ def host_image(with_docker=True):
 
 ENGINE_SIM_DIR = os.path.join(REPO, "tests", "lab", "engine_sim")
 ENGINE_FLAGS = os.path.join(REPO, "plugins", "plugin_utils", "_engine_flags.py")
+ENGINE_FLAG_TABLES = os.path.join(REPO, "plugins", "plugin_utils", "engine_flags")  # its data files
 
 
 def engine_sim_image():
     """Engine image: real Ray from PyPI + the engine simulator (vllm / sglang command lines)."""
     base, dummy = base_image()
     reqs = os.path.join(FILES, "engine-requirements.txt")
-    key = _hash(base, reqs, ENGINE_SIM_DIR, ENGINE_FLAGS, "v1")
+    key = _hash(base, reqs, ENGINE_SIM_DIR, ENGINE_FLAGS, ENGINE_FLAG_TABLES, "v1")
     tag = "%s/engine-sim:%s" % (PREFIX, key)
     dockerfile = (
         "FROM %s\n" % base
@@ -351,15 +352,18 @@ def engine_sim_image():
         "-r /tmp/engine-requirements.txt\n"
         "COPY engine_sim /tmp/engine_sim\n"
         "COPY _engine_flags.py /tmp/_engine_flags.py\n"
+        "COPY engine_flags /tmp/engine_flags\n"
         "RUN /opt/engine/bin/pip install -q --no-cache-dir /tmp/engine_sim && "
-        "cp /tmp/_engine_flags.py \"$(/opt/engine/bin/python -c 'import engine_sim,os;print(os.path.dirname(engine_sim.__file__))')/_engine_flags.py\" "
-        "&& rm -rf /tmp/engine_sim /tmp/_engine_flags.py\n"
+        "d=\"$(/opt/engine/bin/python -c 'import engine_sim,os;print(os.path.dirname(engine_sim.__file__))')\" && "
+        "cp /tmp/_engine_flags.py \"$d/_engine_flags.py\" && cp -r /tmp/engine_flags \"$d/engine_flags\" "
+        "&& rm -rf /tmp/engine_sim /tmp/_engine_flags.py /tmp/engine_flags\n"
         "LABEL llmfleet.engine=simulator\n"
     )
     secs = docker_build(tag, dockerfile, {
         "engine-requirements.txt": reqs,
         "engine_sim": ENGINE_SIM_DIR,
         "_engine_flags.py": ENGINE_FLAGS,
+        "engine_flags": ENGINE_FLAG_TABLES,
     })
     return tag, secs
 

@@ -230,6 +230,18 @@ def test_restart_count_increase_detected():
     assert d["class"] == "cuda_oom" and tail[-1].startswith("RuntimeError: Engine core")
 
 
+def test_restart_before_the_watch_counts_when_the_start_count_is_given():
+    # A worker this run created (RestartCount 0) died and its restart policy brought it back
+    # before the wait began: running again, but a restart all the same.
+    states = {"w": {"status": "running", "restarts": 1, "exit": 1, "logs": logs.RAY_ACTOR_DIED},
+              "old": {"status": "running", "restarts": 4, "logs": "INFO up for days"}}
+    watch = r.ContainerWatch(r.SDKBackend(lambda h: FakeClient(states)), [
+        {"container": "old"}, {"container": "w", "host": "gpu-b", "restart_count": 0}])
+    f = watch.start()
+    assert f["container"] == "w" and "RestartCount 0 -> 1" in f["reason"]
+    assert f["host"] == "gpu-b"
+
+
 def test_missing_container_and_oom_killed():
     states = {"c": {"status": "exited", "exit": 137, "oom": True, "logs": "Killed"}}
     watch = r.ContainerWatch(r.SDKBackend(lambda h: FakeClient(states)), [{"container": "gone"}, {"container": "c"}])
