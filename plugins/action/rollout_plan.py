@@ -20,7 +20,7 @@ GATEWAY_VARS = ("gateway_deployment", "gateway_replicas", "gateway_name")
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("plan", "gateway_hosts", "only", "canary_deployment", "canary", "drift_var",
-                             "running_var"))
+                             "running_var", "state_var"))
 
     def _hostvar(self, hostvars, host, name, default=None):
         try:
@@ -55,15 +55,21 @@ class ActionModule(ActionBase):
         hostvars = task_vars.get("hostvars") or {}
         drift_var = args.get("drift_var") or "inference_server_drift"
         running_var = args.get("running_var") or "__llmfleet_running_raw"
+        state_var = args.get("state_var") or "_inference_server_state"
         hosts = sorted({h for d in plan["deployments"].values() for h in d.get("hosts") or {}})
         drift = {h: self._hostvar(hostvars, h, drift_var, {}) or {} for h in hosts}
         raw = {}
         for name, dep in plan["deployments"].items():
+            # the record as the head's serving_state_info read it (kind record), else a slurp loop
+            state = self._hostvar(hostvars, dep.get("head"), state_var, {}) or {}
             reg = self._hostvar(hostvars, dep.get("head"), running_var, {}) or {}
-            for r in reg.get("results") or []:
-                if r.get("item") == name and r.get("content"):
+            found = [f for f in state.get("files") or [] if f.get("kind") == "record" and f.get("deployment") == name]
+            found += [r for r in reg.get("results") or [] if r.get("item") == name]
+            for r in found:
+                if r.get("content"):
                     try:
                         raw[name] = base64.b64decode(r["content"]).decode("utf-8")
+                        break
                     except (ValueError, UnicodeDecodeError):
                         continue
         gateways = []

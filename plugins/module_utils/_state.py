@@ -16,6 +16,7 @@ Read-only. The decisions across hosts (which groups restart) are made on the con
 
 from __future__ import annotations
 
+import base64
 import fnmatch
 import grp
 import hashlib
@@ -25,8 +26,48 @@ import pwd
 import stat
 
 HASH_LABEL = "llmfleet.config-hash"
+MAX_READ = 1 << 20  # files[].read: larger files are not returned
 RAY_ALIVE_NODES_PY = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
                       "print(sum(1 for n in ray.nodes() if n['Alive']))")
+
+
+def _ulimits(items):
+    """Sorted (name, soft, hard) of Docker's HostConfig.Ulimits or of "name:soft[:hard]" strings."""
+    out = []
+    for u in items or []:
+        if isinstance(u, dict):
+            out.append((str(u.get("Name")), int(u.get("Soft", 0)), int(u.get("Hard", 0))))
+        else:
+            parts = str(u).split(":")
+            soft = int(parts[1]) if len(parts) > 1 else 0
+            out.append((parts[0], soft, int(parts[2]) if len(parts) > 2 else soft))
+    return sorted(out)
+
+
+def settings_of(c):
+    """The role-level settings of a container (not in the plan's hash) as docker inspect shows them."""
+    hc = c.get("HostConfig") or {}
+    log = hc.get("LogConfig") or {}
+    return {"image": (c.get("Config") or {}).get("Image"), "restart_policy": (hc.get("RestartPolicy") or {}).get("Name"),
+            "ipc_mode": hc.get("IpcMode"), "log_max_size": (log.get("Config") or {}).get("max-size"),
+            "log_max_file": (log.get("Config") or {}).get("max-file"), "ulimits": _ulimits(hc.get("Ulimits"))}
+
+
+def settings_diff(have, want):
+    """["restart_policy no -> unless-stopped", ...] for every key of ``want`` (None: not compared)."""
+    out = []
+    for k in sorted(want or {}):
+        w = want[k]
+        if w is None:
+            continue
+        h = (have or {}).get(k)
+        if k == "ulimits":
+            w = _ulimits(w)
+        elif w is not None and not isinstance(w, str):
+            w = str(w)
+        if h != w:
+            out.append("%s %s -> %s" % (k, h, w))
+    return out
 
 
 def parse_inspect(stdout):
@@ -41,7 +82,8 @@ def parse_inspect(stdout):
         st = c.get("State") or {}
         labels = (c.get("Config") or {}).get("Labels") or {}
         out[name] = {"exists": True, "config_hash": labels.get(HASH_LABEL), "running": bool(st.get("Running")),
-                     "status": st.get("Status"), "started_at": st.get("StartedAt"), "id": (c.get("Id") or "")[:12]}
+                     "status": st.get("Status"), "started_at": st.get("StartedAt"), "id": (c.get("Id") or "")[:12],
+                     "settings": settings_of(c)}
     return out
 
 
@@ -91,7 +133,8 @@ def sha256_of(path, bufsize=1 << 20):
 def file_state(want):
     """Compare one expected file or folder ``want`` ({path, state: file|directory, sha256, mode,
     owner, group}; unset keys are not compared) with the host. Returns the entry with
-    ``in_sync`` and ``why`` (a list of differences, the content's hash never shown)."""
+    ``in_sync`` and ``why`` (a list of differences, the content's hash never shown), and with
+    ``read`` set the file's ``content`` (base64; never set it for a secret)."""
     path = want["path"]
     kind = want.get("state") or "file"
     res = {k: want[k] for k in ("path", "kind", "deployment") if want.get(k) is not None}
@@ -118,6 +161,12 @@ def file_state(want):
                 why.append("content differs")
         except OSError as e:
             why.append("cannot be read: %s" % e)
+    if kind == "file" and is_file and want.get("read") and st.st_size <= MAX_READ:
+        try:
+            with open(path, "rb") as f:
+                res["content"] = base64.b64encode(f.read()).decode("ascii")
+        except OSError:
+            pass
     for k in ("mode", "owner", "group"):
         w = want.get(k)
         if w is None:
@@ -158,6 +207,9 @@ def find(specs):
 
 def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes=None, finds=None):
     """Everything ``serving_state_info`` returns. ``containers``: [{name, config_hash, ray_nodes?}];
+    ``settings`` (optional, per container): the role-level settings docker_container would apply
+    ({image, restart_policy, ipc_mode, log_max_size, log_max_file, ulimits}); a difference makes
+    the container differ (``settings_diff``) although its hash matches.
     ``files``: [{path, state?, sha256?, mode?, owner?, group?, kind?, deployment?}];
     ``probes``: paths whose existence is returned (``probes``); ``finds``: [{path, pattern}]
     folders listed (``found``), so that the tasks that would stat or list them need no call.
@@ -166,6 +218,10 @@ def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes
     differs, never a file's content) is what --diff shows."""
     names = [c["name"] for c in containers]
     cstate = read_containers(run, names, docker=docker)
+    for c in containers:
+        s = cstate[c["name"]]
+        if s.get("exists"):
+            s["settings_diff"] = settings_diff(s.get("settings"), c.get("settings"))
     ray = {}
     for c in containers:
         s = cstate[c["name"]]
@@ -179,6 +235,8 @@ def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes
         r = ray.get(n)
         if not s.get("exists") or s.get("config_hash") != c.get("config_hash") or not s.get("running"):
             reasons.append("%s: %s -> %s" % (n, _container_view(s), want))
+        elif s.get("settings_diff"):
+            reasons.append("%s: %s" % (n, ", ".join(s["settings_diff"])))
         elif r is not None and (r["rc"] != 0 or (r["nodes"] or 0) < int(c["ray_nodes"])):
             reasons.append("%s: Ray holds %s of %s nodes" % (n, r["nodes"], c["ray_nodes"]))
             before.append("%s: Ray nodes %s" % (n, r["nodes"]))

@@ -12,7 +12,7 @@ short_description: Order a rolling reconfiguration (batches, gateway drain order
 description:
   - Runs on the control node (action plugin) and contacts no host. Reads each host's drift
     (C(inference_server_drift), set by C(roles/inference_server) (its C(drift) tasks)), the running plan of
-    each replica (its head's C(deployment.json), registered by C(playbooks/reconfigure.yml)) and the gateway
+    each replica (its head's C(deployment.json), read in the same call) and the gateway
     hosts' variables, and returns the roll of C(playbooks/reconfigure.yml).
   - Rules (unit-tested, C(plugins/plugin_utils/_rollout.py)). Only drifting replicas roll, one at a time, the
     canary first; replicas that share a host roll together; each batch is drained at every gateway that routes
@@ -60,8 +60,14 @@ options:
     description: Host variable with each host's drift.
     type: str
     default: inference_server_drift
+  state_var:
+    description: Variable each head registered its M(llmfleet.serving.serving_state_info) result in; the deployment
+      records (running plans) are read from its C(files) (kind C(record), C(content)).
+    type: str
+    default: _inference_server_state
   running_var:
-    description: Variable the heads registered their slurped C(deployment.json) files in (a loop over deployment names).
+    description: Fallback, a variable the heads registered their slurped C(deployment.json) files in (a loop over
+      deployment names).
     type: str
     default: __llmfleet_running_raw
 """

@@ -84,8 +84,13 @@ drift:
   returned: success
   type: dict
   sample: {"r1": {"llmfleet-r1-worker-1": "member of a changed group"}}
+settings:
+  description: Per container whose role-level settings (outside the plan's hash) differ, the differences; they restart nothing by themselves.
+  returned: success
+  type: dict
+  sample: {"llmfleet-r1-head": ["restart_policy no -> unless-stopped"]}
 in_sync:
-  description: Nothing of this host changes (containers and files).
+  description: Nothing of this host changes (containers, their settings, files).
   returned: success
   type: bool
   sample: true

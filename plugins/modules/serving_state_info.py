@@ -54,6 +54,12 @@ options:
       deployment:
         description: Deployment name (returned as is).
         type: str
+      settings:
+        description:
+          - The settings outside the plan's hash that C(community.docker.docker_container) would apply
+            (C(image), C(restart_policy), C(ipc_mode), C(log_max_size), C(log_max_file), C(ulimits) as
+            C(name:soft:hard) strings); each one set is compared with C(docker inspect).
+        type: dict
   files:
     description: The planned files and folders of this host.
     type: list
@@ -81,6 +87,12 @@ options:
       group:
         description: Expected group name.
         type: str
+      read:
+        description:
+          - Return the file's content (base64, up to 1 MiB) in RV(files). For records such as the deployment
+            record that C(playbooks/reconfigure.yml) diffs against; never for a secret.
+        type: bool
+        default: false
       kind:
         description: What the file is for (for example C(api_key), C(entrypoint), C(record)); returned as is.
         type: str
@@ -151,7 +163,7 @@ ray:
   type: dict
   sample: {"llmfleet-r1-head": {"rc": 0, "nodes": 2, "error": ""}}
 files:
-  description: Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why) and the C(kind) and C(deployment) given.
+  description: Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why), the C(kind) and C(deployment) given, and C(content) (base64) when O(files[].read) is set.
   returned: success
   type: list
   elements: dict
@@ -178,11 +190,12 @@ def main():
         argument_spec=dict(
             containers=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True), config_hash=dict(type="str", required=True),
-                ray_nodes=dict(type="int"), deployment=dict(type="str"))),
+                ray_nodes=dict(type="int"), deployment=dict(type="str"), settings=dict(type="dict"))),
             files=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), state=dict(type="str", choices=["file", "directory"], default="file"),
                 sha256=dict(type="str", no_log=True), mode=dict(type="str"), owner=dict(type="str"),
-                group=dict(type="str"), kind=dict(type="str"), deployment=dict(type="str"))),
+                group=dict(type="str"), kind=dict(type="str"), deployment=dict(type="str"),
+                read=dict(type="bool", default=False))),
             probes=dict(type="list", elements="str", default=[]),
             finds=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), pattern=dict(type="str", default="*"))),

@@ -9,7 +9,9 @@ each multi-node group. The rules, each with a unit test (tests/unit/plugins/plug
 
 1. A container is changed when it is absent, its ``llmfleet.config-hash`` label differs from the
    plan's hash, it is not running, or its API-key file is missing or differs (a key is read only
-   at start).
+   at start). A role-level setting outside the plan that differs (image, restart policy, IPC
+   mode, log rotation, ulimits) restarts nothing by itself: it only takes the host out of sync,
+   so that docker_container runs and applies it as it always did.
 2. A multi-node group (Ray head + workers, SGLang ranks) restarts as a whole when any member is
    changed, or when a member's host is not among the hosts that reported (not in this play): a
    lone member cannot rejoin a group safely.
@@ -155,8 +157,10 @@ def decide(plan, states, key_changed=None):
             if r is not None:
                 drift.setdefault(name, {})[c] = r
         files_ok = all(f.get("in_sync") for f in (states[h].get("files") or []))
+        settings = {c: s["settings_diff"] for c, s in sorted((states[h].get("containers") or {}).items())
+                    if s.get("settings_diff")}
         out[h] = {"why": w, "restart": [n for n, _d, _hp in mine if n in restart],
                   "group_why": {n: group_why[n] for n, _d, _hp in mine if n in group_why},
-                  "drift": drift, "in_sync": not drift and files_ok}
+                  "drift": drift, "settings": settings, "in_sync": not drift and files_ok and not settings}
     out[None] = {"restart": restart, "group_why": group_why}
     return out

@@ -131,12 +131,13 @@ def running_plans(raw_by_head):
 def rollout(plan, drift_by_host, running=None, gateways=None, only=None, canary_deployment=None, canary=True):
     """The whole rollout of reconfigure.yml. Returns {drift, before, batches, summary, batch_sizes,
     hosts, config_hashes}; each batch: {index, canary, deployments, hosts, gateways, plan,
-    rollback_plan}; ``summary`` is the batches without their plans (for the report)."""
+    rollback_plan, drift}; ``summary`` is the batches without their plans (for the report)."""
     running = running or {}
     drift = collect_drift(plan, drift_by_host, only)
     batches = batches_of(plan, order(list(drift), canary_deployment))
     for i, b in enumerate(batches):
         b.update(index=i, canary=bool(canary) and i == 0, gateways=gateways_of(plan, b["deployments"], gateways or []),
+                 drift={d: drift[d] for d in b["deployments"]},
                  plan=restrict(plan, b["deployments"], b["hosts"]),
                  rollback_plan=rollback_plan(running, b["deployments"]))
     before = {name: running.get(name, {}) for name in plan.get("deployments") or {}}

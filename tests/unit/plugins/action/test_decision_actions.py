@@ -102,3 +102,15 @@ def test_canary_verdict():
     assert res["rollback"] and res["failures"] == ["r1: regression"]
     res = run(canary_verdict, "canary_verdict", {"runs": "x"}, {})
     assert res["failed"]
+
+
+def test_rollout_plan_reads_the_running_plan_from_the_heads_state_call():
+    old = dict(PLAN["deployments"]["q"], config_hash="old")
+    content = base64.b64encode(json.dumps(old).encode()).decode()
+    hv = {"c": {"inference_server_drift": {"q": {"q": "config hash old -> qh"}},
+                "_inference_server_state": {"files": [
+                    {"kind": "key", "deployment": "q", "in_sync": True},
+                    {"kind": "record", "deployment": "q", "content": content}]}}}
+    res = run(rollout_plan, "rollout_plan", {"plan": PLAN}, {"hostvars": hv})
+    assert res["before"]["q"]["config_hash"] == "old"
+    assert res["batches"][0]["rollback_plan"]["deployments"]["q"]["config_hash"] == "old"

@@ -1,4 +1,5 @@
 """Unit tests of module_utils/_state.py: one call reads a host (containers, Ray, files)."""
+import base64
 import grp
 import hashlib
 import json
@@ -49,8 +50,10 @@ def test_one_inspect_for_every_container_and_ray_only_for_a_matching_running_hea
                                {"name": "small", "config_hash": "h2"}, {"name": "gone", "config_hash": "h3"}], [])
     inspects = [c for c in d.calls if c[1] == "inspect"]
     assert len(inspects) == 1 and inspects[0][4:] == ["head", "small", "gone"]
-    assert st["containers"]["head"] == {"exists": True, "config_hash": "h1", "running": True, "status": "running",
-                                        "started_at": "2026-12-06T02:00:00.1Z", "id": "0123456789ab"}
+    head = dict(st["containers"]["head"])
+    assert head.pop("settings")["restart_policy"] is None and head.pop("settings_diff") == []
+    assert head == {"exists": True, "config_hash": "h1", "running": True, "status": "running",
+                    "started_at": "2026-12-06T02:00:00.1Z", "id": "0123456789ab"}
     assert st["containers"]["gone"] == {"exists": False}
     assert st["ray"] == {"head": {"rc": 0, "nodes": 2, "error": ""}}
     execs = [c for c in d.calls if c[1] == "exec"]
@@ -127,3 +130,32 @@ def test_probes_finds_and_diff(tmp_path):
     assert st["diff"] == {"before": "%s: absent\n" % (tmp_path / "missing"), "after": "%s: absent\n" % (tmp_path / "missing")}
     st = _state.read_state(Docker(), [], [])
     assert st["in_sync"] and st["diff"] == {"before": "", "after": ""}
+
+
+def test_role_settings_compared_with_docker_inspect():
+    c = {"Name": "/e", "Config": {"Image": "img:1", "Labels": {_state.HASH_LABEL: "h"}},
+         "State": {"Running": True, "Status": "running"},
+         "HostConfig": {"RestartPolicy": {"Name": "unless-stopped"}, "IpcMode": "host",
+                        "LogConfig": {"Type": "json-file", "Config": {"max-size": "100m", "max-file": "5"}},
+                        "Ulimits": [{"Name": "stack", "Soft": 67108864, "Hard": 67108864}]}}
+    want = {"image": "img:1", "restart_policy": "unless-stopped", "ipc_mode": "host", "log_max_size": "100m",
+            "log_max_file": 5, "ulimits": ["stack:67108864:67108864"]}
+
+    def run(argv):
+        return 0, json.dumps([c]), ""
+    st = _state.read_state(run, [{"name": "e", "config_hash": "h", "settings": want}], [])
+    assert st["containers"]["e"]["settings_diff"] == [] and st["in_sync"]
+    st = _state.read_state(run, [{"name": "e", "config_hash": "h", "settings": dict(
+        want, restart_policy="always", ulimits=["memlock:-1:-1", "stack:67108864"], image=None)}], [])
+    assert st["containers"]["e"]["settings_diff"] == [
+        "restart_policy unless-stopped -> always",
+        "ulimits [('stack', 67108864, 67108864)] -> [('memlock', -1, -1), ('stack', 67108864, 67108864)]"]
+    assert not st["in_sync"] and st["differences"][0].startswith("e: restart_policy")
+
+
+def test_read_returns_a_record_content_only_when_asked(tmp_path):
+    f = tmp_path / "deployment.json"
+    f.write_text('{"name": "q"}\n')
+    assert "content" not in _state.file_state({"path": str(f)})
+    res = _state.file_state({"path": str(f), "read": True, "kind": "record"})
+    assert base64.b64decode(res["content"]) == b'{"name": "q"}\n'

@@ -44,7 +44,7 @@ def states(**over):
 def test_all_in_sync_changes_nothing():
     out = _drift.decide(plan(), states())
     for h in (H1, H2, H3):
-        assert out[h] == {"why": {}, "restart": [], "group_why": {}, "drift": {}, "in_sync": True}
+        assert out[h] == {"why": {}, "restart": [], "group_why": {}, "drift": {}, "settings": {}, "in_sync": True}
     assert out[None] == {"restart": [], "group_why": {}}
 
 
@@ -182,3 +182,12 @@ def test_expected_containers_ask_ray_only_on_multi_node_vllm_heads():
     assert _drift.expected_containers(p, H2) == [{"name": "r1-worker-1", "config_hash": "r1hash", "deployment": "r1"}]
     assert _drift.expected_containers(plan("sglang"), H1)[0].get("ray_nodes") is None
     assert _drift.expected_containers(p, "nowhere") == []
+
+
+def test_role_settings_outside_the_plan_take_the_host_out_of_sync_without_restarting():
+    st = states()
+    st[H2]["containers"]["r1-worker-1"]["settings_diff"] = ["restart_policy no -> unless-stopped"]
+    out = _drift.decide(plan(), st)
+    assert out[H2]["why"] == {} and out[H2]["restart"] == [] and out[H2]["drift"] == {}
+    assert out[H2]["settings"] == {"r1-worker-1": ["restart_policy no -> unless-stopped"]}
+    assert out[H2]["in_sync"] is False and out[H1]["in_sync"] is True

@@ -62,6 +62,7 @@ def test_replicas_sharing_a_host_roll_together():
     r = _rollout.rollout(p, dr)
     assert [b["deployments"] for b in r["batches"]] == [["a", "c"], ["b"], ["d"]]
     assert r["batches"][0]["hosts"] == ["h1", "h3"]
+    assert r["batches"][0]["drift"] == {"a": {"h1/x": "y"}, "c": {"h1/x": "y"}}
 
 
 def test_a_replica_bridging_two_batches_merges_them():
