@@ -25,6 +25,7 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import
     STATE_NAME,
     RemoteFile,
     SyncError,
+    default_connections,
     load_state,
 )
 
@@ -110,7 +111,7 @@ class S3Source(BaseSource):
 
     def __init__(self, bucket, prefix="", endpoint_url=None, region=None, addressing_style="auto",
                  access_key=None, secret_key=None, session_token=None, profile=None,
-                 multipart_part_size=0, concurrency=8):
+                 multipart_part_size=0, concurrency=8, connections=0):
         super(S3Source, self).__init__([access_key, secret_key, session_token])
         import boto3
         from botocore.config import Config
@@ -124,7 +125,8 @@ class S3Source(BaseSource):
         self.addressing_style = addressing_style or "auto"
         self.multipart_part_size = int(multipart_part_size or 0)
         kwargs = {"s3": {"addressing_style": self.addressing_style},
-                  "max_pool_connections": max(10, int(concurrency) + 4),
+                  # file streams + ranged GETs + listing / HEADs
+                  "max_pool_connections": int(concurrency) + (int(connections or 0) or default_connections()) + 4,
                   "retries": {"max_attempts": 5, "mode": "standard"},
                   "signature_version": "s3v4"}
         try:  # botocore >= 1.36 adds CRC checksums that S3-compatible stores may reject
@@ -209,6 +211,33 @@ class S3Source(BaseSource):
         else:  # cannot recompute: size checks only, sha256 recorded (documented)
             rf.algo = "etag-multipart"
         return rf
+
+    def needs_resolve(self, rf):
+        return rf.algo == "s3-multipart" and not rf.part_size
+
+    def fetch_range(self, rf, start, end, sink):
+        """Bytes ``start`` to ``end - 1`` of ``rf`` (one ranged GET, pinned to the listed ETag)."""
+        kwargs = {"Bucket": self.bucket, "Key": rf.meta["key"], "Range": "bytes=%d-%d" % (start, end - 1)}
+        if rf.meta.get("etag"):
+            kwargs["IfMatch"] = '"%s"' % rf.meta["etag"]
+        try:
+            resp = self.client.get_object(**kwargs)
+        except Exception as exc:
+            raise self.translate(exc)
+        body = resp["Body"]
+        ranged = "ContentRange" in resp or resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 206
+        left = [end - start]
+
+        def bounded(data):
+            if left[0] <= 0:
+                return
+            data = data[:left[0]]
+            left[0] -= len(data)
+            sink(data)
+        try:
+            _stream_into(body.iter_chunks(CHUNK), start, start if ranged else 0, bounded)
+        finally:
+            body.close()
 
     def fetch(self, rf, offset, sink):
         kwargs = {"Bucket": self.bucket, "Key": rf.meta["key"]}
@@ -561,7 +590,7 @@ def make_source(params):
                         params.get("region"), params.get("addressing_style") or "auto",
                         params.get("access_key"), params.get("secret_key"), params.get("session_token"),
                         params.get("profile"), params.get("multipart_part_size") or 0,
-                        params.get("concurrency") or 8)
+                        params.get("concurrency") or 8, params.get("connections") or 0)
     if kind in ("huggingface", "modelscope"):
         if not params.get("repo_id"):
             raise SyncError("source=%s needs repo_id" % kind)

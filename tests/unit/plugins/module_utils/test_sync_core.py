@@ -23,6 +23,7 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import
     _MultipartHasher,
     parse_size,
     safe_rel,
+    same_filesystem,
     select,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import (
@@ -188,3 +189,76 @@ def test_missing_local_source_names_the_variable(tmp_path):
     assert "local source %s is not a directory" % (tmp_path / "nowhere") in str(e.value)
     assert "model_weights_src_path" in str(e.value)
     assert not os.path.exists(tmp_path / "dest")
+
+
+class _Clock(object):
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_rate_is_windowed_and_ignores_kept_bytes():
+    clock = _Clock()
+    p = Progress(None, clock=clock, window=60)
+    p.set(phase="fetching", bytes_total=10 * 2 ** 30, bytes_done=0)
+    p.add(3 * 2 ** 30, fetched=False)  # kept from an earlier run: in place, not fetched
+    for dummy in range(3600):  # an hour at 1 MiB/s
+        clock.now += 1
+        p.add(2 ** 20)
+    snap = p.snapshot()
+    assert snap["bytes_resumed"] == 3 * 2 ** 30 and snap["bytes_fetched"] == 3600 * 2 ** 20
+    assert abs(snap["rate_bytes_per_s"] - 2 ** 20) < 2 ** 20 * 0.02  # not inflated by the kept 3 GiB
+    assert snap["rate_window_s"] == 60
+    for dummy in range(60):  # then a minute with no byte: the rate falls to zero at once
+        clock.now += 1
+        p.snapshot()
+    snap = p.snapshot()
+    assert snap["rate_bytes_per_s"] < 2 ** 20 * 0.02 and snap["eta_s"] is None or snap["eta_s"] > 10 ** 6
+    assert snap["average_rate_bytes_per_s"] > 0.9 * 2 ** 20  # the cumulative average hardly moved
+    p.add(-2 ** 20)  # a failed attempt's bytes undone: bytes_done only
+    assert p.snapshot()["bytes_fetched"] == 3600 * 2 ** 20
+
+
+def test_same_filesystem_check_refuses_before_the_first_byte(tmp_path, monkeypatch):
+    assert same_filesystem(str(tmp_path / "a" / "b"), str(tmp_path))
+    assert not same_filesystem("/proc/self", str(tmp_path))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"x" * 1000)
+    fetched = []
+    monkeypatch.setattr(LocalSource, "fetch", lambda self, rf, offset, sink: fetched.append(rf))
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(src)), str(tmp_path / "pub"), staging="/proc/self/llmfleet-staging").run()
+    msg = str(err.value)
+    assert "/proc/self/llmfleet-staging is not on the filesystem of %s" % (tmp_path / "pub") in msg
+    assert "staging_path" in msg and not fetched
+
+
+def test_files_and_directory_are_fsynced_before_the_state_says_complete(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(os.urandom(5000))
+    (src / "sub" / "b.bin").write_bytes(os.urandom(7000))
+    dest = str(tmp_path / "pub")
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        if b.endswith(STATE_NAME):
+            events.append(("state", json.load(open(a))["complete"]))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    SyncEngine(LocalSource(str(src)), dest).run()
+    complete = events.index(("state", True))
+    before = [path for kind, path in events[:complete] if kind == "fsync"]
+    assert any(p.endswith("a.bin.part") for p in before) and any(p.endswith("b.bin.part") for p in before)
+    assert dest in before and os.path.join(dest, "sub") in before  # the renames are on disk first
+    assert ("fsync", dest) in events[complete:]  # and the state file's own rename after it

@@ -178,11 +178,103 @@ def test_corrupted_staged_part_is_refetched(moto, tmp_path):
     dest = str(tmp_path / "pub")
     staging = dest + ".llmfleet-staging"
     os.makedirs(staging)
-    with open(os.path.join(staging, "w.safetensors.part"), "wb") as fh:
+    part = os.path.join(staging, "w.safetensors.part")
+    with open(part, "wb") as fh:
         fh.write(b"garbage" * 1000)  # a partial file that is not a prefix of the object
+    # no record of the object version it came from: discarded before the first byte
     result = SyncEngine(_source(moto, "badpart"), dest, retries=1).run()
-    assert result["bytes_fetched"] == (MiB - 7000) + MiB  # resumed, failed the hash, fetched whole
+    assert result["bytes_fetched"] == MiB and result["files_fetched"] == 1
     assert _tree(dest) == _expected(files)
+
+    # recorded as coming from this very ETag, but corrupt: resumed, fails the hash, fetched whole
+    etag = _client(moto).head_object(Bucket="badpart", Key="m/w.safetensors")["ETag"].strip('"')
+    dest2 = str(tmp_path / "pub2")
+    os.makedirs(dest2 + ".llmfleet-staging")
+    part = os.path.join(dest2 + ".llmfleet-staging", "w.safetensors.part")
+    with open(part, "wb") as fh:
+        fh.write(b"garbage" * 1000)
+    with open(part + ".json", "w") as fh:
+        json.dump({"version": etag, "size": MiB, "mode": "stream"}, fh)
+    result = SyncEngine(_source(moto, "badpart"), dest2, retries=1).run()
+    assert result["bytes_fetched"] == (MiB - 7000) + MiB
+    assert _tree(dest2) == _expected(files)
+
+
+def test_partial_file_from_another_object_version_is_discarded(moto, tmp_path):
+    client = _client(moto)
+    old = os.urandom(MiB)
+    _upload(client, "ver", "m/", {"w.safetensors": old}, tmp_path)
+    etag = client.head_object(Bucket="ver", Key="m/w.safetensors")["ETag"].strip('"')
+    dest = str(tmp_path / "pub")
+    os.makedirs(dest + ".llmfleet-staging")
+    part = os.path.join(dest + ".llmfleet-staging", "w.safetensors.part")
+    with open(part, "wb") as fh:
+        fh.write(old[:MiB // 2])  # a true prefix of the old version...
+    with open(part + ".json", "w") as fh:
+        json.dump({"version": etag, "size": MiB, "mode": "stream"}, fh)
+    new = os.urandom(MiB)
+    client.put_object(Bucket="ver", Key="m/w.safetensors", Body=new)  # ...but the object changed since
+    result = SyncEngine(_source(moto, "ver"), dest, retries=0).run()
+    assert result["bytes_fetched"] == MiB  # nothing of the old version kept
+    assert _tree(dest) == _expected({"w.safetensors": new})
+
+
+def test_ranged_parallel_download_verifies_multipart_and_md5(moto, tmp_path):
+    files = _model(7)
+    _upload(_client(moto), "ranged", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    calls = []
+    real = S3Source.fetch_range
+
+    def spy(self, rf, start, end, sink):
+        calls.append((rf.path, start, end))
+        return real(self, rf, start, end, sink)
+
+    S3Source.fetch_range = spy
+    try:
+        result = SyncEngine(_source(moto, "ranged"), dest, range_size=2 * MiB, range_threshold=2 * MiB,
+                            connections=4).run()
+    finally:
+        S3Source.fetch_range = real
+    assert _tree(dest) == _expected(files)
+    assert result["files_fetched"] == len(files) and result["bytes_fetched"] == sum(map(len, files.values()))
+    # the multipart shard in ranges cut on its 5 MiB parts, the 2 MiB single-part one in 2 MiB ranges
+    big = sorted((s, e) for p, s, e in calls if p == "model-00003-of-000003.safetensors")
+    assert big == [(0, 5 * MiB), (5 * MiB, 10 * MiB), (10 * MiB, 11 * MiB + 7)]
+    one = sorted((s, e) for p, s, e in calls if p == "model-00001-of-000003.safetensors")
+    assert one == [(0, 2 * MiB), (2 * MiB, 2 * MiB + 123)]
+    state = json.load(open(os.path.join(dest, STATE_NAME)))["files"]
+    assert state["model-00003-of-000003.safetensors"]["algo"] == "s3-multipart"
+    assert not os.path.exists(dest + ".llmfleet-staging")
+
+
+@pytest.mark.parametrize("name", ["model-00003-of-000003.safetensors", "model-00001-of-000003.safetensors"])
+def test_ranged_download_cut_resumes_only_missing_ranges(moto, tmp_path, monkeypatch, name):
+    files = _model(8)
+    bucket = "rcut-" + name[6:11]
+    _upload(_client(moto), bucket, "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    real = S3Source.fetch_range
+
+    def cut(self, rf, start, end, sink):
+        if rf.path == name and start > 0:
+            real(self, rf, start, start + (end - start) // 2, sink)  # half a range, then the line drops
+            raise ConnectionResetError("connection reset by peer")
+        return real(self, rf, start, end, sink)
+
+    monkeypatch.setattr(S3Source, "fetch_range", cut)
+    with pytest.raises(SyncError) as err:
+        SyncEngine(_source(moto, bucket), dest, range_size=2 * MiB, range_threshold=2 * MiB, retries=0).run()
+    assert "kept in" in str(err.value)
+    assert not os.path.exists(dest)  # nothing published
+    meta = json.load(open(os.path.join(dest + ".llmfleet-staging", name + ".part.json")))
+    assert meta["mode"] == "ranges" and list(meta["done"]) == ["0"]
+    monkeypatch.undo()
+    result = SyncEngine(_source(moto, bucket), dest, range_size=2 * MiB, range_threshold=2 * MiB).run()
+    assert _tree(dest) == _expected(files)
+    kept = meta["chunk"]
+    assert result["bytes_fetched"] == len(files[name]) - kept  # the first range was not fetched again
+    assert result["files_fetched"] == 1
 
 
 def test_disk_full_leaves_published_model_untouched(moto, tmp_path, monkeypatch):
@@ -228,7 +320,8 @@ def test_interrupted_update_never_half_publishes(moto, tmp_path, monkeypatch):
     assert _tree(dest) == before  # the shard that did arrive is staged, not published
     monkeypatch.undo()
     result = SyncEngine(_source(moto, "half"), dest).run()
-    assert result["files_fetched"] == 2 and result["bytes_fetched"] == len(b'{"v": 2}')  # shard was staged
+    # the shard staged by the failed run is published without a byte fetched: not counted as fetched
+    assert result["files_fetched"] == 1 and result["bytes_fetched"] == len(b'{"v": 2}')
     assert json.load(open(os.path.join(dest, "config.json"))) == {"v": 2}
 
 
@@ -279,6 +372,18 @@ def test_filters_check_mode_and_bandwidth(moto, tmp_path):
                       ignore_patterns=["tokenizer*"]).run()
     assert plan["files_to_fetch"] == ["config.json", "sub/README.md"] and plan["changed"]
     assert not os.path.exists(dest) and not os.path.exists(dest + ".llmfleet-progress.json")
-    result = SyncEngine(_source(moto, "filt"), dest, allow_patterns=["model-00002*"], bandwidth_limit=2 * MiB).run()
-    assert result["duration_s"] >= 0.45  # 1 MiB at 2 MiB/s
+    limited = []
+    real_consume = _sync_core.Limiter.consume
+
+    def consume(self, nbytes):
+        limited.append(nbytes)
+        return real_consume(self, nbytes)
+
+    _sync_core.Limiter.consume = consume
+    try:
+        result = SyncEngine(_source(moto, "filt"), dest, allow_patterns=["model-00002*"],
+                            bandwidth_limit=2 * MiB).run()
+    finally:
+        _sync_core.Limiter.consume = real_consume
+    assert sum(limited) == MiB == result["bytes_fetched"]  # every byte went through the shared bucket
     assert sorted(_tree(dest)) == ["model-00002-of-000003.safetensors"]
