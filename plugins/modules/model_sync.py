@@ -145,6 +145,12 @@ options:
     description: Files downloaded at the same time.
     type: int
     default: 8
+  connections:
+    description:
+      - Connections shared by the ranged GETs that fetch large files (64 MiB ranges; S3 multipart objects
+        cut on their part boundaries) in parallel. V(0) sizes it for the host (8 per CPU, 16 to 64).
+    type: int
+    default: 0
   bandwidth_limit:
     description: Total rate cap in bytes per second with an optional unit (V(200M), V(1G)); V(0) is no cap.
     type: str
@@ -317,6 +323,7 @@ def argument_spec():
         allow_patterns=dict(type="list", elements="str", default=[]),
         ignore_patterns=dict(type="list", elements="str", default=[]),
         concurrency=dict(type="int", default=8),
+        connections=dict(type="int", default=0),
         bandwidth_limit=dict(type="str", default="0"),
         verify=dict(type="str", default="state", choices=["state", "full"]),
         free_space_margin=dict(type="str", default="1G"),
@@ -363,7 +370,7 @@ def run_module():
         engine = SyncEngine(
             source, params["path"],
             allow_patterns=params["allow_patterns"], ignore_patterns=params["ignore_patterns"],
-            concurrency=params["concurrency"], bandwidth_limit=parse_size(params["bandwidth_limit"]),
+            concurrency=params["concurrency"], connections=params["connections"], bandwidth_limit=parse_size(params["bandwidth_limit"]),
             verify=params["verify"], free_space_margin=parse_size(params["free_space_margin"]),
             retries=params["retries"], progress_file=params["progress_file"],
             staging=params["staging_path"], check_mode=module.check_mode,
