@@ -12,6 +12,7 @@ lazily so that the module can report a missing one with ``missing_required_lib``
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -578,6 +579,43 @@ class PeerSource(BaseSource):
         match = re.search(r"Total transferred file size: ([\d,.]+)", out)
         self.bytes_transferred = int(re.sub(r"[,.]", "", match.group(1))) if match else sum(f.size for f in files)
         progress.add(sum(f.size for f in files))
+
+
+CREDENTIAL_KEYS = ("access_key", "secret_key", "session_token", "token")
+
+
+def load_credentials_file(params, remove=True):
+    """Fill the secret options of ``params`` from ``params['credentials_file']`` (JSON object,
+    mode 0600, owned by this user), then remove the file: the secrets then live only in this
+    process, not in the module payload that an async job keeps on disk for hours."""
+    path = params.get("credentials_file")
+    if not path:
+        return params
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SyncError("cannot read credentials_file %s: %s" % (path, exc.strerror))
+    if st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        raise SyncError("credentials_file %s must be owned by this user with mode 0600 (it is %04o): "
+                        "it holds secrets" % (path, st.st_mode & 0o7777))
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise SyncError("credentials_file %s is not a JSON object with %s: %s" % (
+            path, ", ".join(CREDENTIAL_KEYS), type(exc).__name__))
+    finally:
+        if remove:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    if not isinstance(data, dict) or set(data) - set(CREDENTIAL_KEYS):
+        raise SyncError("credentials_file %s: only the keys %s are allowed" % (path, ", ".join(CREDENTIAL_KEYS)))
+    for key, value in data.items():
+        if value and not params.get(key):
+            params[key] = str(value)
+    return params
 
 
 def make_source(params):

@@ -99,6 +99,13 @@ options:
   session_token:
     description: S3 session token (temporary credentials).
     type: str
+  credentials_file:
+    description:
+      - A JSON file on the host (mode 0600, owned by the user running the module) with any of C(access_key),
+        C(secret_key), C(session_token), C(token). Read at the start and removed at once, so that the secrets
+        are not in the module's arguments, which an async job keeps in a file under C(~/.ansible/tmp) for the
+        whole download. Options given directly win.
+    type: path
   profile:
     description: boto3 profile name.
     type: str
@@ -311,6 +318,7 @@ def argument_spec():
         access_key=dict(type="str", no_log=True),
         secret_key=dict(type="str", no_log=True),
         session_token=dict(type="str", no_log=True),
+        credentials_file=dict(type="path"),
         profile=dict(type="str"),
         multipart_part_size=dict(type="int", default=0),
         peer_host=dict(type="str"),
@@ -363,9 +371,16 @@ def run_module():
         except ImportError:
             module.fail_json(msg=missing_required_lib(lib[1]), exception=traceback.format_exc())
 
-    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import make_source
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import (
+        load_credentials_file,
+        make_source,
+    )
 
     try:
+        load_credentials_file(params)  # removed at once, check mode too (the caller writes it per run)
+        for name in SECRET_OPTIONS:  # never echoed, wherever they came from
+            if params.get(name):
+                module.no_log_values.add(params[name])
         source = make_source(params)
         engine = SyncEngine(
             source, params["path"],

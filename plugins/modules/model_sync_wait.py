@@ -30,7 +30,7 @@ attributes:
     support: full
 options:
   jid:
-    description: The C(ansible_job_id) registered from the task started with C(async) and C(poll: 0).
+    description: The C(ansible_job_id) registered from the task started with C(async) and C(poll) set to V(0).
     type: str
     required: true
   progress_file:
