@@ -496,6 +496,50 @@ def check_free_space(staging, needed, margin, dest):
 # ---------------------------------------------------------------------------------------
 # the engine
 # ---------------------------------------------------------------------------------------
+LOCK_SUFFIX = ".llmfleet-lock"
+# never a model directory or a staging directory: the system's own trees
+_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+_SYSTEM_DIRS = ("/", "/var", "/root", "/home", "/opt", "/srv", "/tmp", "/var/lib", "/data", "/mnt", "/media")
+
+
+def check_target(path, option):
+    """Refuse ``/``, system directories and anything under /etc, /usr, /proc...: a sync replaces
+    and removes files in its target."""
+    real = os.path.realpath(path)
+    for candidate in sorted({os.path.normpath(path), real}):
+        if candidate in _SYSTEM_DIRS or any(candidate == t or candidate.startswith(t + "/") for t in _SYSTEM_TREES):
+            raise SyncError("%s=%s is a system directory%s: refusing to sync weights there. Use a directory of "
+                            "its own, for example /data/models/<model>" % (
+                                option, path, "" if candidate == os.path.normpath(path) else
+                                " (it resolves to %s)" % candidate))
+
+
+class SyncLock(object):
+    """One model_sync at a time per model directory (``flock`` on ``<path>.llmfleet-lock``)."""
+
+    def __init__(self, path, dest):
+        import fcntl
+
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(self.fd)
+            raise SyncError("another model_sync is running for %s (pid %s, lock %s): wait for it to finish, "
+                            "or stop it" % (dest, other or "?", path))
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock; the file stays (removing it would race)
+            self.fd = None
+
+
 def default_connections():
     """Connections for ranged GETs: enough to fill a fast link behind a per-connection cap,
     more on bigger hosts (s5cmd and rclone use similar numbers)."""
@@ -524,6 +568,8 @@ class SyncEngine(object):
         self.source = source
         self.dest = os.path.abspath(dest)
         self.staging = os.path.abspath(staging) if staging else self.dest.rstrip("/") + STAGING_SUFFIX
+        self.explicit_staging = bool(staging)
+        self.staging_existed = False
         self.state_file = os.path.join(self.dest, STATE_NAME)
         self.allow_patterns = allow_patterns or []
         self.ignore_patterns = ignore_patterns or []
@@ -910,6 +956,28 @@ class SyncEngine(object):
             "version": STATE_VERSION, "complete": complete, "source": self.source.describe(),
             "revision": revision, "updated": int(time.time()), "files": entries})
 
+    def _clean_staging(self, fetched):
+        """Remove the staging directory; one that existed before this run (a staging_path the
+        user gave) is kept: only what this run left in it goes."""
+        if not os.path.isdir(self.staging):
+            return
+        if not self.staging_existed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        for rf in fetched:
+            for leftover in (".part", ".part.json"):
+                try:
+                    os.unlink(self._staged(rf.path) + leftover)
+                except OSError:
+                    pass
+            parent = os.path.dirname(self._staged(rf.path))
+            while parent.startswith(self.staging + os.sep):
+                try:
+                    os.rmdir(parent)  # only when empty
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
+
     def warm(self, files):
         total = 0
         for rf in files:
@@ -929,11 +997,20 @@ class SyncEngine(object):
         return total
 
     def run(self):
+        check_target(self.dest, "path")
+        check_target(self.staging, "staging_path")
+        if os.path.realpath(self.staging) == os.path.realpath(self.dest):
+            raise SyncError("staging_path must not be the model directory itself (%s)" % self.dest)
+        if self.check_mode:
+            return self._run()
+        lock = SyncLock(self.dest.rstrip("/") + LOCK_SUFFIX, self.dest)
+        self.staging_existed = self.explicit_staging and os.path.isdir(self.staging)
         self.progress.start_ticker()
         try:
             return self._run()
         finally:
             self.progress.stop_ticker()
+            lock.release()
 
     def _run(self):
         started = time.monotonic()
@@ -1020,10 +1097,17 @@ class SyncEngine(object):
         if changed:
             self.progress.set(phase="publishing")
             os.makedirs(self.dest, exist_ok=True)
-            if to_fetch:
+            dropped = sorted(set(old_entries) - set(entries))
+            if to_fetch or dropped:
                 # marker first: a crash between renames leaves "complete: false"
                 self._write_state(revision, old_entries, False)
             touched = set()
+            for rel in dropped:  # files this sync published earlier that the source no longer has
+                try:
+                    os.unlink(self._published(safe_rel(rel)))
+                    touched.add(os.path.dirname(self._published(rel)))
+                except (OSError, SyncError):
+                    pass
             for rf in to_fetch:
                 target = self._published(rf.path)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
@@ -1035,8 +1119,7 @@ class SyncEngine(object):
                 if entries[rf.path] is None:
                     entries[rf.path] = self._entry(rf, digests[rf.path])
             self._write_state(revision, entries, True)
-            if os.path.isdir(self.staging):
-                shutil.rmtree(self.staging, ignore_errors=True)
+            self._clean_staging(to_fetch)
         result["files_fetched"] = len(self.files_with_bytes)
         result["bytes_fetched"] = self.bytes_fetched
         result["files_verified"] += len(fetched)

@@ -518,7 +518,8 @@ class PeerSource(BaseSource):
         return "%s:%s" % (who, base)
 
     def _base_args(self, bwlimit=0):
-        args = [self.rsync, "-a", "--partial", "--partial-dir=.rsync-partial", "--stats"]
+        # --protect-args: file names reach the remote rsync as data, not through the remote shell
+        args = [self.rsync, "-a", "--protect-args", "--partial", "--partial-dir=.rsync-partial", "--stats"]
         if self.host:
             ssh = [self.ssh_command, "-o", "BatchMode=yes"]
             if os.path.basename(self.ssh_command) == "ssh":

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
     STATE_NAME,
     Limiter,
@@ -229,10 +230,13 @@ def test_same_filesystem_check_refuses_before_the_first_byte(tmp_path, monkeypat
     (src / "w.bin").write_bytes(b"x" * 1000)
     fetched = []
     monkeypatch.setattr(LocalSource, "fetch", lambda self, rf, offset, sink: fetched.append(rf))
+    staging = str(tmp_path / "elsewhere")
+    # as if tmp_path/elsewhere were another mount (a model directory that is itself a mount point)
+    monkeypatch.setattr(_sync_core, "same_filesystem", lambda a, b: a != staging)
     with pytest.raises(SyncError) as err:
-        SyncEngine(LocalSource(str(src)), str(tmp_path / "pub"), staging="/proc/self/llmfleet-staging").run()
+        SyncEngine(LocalSource(str(src)), str(tmp_path / "pub"), staging=staging).run()
     msg = str(err.value)
-    assert "/proc/self/llmfleet-staging is not on the filesystem of %s" % (tmp_path / "pub") in msg
+    assert "%s is not on the filesystem of %s" % (staging, tmp_path / "pub") in msg
     assert "staging_path" in msg and not fetched
 
 
@@ -262,3 +266,62 @@ def test_files_and_directory_are_fsynced_before_the_state_says_complete(tmp_path
     assert any(p.endswith("a.bin.part") for p in before) and any(p.endswith("b.bin.part") for p in before)
     assert dest in before and os.path.join(dest, "sub") in before  # the renames are on disk first
     assert ("fsync", dest) in events[complete:]  # and the state file's own rename after it
+
+
+@pytest.mark.parametrize("target", ["/", "/etc", "/usr/share/models", "/var", "/root", "/proc/1", "/boot/x",
+                                    "/bin", "/sys/kernel", "/dev/shm/m", "/tmp"])
+def test_dangerous_targets_are_refused(tmp_path, target):
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(tmp_path)), target).run()
+    assert "path=%s is a system directory" % target in str(err.value)
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(tmp_path)), str(tmp_path / "pub"), staging=target).run()
+    assert "staging_path=%s is a system directory" % target in str(err.value)
+
+
+def test_symlink_to_a_system_directory_is_refused(tmp_path):
+    os.symlink("/etc", str(tmp_path / "innocent"))
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(tmp_path)), str(tmp_path / "innocent")).run()
+    assert "resolves to /etc" in str(err.value)
+
+
+def test_a_second_sync_of_the_same_directory_is_refused_while_one_runs(tmp_path):
+    _make_src(str(tmp_path / "src"), FILES)
+    dest = str(tmp_path / "pub")
+    held = _sync_core.SyncLock(dest + ".llmfleet-lock", dest)
+    try:
+        with pytest.raises(SyncError) as err:
+            SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()
+        assert "another model_sync is running for %s (pid %d" % (dest, os.getpid()) in str(err.value)
+        assert not os.path.exists(dest)
+    finally:
+        held.release()
+    assert SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()["files_fetched"] == len(FILES)
+
+
+def test_files_dropped_upstream_are_removed_and_a_user_staging_dir_is_kept(tmp_path):
+    src = str(tmp_path / "src")
+    _make_src(src, FILES)
+    dest = str(tmp_path / "pub")
+    staging = str(tmp_path / "shared-staging")
+    os.makedirs(staging)
+    with open(os.path.join(staging, "someone-elses.bin"), "w") as fh:
+        fh.write("keep me")
+    SyncEngine(LocalSource(src), dest, staging=staging).run()
+    assert os.listdir(staging) == ["someone-elses.bin"]  # only this run's files went
+    os.unlink(os.path.join(src, "model-00002-of-00002.safetensors"))
+    with open(os.path.join(dest, "not-ours.txt"), "w") as fh:
+        fh.write("a file model_sync never published")
+    res = SyncEngine(LocalSource(src), dest, staging=staging).run()
+    assert res["changed"] is True
+    assert not os.path.exists(os.path.join(dest, "model-00002-of-00002.safetensors"))
+    assert os.path.exists(os.path.join(dest, "not-ours.txt"))  # never recorded as ours: left alone
+    state = json.load(open(os.path.join(dest, STATE_NAME)))
+    assert "model-00002-of-00002.safetensors" not in state["files"] and state["complete"] is True
+    assert os.listdir(staging) == ["someone-elses.bin"]
+
+
+def test_peer_rsync_protects_its_arguments():
+    args = PeerSource("/data/models/R1", host="10.0.0.11")._base_args()
+    assert "--protect-args" in args
