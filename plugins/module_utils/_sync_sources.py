@@ -12,6 +12,7 @@ lazily so that the module can report a missing one with ``missing_required_lib``
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -23,9 +24,11 @@ import threading
 
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
     CHUNK,
+    CRC_ALGOS,
     STATE_NAME,
     RemoteFile,
     SyncError,
+    crc_available,
     default_connections,
     load_state,
 )
@@ -198,7 +201,33 @@ class S3Source(BaseSource):
         return None, files
 
     def resolve(self, rf):
-        """Find the part size of a multipart object (HEAD partNumber=1) to recompute its ETag."""
+        """Before the first byte (in parallel, for the files to fetch or re-hash only): use the
+        object's full-object CRC (S3 additional checksums: CRC64NVME, CRC32C, CRC32; many GB/s
+        to verify) when the store has one, else find the part size of a multipart object
+        (HEAD partNumber=1) to recompute its ETag (md5, about 0.5-0.8 GB/s a core)."""
+        if rf.meta.get("resolved"):
+            return rf
+        rf.meta["resolved"] = True
+        if any(crc_available(a) for a in CRC_ALGOS):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=rf.meta["key"], ChecksumMode="ENABLED",
+                                               **({"IfMatch": '"%s"' % rf.meta["etag"]} if rf.meta.get("etag") else {}))
+            except Exception:
+                head = {}
+            # a single-part object's checksum is of the whole object; a multipart one's only when the
+            # store says FULL_OBJECT (else it is a checksum of part checksums)
+            kind = str(head.get("ChecksumType") or ("COMPOSITE" if rf.algo == "s3-multipart" else "FULL_OBJECT"))
+            kind = kind.upper()
+            for algo in CRC_ALGOS:
+                value = head.get("Checksum" + algo.upper())
+                if value and kind == "FULL_OBJECT" and crc_available(algo) and "-" not in value:
+                    try:
+                        raw = base64.b64decode(value)
+                    except ValueError:
+                        continue
+                    rf.meta["md5_etag"] = (rf.algo, rf.digest)
+                    rf.algo, rf.digest, rf.part_size = algo, raw.hex(), None
+                    return rf
         if rf.algo != "s3-multipart" or rf.part_size:
             return rf
         parts = int(rf.digest.rsplit("-", 1)[1])
@@ -214,7 +243,7 @@ class S3Source(BaseSource):
         return rf
 
     def needs_resolve(self, rf):
-        return rf.algo == "s3-multipart" and not rf.part_size
+        return not rf.meta.get("resolved")
 
     def fetch_range(self, rf, start, end, sink):
         """Bytes ``start`` to ``end - 1`` of ``rf`` (one ranged GET, pinned to the listed ETag)."""
@@ -466,7 +495,12 @@ class LocalSource(BaseSource):
                 entry = entries.get(rel)
                 if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns \
                         and entry.get("algo") not in (None, "none", "etag-multipart"):
-                    files.append(RemoteFile(rel, st.st_size, entry["algo"], entry["digest"],
+                    algo = entry["algo"]
+                    if algo in CRC_ALGOS and not crc_available(algo):  # no awscrt here: size, sha256
+                        files.append(RemoteFile(rel, st.st_size, "none", None,
+                                                version="%d:%d" % (st.st_size, st.st_mtime_ns)))
+                        continue
+                    files.append(RemoteFile(rel, st.st_size, algo, entry["digest"],
                                             entry.get("part_size"), version=entry["digest"]))
                 else:
                     files.append(RemoteFile(rel, st.st_size, "none", None,
@@ -565,6 +599,10 @@ class PeerSource(BaseSource):
                                     entry.get("part_size"), version=entry.get("version") or entry.get("digest")))
             if files[-1].algo in ("none", "etag-multipart"):
                 files[-1].algo = "sha256"  # the recorded digest is the sha256 computed on the peer
+            elif files[-1].algo in CRC_ALGOS and not crc_available(files[-1].algo):
+                # verified on the peer by the store's CRC; this host has no awscrt to recompute it:
+                # size checked, sha256 recorded (install awscrt for the CRC check here too)
+                files[-1].algo, files[-1].digest = "none", None
         return self.revision, files
 
     def batch_fetch(self, files, staging, progress, bwlimit=0):

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 import json
 import os
 import sys
@@ -97,7 +98,9 @@ def test_cold_sync_then_noop_rerun_only_stats(moto, tmp_path, monkeypatch):
     assert state["complete"] is True
     big = state["files"]["model-00003-of-000003.safetensors"]
     assert big["algo"] == "s3-multipart" and big["digest"].endswith("-3") and big["part_size"] == 5 * MiB
-    assert state["files"]["config.json"]["digest"] == hashlib.md5(files["config.json"]).hexdigest()
+    # boto3 uploads single-part objects with a CRC32 (S3 additional checksum): that is what is checked
+    assert state["files"]["config.json"]["algo"] == "crc32"
+    assert state["files"]["config.json"]["digest"] == "%08x" % zlib.crc32(files["config.json"])
     assert not os.path.exists(dest + ".llmfleet-staging")
     progress = json.load(open(dest + ".llmfleet-progress.json"))
     assert progress["phase"] == "done"
@@ -387,3 +390,38 @@ def test_filters_check_mode_and_bandwidth(moto, tmp_path):
         _sync_core.Limiter.consume = real_consume
     assert sum(limited) == MiB == result["bytes_fetched"]  # every byte went through the shared bucket
     assert sorted(_tree(dest)) == ["model-00002-of-000003.safetensors"]
+
+
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C", None])
+def test_store_checksums_replace_md5_and_join_across_ranges(moto, tmp_path, algorithm):
+    """A full-object CRC from the store (HEAD ChecksumMode=ENABLED) is the check, also when the
+    file comes in ranges (their CRCs combined); without one, md5 (the ETag)."""
+    client = _client(moto)
+    bucket = "crc-%s" % (algorithm or "none").lower()
+    client.create_bucket(Bucket=bucket)
+    data = os.urandom(3 * MiB + 5)
+    extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+    plain = boto3.client("s3", endpoint_url=moto, region_name="us-east-1", aws_access_key_id="test",
+                         aws_secret_access_key="test",
+                         config=__import__("botocore.config").config.Config(
+                             request_checksum_calculation="when_required"))
+    (client if algorithm else plain).put_object(Bucket=bucket, Key="m/w.safetensors", Body=data, **extra)
+    dest = str(tmp_path / "pub")
+    SyncEngine(_source(moto, bucket), dest, range_size=MiB, range_threshold=MiB).run()
+    entry = json.load(open(os.path.join(dest, STATE_NAME)))["files"]["w.safetensors"]
+    assert _tree(dest) == _expected({"w.safetensors": data})
+    if algorithm:
+        from awscrt import checksums
+        assert entry["algo"] == algorithm.lower()
+        assert entry["digest"] == ("%016x" if algorithm == "CRC64NVME" else "%08x") % getattr(
+            checksums, algorithm.lower())(data)
+    else:
+        assert entry["algo"] == "md5" and entry["digest"] == hashlib.md5(data).hexdigest()
+    # a corrupted published byte is found by verify: full with the same check, and fetched again
+    with open(os.path.join(dest, "w.safetensors"), "r+b") as fh:
+        fh.seek(MiB + 3)
+        byte = fh.read(1)
+        fh.seek(MiB + 3)
+        fh.write(bytes([byte[0] ^ 1]))
+    res = SyncEngine(_source(moto, bucket), dest, verify="full", range_size=MiB, range_threshold=MiB).run()
+    assert res["files_fetched"] == 1 and _tree(dest) == _expected({"w.safetensors": data})
