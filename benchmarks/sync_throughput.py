@@ -124,10 +124,12 @@ def s3_client(endpoint):
                                       response_checksum_validation="when_required"))
 
 
-def upload(endpoint, workdir, large, large_mib, small, small_mib):
-    """Shards as a real upload makes them: large ones multipart in 8 MiB parts."""
+def upload(endpoint, workdir, large, large_mib, small, small_mib, checksum="CRC64NVME"):
+    """Shards as a real upload makes them: large ones multipart in 8 MiB parts, with the
+    additional checksum that current AWS tools add (``checksum``; ``none``: ETag md5 only)."""
     from boto3.s3.transfer import TransferConfig
 
+    extra = {"ChecksumAlgorithm": checksum} if checksum and checksum != "none" else None
     client = s3_client(endpoint)
     cfg = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=8)
     total = 0
@@ -140,7 +142,8 @@ def upload(endpoint, workdir, large, large_mib, small, small_mib):
             for j in range(size // MiB):
                 fh.write(block[j % 7:] + block[:j % 7])
             fh.write(os.urandom(size % MiB))
-        client.upload_file(path, BUCKET, PREFIX + "model-%05d-of-%05d.safetensors" % (i + 1, count), Config=cfg)
+        client.upload_file(path, BUCKET, PREFIX + "model-%05d-of-%05d.safetensors" % (i + 1, count), Config=cfg,
+                           ExtraArgs=extra)
         os.unlink(path)
         total += size
     return total
@@ -172,6 +175,9 @@ def peer_command(peer, endpoint, dest, args):
     return me, env
 
 
+VERIFIED = set()
+
+
 def run_peer(peer, endpoint, dest, args):
     """(seconds, cpu seconds) of one cold sync into the empty ``dest``; None when not installed."""
     cmd, env = peer_command(peer, endpoint, dest, args)
@@ -181,6 +187,9 @@ def run_peer(peer, endpoint, dest, args):
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = proc.stderr.read()
+    for line in err.decode("utf-8", "replace").splitlines():
+        if line.startswith("verified with:"):
+            VERIFIED.add(line)
     dummy, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -221,8 +230,13 @@ def as_peer(args):
             _sync_core.hash_file = lambda *a, **k: "0" * 32
         src = S3Source(BUCKET, PREFIX, args.endpoint, "us-east-1", "path", KEY, SECRET,
                        concurrency=args.concurrency)
-        res = SyncEngine(src, args.dest, concurrency=args.concurrency).run()  # noqa
+        res = SyncEngine(src, args.dest, concurrency=args.concurrency).run()
         assert res["files_fetched"] == res["files_total"], res
+        algos = {}
+        with open(os.path.join(args.dest, _sync_core.STATE_NAME)) as fh:
+            for entry in json.load(fh)["files"].values():
+                algos[entry["algo"]] = algos.get(entry["algo"], 0) + 1
+        sys.stderr.write("verified with: %s\n" % ", ".join("%s x %d" % kv for kv in sorted(algos.items())))
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -287,6 +301,8 @@ def main():
     ap.add_argument("--small", type=int, default=16, help="small single-part files (default 16)")
     ap.add_argument("--small-mib", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=8, help="files at a time, for every peer")
+    ap.add_argument("--upload-checksum", default="CRC64NVME", choices=["CRC64NVME", "CRC32C", "CRC32", "none"],
+                    help="S3 additional checksum the objects are uploaded with (none: a store with md5 ETags only)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--endpoint", help="an S3 endpoint already holding the data (skips SeaweedFS)")
@@ -303,10 +319,10 @@ def main():
         load_before = os.getloadavg()
         server, endpoint = start_seaweedfs(work)
         t = time.perf_counter()
-        total = upload(endpoint, work, args.large, args.large_mib, args.small, args.small_mib)
+        total = upload(endpoint, work, args.large, args.large_mib, args.small, args.small_mib, args.upload_checksum)
         print("SeaweedFS at %s: %d large x %d MiB (multipart, 8 MiB parts) + %d x %d MiB = %.2f GiB uploaded "
-              "in %.1f s; %d CPU(s), load average %s" % (
-                  endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB,
+              "with checksum %s in %.1f s; %d CPU(s), load average %s" % (
+                  endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB, args.upload_checksum,
                   time.perf_counter() - t, os.cpu_count(), "/".join("%.1f" % x for x in load_before)))
         startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
                    "sys.path.insert(0, conftest.COLLECTIONS); import boto3; "
@@ -352,6 +368,8 @@ def main():
                 continue
             print("  %-17s %9.0f %9.0f %9.0f   %.2f" % (peer, min(f["mib_s"]), statistics.median(f["mib_s"]),
                                                        max(f["mib_s"]), statistics.median(f["cpu_s_per_gib"])))
+        for line in sorted(VERIFIED):
+            print("  model_sync %s" % line)
         count, times = noop_rerun(endpoint, work, args.rounds)
         print("no-op re-run over %d files (163 R1 shards): best %.3f s, worst %.3f s (target < 2 s)"
               % (count, min(times), max(times)))
