@@ -12,7 +12,7 @@ import json
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
-from ansible_collections.llmfleet.serving.plugins.plugin_utils._sync_wait import JobWaiter
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._sync_wait import JobWaiter, job_status
 
 display = Display()
 
@@ -48,13 +48,35 @@ class ActionModule(ActionBase):
         label = args.get("label") or task_vars.get("inventory_hostname", "sync")
         async_dir = self._async_dir()
 
+        shell = self._connection._shell
+        posix = getattr(shell, "SHELL_FAMILY", "sh") != "powershell"
+
+        def cat(path):
+            """(exists, text) of a file on the host: one command on the open connection, no module
+            (no payload copied, no Python started: a round costs one SSH exec)."""
+            quoted = shell.quote(path)
+            res = self._low_level_execute_command("test -e %s || echo __LLMFLEET_ABSENT__; cat %s 2>/dev/null; true"
+                                                  % (quoted, quoted), sudoable=True)
+            out = res.get("stdout", "")
+            if res.get("rc") not in (0, None):
+                raise RuntimeError("reading %s failed: %s" % (path, res.get("stderr", "")[-300:]))
+            if out.startswith("__LLMFLEET_ABSENT__"):
+                return False, ""
+            return True, out
+
         def status():
-            return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
-                                        module_args={"jid": jid, "mode": "status", "_async_dir": async_dir})
+            if not posix:
+                return self._execute_module(module_name="ansible.legacy.async_status", task_vars=task_vars,
+                                            module_args={"jid": jid, "mode": "status", "_async_dir": async_dir})
+            exists, text = cat(shell.join_path(async_dir, jid))
+            return job_status(jid, exists, text)
 
         def progress():
             if not progress_file:
                 return None
+            if posix:
+                exists, text = cat(progress_file)
+                return json.loads(text) if exists and text.strip() else None
             res = self._execute_module(module_name="ansible.legacy.slurp", task_vars=task_vars,
                                        module_args={"src": progress_file})
             if res.get("failed") or "content" not in res:

@@ -15,6 +15,7 @@ the job may still be running.
 
 from __future__ import annotations
 
+import json
 import time
 
 _UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -65,6 +66,29 @@ def progress_line(label, p):
         if p.get("bytes_resumed"):
             line += " (%s kept from an earlier run)" % human_bytes(p["bytes_resumed"])
     return line
+
+
+def job_status(jid, exists, text):
+    """The async job file's content read as ``async_status`` reads it (same answers)."""
+    if not exists:
+        return {"failed": True, "finished": True, "started": True, "ansible_job_id": jid,
+                "msg": "could not find job %s (the async job never started, or its file was removed)" % jid}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        if not text.strip():  # not written yet: running
+            return {"started": True, "finished": False, "ansible_job_id": jid}
+        # caught mid-write (the wrapper writes in place): ask again next round
+        return {"started": True, "finished": False, "ansible_job_id": jid}
+    if not isinstance(data, dict):
+        return {"failed": True, "finished": True, "msg": "unexpected async job file content for %s" % jid}
+    if "started" not in data:
+        data["finished"] = True
+        data["ansible_job_id"] = jid
+    elif "finished" not in data:
+        data["finished"] = False
+    data["finished"] = bool(data["finished"])
+    return data
 
 
 class JobWaiter(object):

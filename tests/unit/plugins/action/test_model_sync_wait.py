@@ -1,7 +1,8 @@
 """The loop that follows a background model_sync job (plugin_utils/_sync_wait.py and the
 model_sync_wait action plugin): thousands of rounds with a fake clock, no recursion."""
-import base64
 import json
+import os
+import shlex
 import sys
 from unittest.mock import MagicMock
 
@@ -112,39 +113,63 @@ def test_gives_up_after_the_async_limit():
 
 
 def run_action(args, answers, progress=None, monkeypatch=None):
+    """The action plugin with a fake connection: the host's files are read with one shell
+    command a round (``cat``), as on a real POSIX host."""
     task = Task()
     task.args = args
     task.action = "llmfleet.serving.model_sync_wait"
-    action = action_mod.ActionModule(task, MagicMock(), MagicMock(), DataLoader(), Templar(loader=DataLoader()),
+    connection = MagicMock()
+    connection._shell.SHELL_FAMILY = "sh"
+    connection._shell.quote = shlex.quote
+    connection._shell.join_path = os.path.join
+    action = action_mod.ActionModule(task, connection, MagicMock(), DataLoader(), Templar(loader=DataLoader()),
                                      MagicMock())
     action._remote_expand_user = lambda path, sudoable=True: path.replace("~", "/root")
     action.get_shell_option = lambda name, default=None: default
     calls = []
 
-    def execute(module_name, module_args, task_vars, **kw):
-        calls.append((module_name, module_args))
-        if module_name == "ansible.legacy.slurp":
-            return {"content": base64.b64encode(json.dumps(progress).encode()).decode()}
-        return next(answers)
+    def low_level(cmd, sudoable=True, **kw):
+        calls.append(cmd)
+        if "progress" in cmd:
+            return {"rc": 0, "stdout": json.dumps(progress)}
+        answer = next(answers)
+        if answer is None:
+            return {"rc": 0, "stdout": "__LLMFLEET_ABSENT__\n"}
+        return {"rc": 0, "stdout": answer if isinstance(answer, str) else json.dumps(answer)}
 
-    action._execute_module = execute
+    action._low_level_execute_command = low_level
+    action._execute_module = MagicMock(side_effect=AssertionError("no module is run on a POSIX host"))
     shown = []
     monkeypatch.setattr(action_mod.display, "display", lambda msg, *a, **k: shown.append(msg))
     return action.run(task_vars={"inventory_hostname": "lab-h1"}), calls, shown
 
 
 def test_action_plugin_returns_the_job_result(monkeypatch):
-    answers = iter([{"started": True, "finished": False}] * 4
-                   + [{"started": True, "finished": True, "changed": True, "files_fetched": 2,
-                       "invocation": {"module_args": {"secret_key": "x"}}, "ansible_job_id": "1.2"}])
+    answers = iter(["", '{"started": 1, "finished": 0, "ansible_job_id": "1.2"}'] * 2
+                   + [{"changed": True, "files_fetched": 2, "invocation": {"module_args": {"path": "/d/m"}}}])
     res, calls, shown = run_action({"jid": "1.2", "progress_file": "/d/m.llmfleet-progress.json",
                                     "poll_interval": 0, "progress_every": 0},
                                    answers, progress=snapshot(2 ** 30), monkeypatch=monkeypatch)
     assert not res.get("failed") and res["changed"] is True and res["files_fetched"] == 2
     assert res["rounds"] == 5 and "invocation" not in res
-    status_calls = [a for m, a in calls if m == "ansible.legacy.async_status"]
-    assert status_calls[0] == {"jid": "1.2", "mode": "status", "_async_dir": "/root/.ansible_async"}
+    status_calls = [c for c in calls if "progress" not in c]
+    assert status_calls[0] == ("test -e /root/.ansible_async/1.2 || echo __LLMFLEET_ABSENT__; "
+                               "cat /root/.ansible_async/1.2 2>/dev/null; true")
     assert shown and shown[0].startswith("lab-h1: fetching")
+
+
+def test_action_plugin_reports_a_job_that_never_started(monkeypatch):
+    res, calls, shown = run_action({"jid": "9.9", "poll_interval": 0}, iter([None]), monkeypatch=monkeypatch)
+    assert res["failed"] and "could not find job 9.9" in res["msg"] and res["rounds"] == 1
+
+
+def test_job_status_reads_the_job_file_as_async_status_does():
+    assert w.job_status("1", True, "") == {"started": True, "finished": False, "ansible_job_id": "1"}
+    assert w.job_status("1", True, '{"started": 1, "fini')["finished"] is False  # mid-write: ask again
+    assert w.job_status("1", True, '{"started": 1, "finished": 0}')["finished"] is False
+    done = w.job_status("1", True, '{"changed": false, "msg": "x"}')
+    assert done["finished"] is True and done["ansible_job_id"] == "1"
+    assert w.job_status("1", False, "")["failed"] is True
 
 
 def test_action_plugin_refuses_bad_arguments(monkeypatch):
