@@ -13,6 +13,8 @@ import yaml
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import KeyFileError
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import read_key_file
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import (
     CatalogError,
     load_catalog,
@@ -139,6 +141,18 @@ def read_inputs(args, task_vars, template):
     return deployments, catalog, groups, hostvars
 
 
+def play_hosts(task_vars, groups, template):
+    """(pattern, hosts) the deploy plays run on (``llmfleet_hosts``, default the group gpu_hosts),
+    when that pattern is a plain group name of the inventory; else None (not checked)."""
+    try:
+        pattern = template(task_vars.get("llmfleet_hosts", "gpu_hosts"))
+    except AnsibleError:
+        return None
+    if isinstance(pattern, str) and pattern in groups:
+        return pattern, list(groups[pattern])
+    return None
+
+
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
     _VALID_ARGS = frozenset(("deployments", "models", "catalog_path"))
@@ -146,24 +160,34 @@ class ActionModule(ActionBase):
     def _template(self, value):
         return self._templar.template(value)
 
-    def _check_key_file(self, path):
-        """None when the API key file can be read on the control node, else why not."""
-        if not isinstance(path, str) or not path:
-            return None  # the planner's type check names it
+    def _key_path(self, path):
+        """The absolute path of an api_key_file on the control node (a relative one is looked up
+        in the playbook's files/, as the file lookup does); None when not found."""
         p = os.path.expanduser(path)
         if not os.path.isabs(p):
             try:
                 p = self._find_needle("files", p)
             except AnsibleError:
-                return "does not exist on the control node (a relative path is looked up in the playbook's files/)"
+                return None
+        return p
+
+    def _check_key_file(self, path):
+        """None when the API key file can be read on the control node, else why not."""
+        if not isinstance(path, str) or not path:
+            return None  # the planner's type check names it
+        p = self._key_path(path)
+        if p is None:
+            return "does not exist on the control node (a relative path is looked up in the playbook's files/)"
         if not os.path.exists(p):
             return "does not exist on the control node"
         if not os.path.isfile(p):
             return "is not a regular file on the control node"
         if not os.access(p, os.R_OK):
             return "cannot be read on the control node"
-        if os.path.getsize(p) == 0:
-            return "is empty"
+        try:  # the same reader as llm_ready / llm_benchmark: content rules, owner-only mode
+            read_key_file(p, check_mode=True)
+        except KeyFileError as e:
+            return str(e).replace("API key file %s " % p, "", 1)
         return None
 
     def run(self, tmp=None, task_vars=None):
@@ -179,7 +203,7 @@ class ActionModule(ActionBase):
         errors, plan = [], None
         try:
             plan = build_plan(deployments, hostvars, groups, catalog, is_vaulted=is_vaulted,
-                              check_file=self._check_key_file)
+                              check_file=self._check_key_file, play_hosts=play_hosts(task_vars, groups, self._template))
         except PlanErrors as e:
             errors = list(e.errors)
         errors += misspelt_variables(variable_names(task_vars, hosts_of(deployments, groups)), known_role_variables())
@@ -187,6 +211,10 @@ class ActionModule(ActionBase):
             e = PlanErrors(errors)
             result.update(failed=True, msg=str(e), errors=[x.to_dict() for x in e.errors])
             return result
+        for dep in plan["deployments"].values():  # readers get the file the check read
+            key = dep["api_key"]
+            if key.get("source") == "file":
+                key["control_path"] = self._key_path(key["control_path"]) or key["control_path"]
         result["plan"] = plan
         result["ansible_facts"] = {"llmfleet_plan": plan}
         return result

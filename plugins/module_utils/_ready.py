@@ -192,8 +192,9 @@ def _state_from_inspect(attrs):
 
 
 class ContainerWatch(object):
-    """Remembers each container's RestartCount at the start; ``check()`` returns the first
-    failure as {container, host, reason, state} or None."""
+    """Remembers each container's RestartCount at the start (or the ``restart_count`` it was
+    started with, when given: a restart before the watch began counts too); ``check()`` returns
+    the first failure as {container, host, reason, state} or None."""
 
     def __init__(self, backend, containers):
         self.backend = backend
@@ -206,6 +207,9 @@ class ContainerWatch(object):
 
     def start(self):
         for c in self.containers:
+            if c.get("restart_count") is not None:
+                self.baseline[self._key(c)] = c["restart_count"]
+                continue
             st = self.backend.state(c["container"], c.get("docker_host"))
             self.baseline[self._key(c)] = st.get("restart_count", 0) if st.get("exists") else 0
         return self.check()

@@ -278,6 +278,7 @@ from datetime import datetime
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import KeyFileError, read_key_file
 from ansible_collections.llmfleet.serving.plugins.module_utils import _bench_client as bc
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_datasets import build_dataset
 from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics import (
@@ -405,13 +406,13 @@ def main():
 
     api_key = p["api_key"]
     if p["api_key_file"]:
+        # one reader for every key file (module_utils/_api_key.py): an empty or whitespace-only
+        # file is refused, never taken as "no authentication"
         try:
-            with open(p["api_key_file"]) as f:
-                api_key = f.readline().strip()
-        except (IOError, OSError) as e:
-            module.fail_json(msg="cannot read api_key_file %s: %s" % (p["api_key_file"], e))
-        if api_key:
-            module.no_log_values.add(api_key)
+            api_key = read_key_file(p["api_key_file"])
+        except KeyFileError as e:
+            module.fail_json(msg="api_key_file: %s" % e)
+        module.no_log_values.add(api_key)
 
     ignore_eos = p["ignore_eos"]
     if ignore_eos is None:

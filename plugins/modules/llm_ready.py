@@ -90,6 +90,13 @@ options:
       docker_host:
         description: Docker daemon address (C(unix://), C(tcp://), C(ssh://)); default the local daemon.
         type: str
+      restart_count:
+        description:
+          - The container's RestartCount when it was started, for example V(0) for a container that
+            this run just created; a higher count at any point of the wait is a restart.
+          - Default, its count when the wait begins. A container that died and was restarted by
+            its restart policy between its start and the wait would then look healthy.
+        type: int
   docker_cli:
     description: Name or path of the C(docker) CLI used when the Docker SDK is not installed.
     type: str
@@ -201,6 +208,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import KeyFileError, read_key_file
 from ansible_collections.llmfleet.serving.plugins.module_utils._ready import (
     CLIBackend,
     ContainerWatch,
@@ -243,6 +251,7 @@ def main():
                 container=dict(type="str", required=True),
                 host=dict(type="str"),
                 docker_host=dict(type="str"),
+                restart_count=dict(type="int"),
             )),
             docker_cli=dict(type="str", default="docker"),
             log_lines=dict(type="int", default=50),
@@ -255,13 +264,12 @@ def main():
 
     api_key = p["api_key"]
     if p["api_key_file"]:
+        # one reader for every key file (module_utils/_api_key.py): an empty or whitespace-only
+        # file is refused, never taken as "no authentication"
         try:
-            with open(p["api_key_file"], "r") as f:
-                api_key = f.readline().strip()
-        except (IOError, OSError) as e:
-            module.fail_json(msg="cannot read api_key_file %s: %s" % (p["api_key_file"], e.strerror or e))
-        if not api_key:
-            module.fail_json(msg="api_key_file %s is empty" % p["api_key_file"])
+            api_key = read_key_file(p["api_key_file"])
+        except KeyFileError as e:
+            module.fail_json(msg="api_key_file: %s" % e)
         module.no_log_values.add(api_key)
 
     try:

@@ -22,7 +22,9 @@ description:
     weights + minimum KV cache for C(max_model_len) larger than the GPU memory (with the arithmetic),
     unknown engine or engine version, a flag the engine version does not accept, two deployments on one
     port of a host (also Ray and SGLang dist-init ports), GPUs over-committed, a plain-text API key for
-    public exposure, a missing API key beyond localhost, secrets in C(env), unknown keys and wrong types.
+    public exposure, a missing API key beyond localhost, secrets in C(env), unknown keys and wrong types,
+    tensor parallel sizes the model's heads do not allow, flag values the engine refuses, secret-bearing or
+    planner-owned flags from any source, and C(--trust-remote-code) without the model's explicit opt-in.
   - The API key never appears in the result, only its source (V(vault), V(file), V(inline)) and file paths.
   - See C(docs/planner.md) for the deployment keys and the plan schema.
 version_added: 0.1.0
@@ -53,11 +55,319 @@ options:
         C(tensor_parallel), C(pipeline_parallel), C(max_model_len), C(gpu_memory_utilization), C(port),
         C(exposure), C(api_key_file), C(api_key), C(network_interface), C(nccl_debug), C(extra_args), C(env),
         C(ray_port), C(dist_init_port), C(gpu_runtime), ...).
+      - The suboptions below are rendered from the planner's schema (C(plugins/plugin_utils/_spec.py)); the
+        planner refuses unknown keys (with "did you mean"), wrong types, non-finite numbers and the engine rules
+        of C(docs/planner.md).
     type: list
     elements: dict
+    # BEGIN GENERATED deployments suboptions by tools/render_plan_docs.py -- do not edit by hand
+    suboptions:
+      api_key:
+        description:
+        - The API key (vault-encrypted for O(deployments[].exposure=public)).
+        type: str
+      api_key_file:
+        description:
+        - File on the control node holding the API key (one line, mode 0600).
+        type: str
+      config_dir:
+        default: /etc/llmfleet
+        description:
+        - Host folder of the deployment's files (C(<name>/api_key), C(<name>/entrypoint.sh), C(<name>/deployment.json));
+          the plan's only config folder.
+        type: str
+      data_parallel:
+        default: auto
+        description:
+        - Data parallel ranks (vLLM C(--data-parallel-size), SGLang C(--dp-size)), one host only; V(auto) uses the GPUs
+          a valid tensor parallel size leaves.
+        type: raw
+      dist_init_port:
+        default: 20000
+        description:
+        - SGLang multi-node rendezvous port.
+        type: int
+      engine:
+        choices:
+        - vllm
+        - sglang
+        default: vllm
+        description:
+        - Inference engine.
+        type: str
+      engine_version:
+        description:
+        - Engine version; selects the flag table (vLLM 0.8.5, 0.32.0, 0.33.0; SGLang 0.5.23). Default vLLM 0.32.0, SGLang
+          0.5.23.
+        type: str
+      env:
+        description:
+        - Extra container environment; no secrets and none of the planner's own variables.
+        type: dict
+      exposure:
+        choices:
+        - localhost
+        - private
+        - public
+        default: private
+        description:
+        - 'Where the API listens: loopback, the private address, or every address.'
+        type: str
+      extra_args:
+        description:
+        - Engine arguments, checked against the engine version's flag table (names, values, owned and secret-bearing
+          flags).
+        elements: str
+        type: list
+      gpu_memory_gib:
+        description:
+        - GiB per GPU for the memory check when there are no facts; must not exceed the facts.
+        type: float
+      gpu_memory_utilization:
+        default: 0.9
+        description:
+        - Fraction of GPU memory for the engine, in (0, 1].
+        type: float
+      gpu_runtime:
+        choices:
+        - nvidia
+        - none
+        default: nvidia
+        description:
+        - V(none) (lab) requests no GPU devices.
+        type: str
+      gpus_per_host:
+        default: auto
+        description:
+        - GPUs per host, or V(auto) (C(llmfleet_gpu_facts.gpu_count)).
+        type: raw
+      head:
+        description:
+        - The head host (rank 0); one of O(deployments[].hosts). Default the first host.
+        type: str
+      hosts:
+        description:
+        - Inventory group name, host name or list of hosts; the order is the rank order (head first).
+        required: true
+        type: raw
+      image:
+        description:
+        - Container image, C(REPOSITORY[:TAG]) or pinned C(REPOSITORY@sha256:<64 hex>).
+        type: str
+      max_model_len:
+        description:
+        - Context length; at most the model's C(max_position_embeddings) unless rope scaling is set.
+        type: int
+      model:
+        description:
+        - 'A key of the catalog / C(llmfleet_models), or a model entry dict (see O(models)) with C(key: <catalog key>)
+          and overrides, or C(path: <dir with config.json>).'
+        required: true
+        type: raw
+      model_path:
+        description:
+        - Absolute host directory of the weights (not a system directory), mounted read-only.
+        type: str
+      name:
+        description:
+        - Unique name, lower-case letters, digits and C(-); container names derive from it.
+        required: true
+        type: str
+      nccl_debug:
+        choices:
+        - VERSION
+        - WARN
+        - INFO
+        - TRACE
+        default: WARN
+        description:
+        - NCCL_DEBUG level.
+        type: str
+      nccl_ib_gid_index:
+        default: 1
+        description:
+        - NCCL_IB_GID_INDEX on hosts with RDMA devices.
+        type: int
+      nccl_net_gdr_level:
+        default: 5
+        description:
+        - NCCL_NET_GDR_LEVEL on hosts with RDMA devices.
+        type: int
+      network_interface:
+        default: auto
+        description:
+        - Interface name, dict host -> name, or V(auto) (the interface of the private address).
+        type: raw
+      pipeline_parallel:
+        default: auto
+        description:
+        - Pipeline parallel size or V(auto); at most the model's layers.
+        type: raw
+      port:
+        default: 8000
+        description:
+        - API port.
+        type: int
+      ray_dashboard_port:
+        default: 8265
+        description:
+        - Ray dashboard port (vLLM multi-node, bound to loopback).
+        type: int
+      ray_port:
+        default: 6379
+        description:
+        - Ray GCS port (vLLM multi-node).
+        type: int
+      ray_timeout_s:
+        default: 600
+        description:
+        - Seconds the Ray head waits for every node.
+        type: int
+      served_model_name:
+        description:
+        - Name clients use; must not start with C(-).
+        type: str
+      sizing_reserve_gib:
+        default: 2.0
+        description:
+        - GiB per GPU the sizing keeps for CUDA context, NCCL and activations.
+        type: float
+      tensor_parallel:
+        default: auto
+        description:
+        - Tensor parallel size or V(auto); must divide the attention heads (and suit the KV heads).
+        type: raw
+      weights:
+        description:
+        - 'Where the weights come from: C(false) (pre-staged) or a dict (C(source): modelscope, huggingface, s3, local;
+          source options); fetched on the head, copied to the other hosts (docs/model-weights.md).'
+        type: raw
+    # END GENERATED deployments suboptions
   models:
-    description: Catalog entries merged over C(catalog/models.yml). Defaults to the variable C(llmfleet_models).
+    description:
+      - Catalog entries merged over C(catalog/models.yml), key -> entry. Defaults to the variable C(llmfleet_models).
+      - Each entry has the suboptions below (also the keys of a deployment's O(deployments[].model) dict).
     type: dict
+    # BEGIN GENERATED models suboptions by tools/render_plan_docs.py -- do not edit by hand
+    suboptions:
+      config:
+        description:
+        - The config.json content itself.
+        type: dict
+      config_json:
+        description:
+        - Path of a config.json on the control node.
+        type: str
+      config_source:
+        description:
+        - Set by the planner (config.json read).
+        type: str
+      dtype:
+        description:
+        - Weights dtype.
+        type: str
+      engine_flags:
+        description:
+        - 'Engine arguments per engine: C({vllm: [...], sglang: [...]}).'
+        type: dict
+      head_dim:
+        description:
+        - Head dimension.
+        type: int
+      hf_id:
+        description:
+        - Hugging Face repository.
+        type: str
+      hidden_size:
+        description:
+        - Hidden size.
+        type: int
+      index_source:
+        description:
+        - Set by the planner (index read).
+        type: str
+      key:
+        description:
+        - Catalog key this dict starts from (in a deployment's model).
+        type: str
+      kv_lora_rank:
+        description:
+        - MLA latent rank (DeepSeek V2/V3/R1).
+        type: int
+      local_dir:
+        description:
+        - Same as C(path).
+        type: str
+      max_position_embeddings:
+        description:
+        - Context limit of the model.
+        type: int
+      modelscope_id:
+        description:
+        - ModelScope repository.
+        type: str
+      name:
+        description:
+        - Display name (default the key).
+        type: str
+      num_attention_heads:
+        description:
+        - Attention (query) heads.
+        type: int
+      num_hidden_layers:
+        description:
+        - Layers.
+        type: int
+      num_key_value_heads:
+        description:
+        - KV heads (GQA).
+        type: int
+      parameters:
+        description:
+        - Parameter count.
+        type: int
+      path:
+        description:
+        - Directory on the control node with config.json (read for the architecture).
+        type: str
+      qk_rope_head_dim:
+        description:
+        - MLA decoupled RoPE dimension.
+        type: int
+      quantization:
+        description:
+        - Quantization method or null.
+        type: str
+      revision:
+        description:
+        - Pinned weights revision (commit); required with C(trust_remote_code).
+        type: str
+      rope_scaling:
+        description:
+        - Rope scaling (allows max_model_len above max_position_embeddings).
+        type: dict
+      served_model_name:
+        description:
+        - Default served model name.
+        type: str
+      shards:
+        description:
+        - Shard files.
+        type: int
+      size_bytes:
+        description:
+        - Weights size in bytes.
+        type: int
+      size_source:
+        description:
+        - Where size_bytes comes from.
+        type: str
+      trust_remote_code:
+        default: false
+        description:
+        - Run the repository's Python code (explicit opt-in; needs C(revision)).
+        type: bool
+    # END GENERATED models suboptions
   catalog_path:
     description: Another catalog file instead of the collection's C(catalog/models.yml).
     type: path

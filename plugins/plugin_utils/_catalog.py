@@ -55,12 +55,15 @@ def merge_catalog(base, overrides):
     """Entries of ``overrides`` (the variable llmfleet_models) merged over ``base`` key by key;
     ``engine_flags`` is replaced per engine. New keys add models. Returns a new dict."""
     out = copy.deepcopy(base or {})
+    if overrides is not None and not isinstance(overrides, dict):
+        raise CatalogError("llmfleet_models must be a mapping of model keys to entries (docs/planner.md), got %s"
+                           % type(overrides).__name__)
     for key, entry in (overrides or {}).items():
         if not isinstance(entry, dict):
             raise CatalogError("llmfleet_models.%s must be a mapping, got %s" % (key, type(entry).__name__))
         merged = out.setdefault(key, {"name": key})
         for k, v in entry.items():
-            if k == "engine_flags" and isinstance(v, dict):
+            if k == "engine_flags" and isinstance(v, dict) and isinstance(merged.get("engine_flags") or {}, dict):
                 flags = dict(merged.get("engine_flags") or {})
                 flags.update(v)
                 merged[k] = flags

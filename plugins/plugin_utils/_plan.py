@@ -18,21 +18,48 @@ import difflib
 import hashlib
 import ipaddress
 import json
+import math
 import re
 
+from ansible_collections.llmfleet.serving.plugins.module_utils._api_key import key_problem
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _container
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _files
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _flags
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _layout
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _schema
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _sizing
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _weights
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
 
-ENTRYPOINT = "/run/llmfleet/entrypoint.sh"
-KEY_IN_CONTAINER = "/run/llmfleet/api_key"
+ENTRYPOINT = _files.ENTRYPOINT_IN_CONTAINER
+KEY_IN_CONTAINER = _files.KEY_IN_CONTAINER
 ENGINES = ("vllm", "sglang")
 EXPOSURES = ("localhost", "private", "public")
 NCCL_DEBUG_LEVELS = ("VERSION", "WARN", "INFO", "TRACE")
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,46}[a-z0-9])?$")
-# Names that carry secrets: *_TOKEN (HF_TOKEN, HUGGING_FACE_HUB_TOKEN), *API_KEY*, *SECRET*, ...
-# A TOKEN inside a name (LLMFLEET_SIM_TTFT_PER_PROMPT_TOKEN_MS, MAX_TOKENS) is not a secret.
-SECRET_ENV_RE = re.compile(r"(API_?KEY|SECRET|PASSWORD|PASSWD|ACCESS_KEY|(^|_)TOKEN$)", re.I)
+# Names that carry secrets: *TOKEN (HF_TOKEN, HFTOKEN, HUGGING_FACE_HUB_TOKEN), *API_KEY*, *SECRET*,
+# *_KEY (SSH_PRIVATE_KEY), CREDENTIALS, ... A TOKEN inside a name (LLMFLEET_SIM_TTFT_PER_PROMPT_TOKEN_MS,
+# MAX_TOKENS) is not a secret. A value that is a URL with a password (DATABASE_URL=postgres://u:p@h/db)
+# is refused whatever its name (SECRET_URL_RE).
+SECRET_ENV_RE = re.compile(r"(API_?KEY|SECRET|PASSWORD|PASSWD|PASSPHRASE|ACCESS_KEY|PRIVATE_?KEY|CREDENTIAL|"
+                           r"TOKEN$|(^|_)KEY$|(^|_)AUTH($|_)|COOKIE|BEARER)", re.I)
+SECRET_URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/@\s]+@")
+# Variables the planner writes into the container environment: a deployment key sets them.
+# (NCCL_IB_HCA / NCCL_IB_DISABLE stay the user's to override: they come from the RDMA facts.)
+PLANNER_ENV = {"HF_HUB_OFFLINE": "none (the engines load the weights from model_path, offline)",
+               "NCCL_DEBUG": "nccl_debug", "NCCL_SOCKET_IFNAME": "network_interface",
+               "GLOO_SOCKET_IFNAME": "network_interface", "VLLM_HOST_IP": "hostvars llmfleet_private_address",
+               "SGLANG_HOST_IP": "hostvars llmfleet_private_address",
+               "NCCL_IB_GID_INDEX": "nccl_ib_gid_index", "NCCL_NET_GDR_LEVEL": "nccl_net_gdr_level",
+               "LLMFLEET_API_KEY_FILE": "api_key_file", "VLLM_API_KEY": "api_key_file",
+               "RAY_gcs_rpc_server_reconnect_timeout_s": "none (the group watchdog relies on it)"}
+RESERVED_PORTS = {22: "sshd (Ansible reaches the hosts through it)"}
+# Ray's fixed per-node ports (ray start defaults): claimed so that two Ray clusters on one host collide
+# in the plan, not at start. Client server on the head; the dashboard agent on every node.
+RAY_CLIENT_SERVER_PORT = _topology.RAY_CLIENT_SERVER_PORT
+RAY_DASHBOARD_AGENT_PORT = _topology.RAY_DASHBOARD_AGENT_PORT
 DEFAULT_IMAGES = {"vllm": "vllm/vllm-openai:v{version}", "sglang": "lmsysorg/sglang:v{version}-cu126"}
 
 # NCCL settings for RDMA, as in shared/reference/002 (elastic RDMA on ECS)
@@ -53,6 +80,7 @@ DEPLOYMENT_KEYS = {
     "model_path": ("str", None),
     "served_model_name": ("str", None),
     "gpus_per_host": (_AUTO_INT, "auto"),
+    "data_parallel": (_AUTO_INT, "auto"),
     "gpu_memory_gib": ("float", None),
     "tensor_parallel": (_AUTO_INT, "auto"),
     "pipeline_parallel": (_AUTO_INT, "auto"),
@@ -75,20 +103,11 @@ DEPLOYMENT_KEYS = {
     "gpu_runtime": ("str", "nvidia"),
     "config_dir": ("str", "/etc/llmfleet"),
     "sizing_reserve_gib": ("float", 2.0),
+    "weights": ("bool or dict", None),
 }
 
-# flags the planner sets itself: a deployment key is the place to change them
-OWNED_FLAGS = {
-    "vllm": {"--served-model-name": "served_model_name", "--tensor-parallel-size": "tensor_parallel",
-             "--pipeline-parallel-size": "pipeline_parallel", "--max-model-len": "max_model_len",
-             "--gpu-memory-utilization": "gpu_memory_utilization", "--host": "exposure", "--port": "port",
-             "--distributed-executor-backend": "hosts", "--model": "model_path", "model_tag": "model_path"},
-    "sglang": {"--model-path": "model_path", "--served-model-name": "served_model_name", "--tp-size": "tensor_parallel",
-               "--pp-size": "pipeline_parallel", "--nnodes": "hosts", "--node-rank": "hosts",
-               "--dist-init-addr": "dist_init_port", "--host": "exposure", "--port": "port",
-               "--mem-fraction-static": "gpu_memory_utilization", "--context-length": "max_model_len",
-               "--config": "api_key_file"},
-}
+# flags the planner sets itself: a deployment key is the place to change them (see _flags)
+OWNED_FLAGS = _flags.OWNED_FLAGS
 
 
 class PlanError(Exception):
@@ -141,7 +160,7 @@ def _check_type(value, typ):
     if typ == _AUTO_INT:
         return value == "auto" or (isinstance(value, int) and not isinstance(value, bool))
     if typ == "float":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if typ == "list[str]":
         return isinstance(value, list) and all(isinstance(v, str) for v in value)
     if typ == "dict[str,str]":
@@ -149,6 +168,8 @@ def _check_type(value, typ):
                                                and not isinstance(v, bool) for k, v in value.items())
     if typ == "str or list[str]":
         return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    if typ == "bool or dict":
+        return isinstance(value, (bool, dict))
     if typ == "str or dict":
         return isinstance(value, (str, dict))
     if typ == "str or dict[str,str]":
@@ -219,7 +240,8 @@ def rdma_env(facts, gid_index=1, gdr_level=5):
     devs = active_rdma_devices(facts)
     if not devs:
         return {}
-    return {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": ",".join(devs), "NCCL_NET_GDR_LEVEL": str(gdr_level),
+    # "=" makes NCCL match the names exactly: NCCL_IB_HCA=mlx5_1 would also take mlx5_10 .. mlx5_19
+    return {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=" + ",".join(devs), "NCCL_NET_GDR_LEVEL": str(gdr_level),
             "NCCL_IB_GID_INDEX": str(gid_index)}
 
 
@@ -244,19 +266,24 @@ class _Ctx(object):
         self.ports = {}        # (host, port) -> "deployment (key)"
         self.gpus_used = {}    # host -> next free GPU index
         self.gpu_users = {}    # host -> [(deployment, count)]
+        self.containers = {}   # (host, container name) -> deployment
         self.check_file = None  # path -> None or the reason it cannot be used
 
     def err(self, variable, message):
         self.errors.append(PlanError(variable, message))
 
 
-def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted=None, check_file=None):
+def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted=None, check_file=None,
+               play_hosts=None):
     """Plan every deployment. Returns {"deployments": {name: plan}, "hosts": {host: [refs]}};
     raises PlanErrors with every refusal found.
 
     ``check_file(path)``, when given, is called for each ``api_key_file`` and returns None when
     the file is usable or a short reason (e.g. "does not exist on the control node"); the action
-    plugin passes one that looks on the control node. Without it the path is not checked."""
+    plugin passes one that looks on the control node. Without it the path is not checked.
+
+    ``play_hosts``, when given, is (pattern, [hosts]) of the deploy plays (``llmfleet_hosts``,
+    default the group gpu_hosts): a deployment host outside it would never be deployed."""
     ctx = _Ctx(hostvars, groups, catalog, is_vaulted)
     ctx.check_file = check_file
     plan = {"deployments": {}, "hosts": {}}
@@ -278,6 +305,8 @@ def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted
                 continue
             seen[dep["name"]] = i
         p = _plan_one(ctx, dep, label)
+        if p is not None and not _check_cross(ctx, p, label, play_hosts):
+            p = None
         if p is not None:
             plan["deployments"][p["name"]] = p
             for h, hp in p["hosts"].items():
@@ -334,6 +363,10 @@ def _validate_keys(ctx, dep, label):
                 shown = "<hidden>" if k == "api_key" else repr(v)
                 fix = (' (quote it: "%s")' % v if typ == "str" and isinstance(v, (int, float)) and k != "api_key"
                        else "")
+                if typ == "float" and isinstance(v, float) and not math.isfinite(v):
+                    fix = " (a finite number: .nan / .inf are not sizes or fractions)"
+                elif typ in ("float", _INT, _AUTO_INT) and isinstance(v, str) and _looks_numeric(v):
+                    fix = " (write the number without quotes: %s)" % v.strip()
                 if k == "api_key":
                     fix = ": use a vault-encrypted string or api_key_file"
                 ctx.err("%s.%s" % (label, k), "must be %s, got %s %s%s" % (typ, type_name(v), shown, fix))
@@ -351,6 +384,13 @@ def _validate_keys(ctx, dep, label):
                 % d["name"])
         ok = False
     return d if ok else None
+
+
+def _looks_numeric(text):
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 def _resolve_hosts(ctx, d, label):
@@ -381,6 +421,148 @@ def _resolve_hosts(ctx, d, label):
     return [head] + [h for h in hosts if h != head]
 
 
+# ---------------------------------------------------------------------------------------------
+# validation steps of _plan_one (each adds its refusals to ctx and returns what the plan needs)
+
+def _check_strings(ctx, d, label):
+    """env (secrets, the planner's own variables), image, model_path, served_model_name."""
+    for k, v in d["env"].items():
+        var = "%s.env.%s" % (label, k)
+        if SECRET_ENV_RE.search(k) or (isinstance(v, str) and SECRET_URL_RE.match(v.strip())):
+            ctx.err(var, "secrets do not belong in the container environment (visible in docker inspect): use "
+                    "api_key / api_key_file for the API key; the engines need no other secret (weights are local)")
+        elif k in PLANNER_ENV or k.upper() in PLANNER_ENV:
+            ctx.err(var, "is set by the planner (from %s): env must not override it; change that setting instead"
+                    % PLANNER_ENV.get(k, PLANNER_ENV.get(k.upper())))
+    for var, msg in _schema.image_errors(d["image"], label + ".image"):
+        ctx.err(var, msg)
+    for var, msg in _schema.path_errors(d["model_path"], label + ".model_path"):
+        ctx.err(var, msg)
+    for var, msg in _schema.path_errors(d["config_dir"], label + ".config_dir", what="config_dir", system_ok=True):
+        ctx.err(var, msg)
+    served = d["served_model_name"]
+    if isinstance(served, str) and (not served.strip() or served.strip().startswith("-") or served != served.strip()):
+        ctx.err(label + ".served_model_name", "%r: a served model name must not be empty, start with '-' (the engine "
+                "would read it as an option) or have spaces around it" % served)
+
+
+def _check_model_entry(ctx, d, label):
+    """Type checks of the model entry the deployment names, before it is resolved. False when the
+    model cannot be resolved safely (the refusals say why)."""
+    model = d["model"]
+    errs = []
+    if isinstance(model, dict):
+        errs += _schema.model_entry_errors(model, label + ".model")
+        if isinstance(model.get("key"), str) and model["key"] in ctx.catalog:
+            errs += _schema.model_entry_errors(ctx.catalog[model["key"]], "llmfleet_models[%s]" % model["key"])
+    elif isinstance(model, str) and model in ctx.catalog:
+        errs += _schema.model_entry_errors(ctx.catalog[model], "llmfleet_models[%s]" % model)
+    elif isinstance(model, str) and not model.strip():
+        errs.append((label + ".model", "is empty: name a model of catalog/models.yml or llmfleet_models"))
+    for var, msg in errs:
+        if not any(e.variable == var and e.message == msg for e in ctx.errors):
+            ctx.err(var, msg)
+    return not errs
+
+
+def _engine_args(ctx, d, label, engine, version, model, dp, n_err):
+    """(argv, values): the engine arguments after the planner's own, from every source through the
+    same checks (_flags), merged option by option; (None, None) when refused."""
+    name = model.get("name")
+    trust = model.get("trust_remote_code") is True
+    if isinstance(d["model"], dict) and "engine_flags" in d["model"]:
+        model_var = "%s.model.engine_flags.%s" % (label, engine)
+    else:
+        model_var = "llmfleet_models[%s].engine_flags.%s" % (name, engine)
+    planner = []
+    if dp > 1:
+        planner += ["--data-parallel-size" if engine == "vllm" else "--dp-size", str(dp)]
+    if trust:
+        planner.append("--trust-remote-code")
+    sources = [_flags.Source("planner", planner, user=False),
+               _flags.Source(model_var, list(((model.get("engine_flags") or {}).get(engine)) or [])),
+               _flags.Source(label + ".extra_args", d["extra_args"])]
+    errs = []
+    for src in sources:
+        errs += _flags.check_source(engine, version, src, label, trust_remote_code=trust)
+    if not errs:
+        argv, merrs = _flags.merge(sources, label)
+        errs += merrs
+    for var, msg in errs:
+        ctx.err(var, msg)
+    if errs:
+        return None, None
+    values = {}
+    for src in sources:
+        values.update(src.values)
+    return argv, values
+
+
+def _check_context(ctx, d, label, engine, model, max_len, values, warnings):
+    """max_model_len above the model's max_position_embeddings: refused unless rope scaling is
+    configured (the model entry's rope_scaling, vLLM --hf-overrides / SGLang
+    --json-model-override-args with rope_scaling, or vLLM's VLLM_ALLOW_LONG_MAX_MODEL_LEN=1)."""
+    limit = model.get("max_position_embeddings")
+    if not _schema.is_int(limit) or max_len <= limit:
+        return
+    rope = bool(model.get("rope_scaling")) or any(
+        "rope_scaling" in str(values.get(o) or "") or "rope_parameters" in str(values.get(o) or "")
+        for o in ("--hf-overrides", "--json-model-override-args"))
+    allow = engine == "vllm" and str(d["env"].get("VLLM_ALLOW_LONG_MAX_MODEL_LEN", "")).strip() in ("1", "true")
+    if rope or allow:
+        warnings.append("max_model_len %d is above the model's max_position_embeddings %d: %s"
+                        % (max_len, limit, "rope scaling is configured" if rope else
+                           "VLLM_ALLOW_LONG_MAX_MODEL_LEN=1 lets vLLM start; outputs past %d tokens may be poor"
+                           % limit))
+        return
+    ctx.err(label + ".max_model_len", "%d is above the model's max_position_embeddings %d: the engine refuses it at "
+            "start. Lower max_model_len to %d or less, or configure rope scaling (rope_scaling in the model entry, "
+            "e.g. {rope_type: yarn, factor: 4.0, original_max_position_embeddings: %d})"
+            % (max_len, limit, limit, limit))
+
+
+def _gpu_memory(ctx, d, label, hosts, facts, warnings):
+    """GPU memory per GPU for the sizing: the facts' smallest GPU, or gpu_memory_gib. A declared size
+    above what the facts say is refused; one below them is used, with a warning."""
+    mems = [_gpu_memory_bytes(facts[h]) for h in hosts]
+    fact_mem = min(mems) if mems and all(mems) else None
+    declared = d["gpu_memory_gib"]
+    if not (declared and declared > 0):
+        return fact_mem
+    mem = int(declared * _sizing.GIB)
+    if fact_mem is not None:
+        if mem > fact_mem * 1.01:
+            ctx.err(label + ".gpu_memory_gib", "%s GiB declared, but the GPU facts say %.1f GiB (smallest GPU of %s): "
+                    "remove gpu_memory_gib (the facts are used) or lower it"
+                    % (declared, fact_mem / float(_sizing.GIB), ", ".join(hosts)))
+        elif mem < fact_mem * 0.99:
+            warnings.append("gpu_memory_gib %s is below the %.1f GiB the GPU facts report: the sizing uses the "
+                            "declared %s GiB" % (declared, fact_mem / float(_sizing.GIB), declared))
+    return mem
+
+
+def _check_cross(ctx, p, label, play_hosts):
+    """Rules across deployments: one container name per host; hosts the deploy plays run on."""
+    ok = True
+    for h, hp in p["hosts"].items():
+        other = ctx.containers.get((h, hp["container_name"]))
+        if other:
+            ctx.err(label + ".name", "container name %s on host %s is also deployment %s's: rename one deployment "
+                    "(container names derive from the name and the role)" % (hp["container_name"], h, other))
+            ok = False
+        else:
+            ctx.containers[(h, hp["container_name"])] = p["name"]
+    if play_hosts is not None:
+        pattern, members = play_hosts
+        outside = [h for h in p["hosts"] if h not in set(members or ())]
+        if outside:
+            ctx.err(label + ".hosts", "host(s) %s are not in %s, the hosts the deploy plays run on: the deployment "
+                    "would never be deployed. Add them to that group, or set llmfleet_hosts to a group that holds "
+                    "them" % (", ".join(outside), pattern))
+            ok = False
+    return ok
+
+
 def _plan_one(ctx, dep, label):
     n_err = len(ctx.errors)
     d = _validate_keys(ctx, dep, label)
@@ -391,6 +573,7 @@ def _plan_one(ctx, dep, label):
 
     engine = d["engine"]
     version = None
+    version_warnings = []
     if engine not in ENGINES:
         ctx.err(label + ".engine", "unknown engine %r%s: use one of %s"
                 % (engine, did_you_mean(engine, ENGINES), ", ".join(ENGINES)))
@@ -398,6 +581,7 @@ def _plan_one(ctx, dep, label):
     else:
         try:
             version = _engine_flags.resolve_version(engine, d["engine_version"])
+            version_warnings = _engine_flags.version_warnings(engine, d["engine_version"])
         except _engine_flags.UnknownEngineError as e:
             ctx.err(label + ".engine_version", "%s: set engine_version to one of %s"
                     % (e, ", ".join(_engine_flags.versions(engine))))
@@ -426,10 +610,9 @@ def _plan_one(ctx, dep, label):
     for k in ("port", "ray_port", "ray_dashboard_port", "dist_init_port"):
         if not 1 <= d[k] <= 65535:
             ctx.err("%s.%s" % (label, k), "%d is not a TCP port (1-65535)" % d[k])
-    for k in d["env"]:
-        if SECRET_ENV_RE.search(k):
-            ctx.err("%s.env.%s" % (label, k), "secrets do not belong in the container environment "
-                    "(visible in docker inspect): use api_key / api_key_file")
+        elif d[k] in RESERVED_PORTS:
+            ctx.err("%s.%s" % (label, k), "%d is the port of %s: choose another port" % (d[k], RESERVED_PORTS[d[k]]))
+    _check_strings(ctx, d, label)
 
     # API key
     key = d.get("api_key")
@@ -439,6 +622,9 @@ def _plan_one(ctx, dep, label):
         ctx.err(label + ".api_key", "set api_key or api_key_file, not both")
     elif key is not None:
         key_source = "vault" if ctx.is_vaulted(key) else "inline"
+        why = key_problem(str(key))
+        if why:
+            ctx.err(label + ".api_key", "the key %s" % why)
     elif key_file is not None:
         key_source = "file"
         reason = ctx.check_file(key_file) if ctx.check_file else None
@@ -454,6 +640,8 @@ def _plan_one(ctx, dep, label):
 
     # model
     model = None
+    if not _check_model_entry(ctx, d, label):
+        return None
     try:
         model = resolve_model(d["model"], ctx.catalog, d.get("model_path"))
     except KeyError:
@@ -466,7 +654,7 @@ def _plan_one(ctx, dep, label):
 
     # GPUs per host
     facts = {h: (ctx.hostvars.get(h) or {}).get("llmfleet_gpu_facts") for h in hosts}
-    counts = {h: f.get("gpu_count") for h, f in facts.items() if isinstance(f, dict) and f.get("gpu_count") is not None}
+    counts = {h: f.get("gpu_count") for h, f in facts.items() if isinstance(f, dict) and _schema.is_int(f.get("gpu_count"))}
     gph = d["gpus_per_host"]
     if gph == "auto":
         missing = [h for h in hosts if h not in counts]
@@ -490,61 +678,39 @@ def _plan_one(ctx, dep, label):
         ctx.err(label + ".gpus_per_host", "must be at least 1 (got %d)" % gph)
         return None
     nodes = len(hosts)
-    total = gph * nodes
-    tp, pp = d["tensor_parallel"], d["pipeline_parallel"]
-    if engine == "vllm":
-        tp = gph if tp == "auto" else tp
-        pp = (total // tp if tp and total % tp == 0 else nodes) if pp == "auto" else pp
-    else:
-        pp = 1 if pp == "auto" else pp
-        tp = (total // pp if pp and total % pp == 0 else total) if tp == "auto" else tp
-    if tp < 1 or pp < 1 or tp * pp != total:
-        fix_pp = total // tp if tp and total % tp == 0 else None
-        ctx.err(label + ".tensor_parallel", "tensor_parallel x pipeline_parallel = %d x %d = %d, but %d host(s) x %d "
-                "GPUs = %d GPUs are planned: TP x PP must equal the GPUs%s"
-                % (tp, pp, tp * pp, nodes, gph, total,
-                   " (set pipeline_parallel: %d)" % fix_pp if fix_pp else " (set tensor_parallel: %d)" % gph))
+    # parallel layout: TP x PP x DP, engine-true (heads, KV heads, layers), see _layout
+    layout, lerrs = _layout.choose(engine, model, nodes, gph, d["tensor_parallel"], d["pipeline_parallel"],
+                                   d["data_parallel"])
+    for key, message in lerrs or ():
+        ctx.err("%s.%s" % (label, key), message)
+    if layout is None:
         return None
+    tp, pp, dp = layout["tp"], layout["pp"], layout["dp"]
+    gph = layout["gpus_per_host"]
+    total = gph * nodes
+    warnings = list(version_warnings) + layout["warnings"]
+    notes = list(layout["notes"])
 
-    # engine arguments (catalog flags + extra_args), validated against the engine's flag table
-    cat_flags = list(((model.get("engine_flags") or {}).get(engine)) or [])
-    extra = list(d["extra_args"])
-    for src, argv in (("llmfleet_models[%s].engine_flags.%s" % (model.get("name"), engine), cat_flags),
-                      (label + ".extra_args", extra)):
-        values, unknown = _engine_flags.parse_args(engine, version, argv)
-        if unknown:
-            ctx.err(src, "%s %s does not accept %s%s" % (
-                engine, version, ", ".join(repr(u) for u in unknown),
-                "".join(did_you_mean(u.split("=")[0], _engine_flags.known_flags(engine, version)) for u in unknown[:1])
-                + (" (vLLM >= 0.10 enables reasoning with --reasoning-parser alone)" if "--enable-reasoning" in unknown
-                   else "")))
-        if src.endswith("extra_args"):
-            for flag in values:
-                if flag == "--api-key":
-                    ctx.err(src, "--api-key on the command line exposes the key (ps, docker inspect): "
-                            "use api_key or api_key_file")
-                elif flag in OWNED_FLAGS[engine]:
-                    ctx.err(src, "%s is set by the planner: set %s.%s instead" % (flag, label, OWNED_FLAGS[engine][flag]))
-    kv_dtype = _engine_flags.parse_args(engine, version, cat_flags + extra)[0].get("--kv-cache-dtype")
+    # engine arguments: every source through the same checks, then merged option by option (_flags)
+    argv, values = _engine_args(ctx, d, label, engine, version, model, dp, n_err)
+    if argv is None:
+        return None
+    cat_flags, extra = [], argv
+    kv_dtype = values.get("--kv-cache-dtype")
 
     # sizing
     max_len = (d["max_model_len"] if (d["max_model_len"] or 0) >= 1 else None) or model.get("max_position_embeddings")
     if not max_len:
         ctx.err(label + ".max_model_len", "the model's max_position_embeddings is unknown: set max_model_len")
         return None
-    warnings = []
-    if model.get("max_position_embeddings") and max_len > model["max_position_embeddings"]:
-        warnings.append("max_model_len %d is above the model's max_position_embeddings %d: the engine needs "
-                        "rope scaling for it" % (max_len, model["max_position_embeddings"]))
-    mem = None
-    if d["gpu_memory_gib"] and d["gpu_memory_gib"] > 0:
-        mem = int(d["gpu_memory_gib"] * _sizing.GIB)
-    else:
-        mems = [_gpu_memory_bytes(facts[h]) for h in hosts]
-        if all(mems):
-            mem = min(mems)
+    _check_context(ctx, d, label, engine, model, max_len, values, warnings)
+    mem = _gpu_memory(ctx, d, label, hosts, facts, warnings)
     sizing = _sizing.size_deployment(model, tp, pp, max_len, mem, u, kv_dtype,
-                                     int(d["sizing_reserve_gib"] * _sizing.GIB))
+                                     int(d["sizing_reserve_gib"] * _sizing.GIB), dtype=values.get("--dtype"))
+    sizing["dp"] = dp
+    if dp > 1:
+        sizing["lines"].append("data parallel: %d ranks, each with the figures above on its own %d GPUs"
+                               % (dp, tp * pp))
     if sizing["fits"] is False:
         ctx.err(label + ".max_model_len", "the model does not fit in the GPU memory planned:\n    %s\n  fix: lower "
                 "max_model_len, add GPUs (tensor_parallel / pipeline_parallel / hosts), raise "
@@ -569,7 +735,7 @@ def _plan_one(ctx, dep, label):
                         "(from its gpu facts): set network_interface (or a dict host: name), or "
                         "llmfleet_private_address" % (h, addrs[h]))
         ifaces[h] = ni
-    _claim_ports(ctx, d, label, engine, hosts, nodes)
+    _claim_ports(ctx, d, label, engine, hosts, nodes, values)
     devices = _claim_gpus(ctx, name, label, hosts, gph, counts)
     if len(ctx.errors) > n_err:
         return None
@@ -577,91 +743,98 @@ def _plan_one(ctx, dep, label):
     served = d["served_model_name"] or model.get("served_model_name") or model.get("hf_id") or model.get("name")
     model_path = d["model_path"] or "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
     image = d["image"] or DEFAULT_IMAGES[engine].format(version=version)
-    head_ip = addrs[hosts[0]]
-    key_host_path = "%s/%s/api_key" % (d["config_dir"].rstrip("/"), name)
-    ep_host_path = "%s/%s/entrypoint.sh" % (d["config_dir"].rstrip("/"), name)
+    wjob, werrs = _weights.job(d["weights"], model, model_path, hosts, addrs, label)
+    for variable, message in werrs:
+        ctx.err(variable, message)
+    if werrs:
+        return None
+    return _assemble(ctx, d, group=_topology.group(name, engine, version, hosts, addrs, ifaces, devices, gph, tp, pp),
+                     files=_files.DeploymentFiles(d["config_dir"], name, key_source),
+                     settings=_container.EngineSettings(
+                         model_path, served, max_len, u, d["exposure"], _ports(d), d["ray_timeout_s"],
+                         tuple(cat_flags), tuple(extra)),
+                     facts=facts, key=(key_source, key_file), wjob=wjob, sizing=sizing, warnings=warnings,
+                     model=model, image=image, notes=notes, dp=dp)
 
+
+def _ports(d):
+    return _topology.Ports(d["port"], d["ray_port"], d["ray_dashboard_port"], d["dist_init_port"])
+
+
+def _assemble(ctx, d, group, files, settings, facts, key, wjob, sizing, warnings, model, image, notes=(), dp=1):
+    """The plan of one validated deployment: per host its container spec (_container), its files
+    (_files) and its part of the weights job (_weights); the config hash over all hosts' specs."""
+    key_source, key_file = key
     hplans = {}
-    for rank, h in enumerate(hosts):
-        role = "single" if nodes == 1 else ("head" if rank == 0 else "worker")
-        cname = "llmfleet-%s" % name if role == "single" else (
-            "llmfleet-%s-head" % name if role == "head" else "llmfleet-%s-worker-%d" % (name, rank))
-        env = {"HF_HUB_OFFLINE": "1", "NCCL_DEBUG": d["nccl_debug"]}
-        if ifaces[h]:
-            env["NCCL_SOCKET_IFNAME"] = ifaces[h]
-            env["GLOO_SOCKET_IFNAME"] = ifaces[h]
-        if _is_ip(addrs[h]) and engine == "vllm":
-            env["VLLM_HOST_IP"] = addrs[h]
-        if nodes > 1:
-            env.update(rdma_env(facts[h], d["nccl_ib_gid_index"], d["nccl_net_gdr_level"]))
-        if engine == "vllm" and role == "worker":
-            # A worker's raylet gives up on a head that went away after this long (Ray's default 60 s),
-            # so that it exits, Docker restarts it and it joins the new head (the group watchdog,
-            # docs/roles/watchdog.md, waits for exactly this).
-            env["RAY_gcs_rpc_server_reconnect_timeout_s"] = "15"
-        if key_source:
-            env["LLMFLEET_API_KEY_FILE"] = KEY_IN_CONTAINER
-        env.update({k: str(v) for k, v in d["env"].items()})
-        mounts = [{"source": model_path, "target": model_path, "read_only": True}]
-        if key_source:
-            mounts.append({"source": key_host_path, "target": KEY_IN_CONTAINER, "read_only": True})
-        mounts.append({"source": ep_host_path, "target": ENTRYPOINT, "read_only": True})
-        # --host: every address for public, the private address for private, loopback for localhost
-        bind = {"public": "0.0.0.0", "private": addrs[h], "localhost": "127.0.0.1"}[d["exposure"]]
-        command = _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, served, max_len, bind,
-                           head_ip, addrs[h], cat_flags, extra)
-        ports = [d["port"]] if (role != "worker" or engine == "sglang") else []
-        if role == "head" and engine == "vllm":
-            ports += [d["ray_port"], d["ray_dashboard_port"]]
-        if engine == "sglang" and nodes > 1 and rank == 0:
-            ports.append(d["dist_init_port"])
-        gpus = gph if d["gpu_runtime"] == "nvidia" else 0
-        dev_req = ([{"driver": "nvidia", "device_ids": [str(i) for i in devices[h]], "capabilities": [["gpu"]]}]
-                   if gpus else [])
-        hplans[h] = {"role": role, "rank": rank, "container_name": cname, "image": image, "command": command,
-                     "env": env, "mounts": mounts, "ports": ports, "private_address": addrs[h],
-                     "network_interface": ifaces[h], "gpus": gpus, "gpu_devices": devices[h],
-                     "device_requests": dev_req}
-    chash = config_hash({"engine": engine, "version": version, "gpu_runtime": d["gpu_runtime"],
-                         "hosts": {h: {k: v for k, v in hp.items() if k != "labels"} for h, hp in hplans.items()},
-                         "api_key_source": key_source})
+    for m in group.members:
+        env = _container.environment(group, m, d["nccl_debug"],
+                                     rdma_env(facts[m.host], d["nccl_ib_gid_index"], d["nccl_net_gdr_level"]),
+                                     files.has_key, d["env"], _is_ip(m.address))
+        hp = {"role": m.role, "rank": m.rank}
+        hp.update(_container.spec(group, m, settings, image, env, files.mounts(settings.model_path), d["gpu_runtime"]))
+        hp.update({"private_address": m.address, "network_interface": m.interface, "files": files.host_files(),
+                   "port_claims": [{"port": p, "key": k} for p, k in
+                                   _topology.port_claims(group.engine, [x.host for x in group.members],
+                                                         settings.ports)[m.host]]})
+        hplans[m.host] = hp
+    # what restarts when what changes: every host's container spec and files (the entrypoint's
+    # sha256 among them), not the labels (they carry the hash) nor the weights step
+    chash = config_hash({"engine": group.engine, "version": group.version, "gpu_runtime": d["gpu_runtime"],
+                         "hosts": {h: {k: v for k, v in hp.items() if k not in ("labels", "weights")}
+                                   for h, hp in hplans.items()},
+                         "api_key_source": key_source,
+                         # a new pinned weights revision restarts the deployment
+                         "model_revision": model.get("revision") or None})
     for h, hp in hplans.items():
-        hp["labels"] = {"llmfleet.deployment": name, "llmfleet.role": hp["role"], "llmfleet.rank": str(hp["rank"]),
-                        "llmfleet.config-hash": chash}
-    ep_host = {"public": (ctx.hostvars.get(hosts[0]) or {}).get("llmfleet_public_address") or head_ip,
-               "private": head_ip, "localhost": "127.0.0.1"}[d["exposure"]]
+        hp["labels"] = {"llmfleet.deployment": group.name, "llmfleet.role": hp["role"],
+                        "llmfleet.rank": str(hp["rank"]), "llmfleet.config-hash": chash}
+        hp["weights"] = _weights.host_step(wjob, h)
+    head, name, port = group.head, group.name, settings.ports.api
+    ep_host = {"public": (ctx.hostvars.get(head.host) or {}).get("llmfleet_public_address") or head.address,
+               "private": head.address, "localhost": "127.0.0.1"}[d["exposure"]]
     return {
-        "name": name, "engine": engine, "engine_version": version, "image": image, "config_hash": chash,
-        "head": hosts[0], "workers": hosts[1:], "tp": tp, "pp": pp, "nodes": nodes, "gpus_per_host": gph,
-        "gpus_total": total, "model": model.get("name"), "model_path": model_path, "served_model_name": served,
-        "max_model_len": max_len, "gpu_memory_utilization": u, "exposure": d["exposure"],
-        "gpu_runtime": d["gpu_runtime"],
-        "api_key": {"source": key_source, "control_path": key_file, "host_path": key_host_path if key_source else None,
+        "name": name, "engine": group.engine, "engine_version": group.version, "image": image, "config_hash": chash,
+        "head": head.host, "workers": [m.host for m in group.members[1:]], "tp": group.tp, "pp": group.pp,
+        "nodes": group.nodes, "gpus_per_host": group.gpus_per_host, "gpus_total": group.gpus_total,
+        "model": model.get("name"), "model_path": settings.model_path,
+        "served_model_name": settings.served_model_name, "max_model_len": settings.max_model_len,
+        "gpu_memory_utilization": settings.gpu_memory_utilization, "exposure": d["exposure"],
+        "gpu_runtime": d["gpu_runtime"], "config_dir": files.config_dir, "files_dir": files.dir,
+        "api_key": {"source": key_source, "control_path": key_file, "host_path": files.key_path,
                     "container_path": KEY_IN_CONTAINER if key_source else None},
-        "endpoint": {"host": ep_host, "port": d["port"], "base_url": "http://%s:%d" % (ep_host, d["port"])},
-        "ray": ({"address": "%s:%d" % (head_ip, d["ray_port"]), "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"],
-                 "timeout_s": d["ray_timeout_s"]} if engine == "vllm" and nodes > 1 else None),
-        "dist_init_addr": "%s:%d" % (head_ip, d["dist_init_port"]) if engine == "sglang" and nodes > 1 else None,
-        "sizing": sizing, "warnings": warnings, "hosts": hplans,
+        "endpoint": {"host": ep_host, "port": port, "base_url": "http://%s:%d" % (ep_host, port)},
+        "ray": ({"address": "%s:%d" % (head.address, d["ray_port"]),
+                 "dashboard": "127.0.0.1:%d" % d["ray_dashboard_port"], "timeout_s": d["ray_timeout_s"]}
+                if group.engine == "vllm" and group.multi_node else None),
+        "dist_init_addr": ("%s:%d" % (head.address, d["dist_init_port"])
+                           if group.engine == "sglang" and group.multi_node else None),
+        "weights": wjob, "sizing": sizing, "warnings": warnings, "notes": list(notes), "hosts": hplans,
+        "dp": dp, "model_revision": model.get("revision"), "trust_remote_code": bool(model.get("trust_remote_code")),
     }
 
 
-def _claim_ports(ctx, d, label, engine, hosts, nodes):
+def _claim_ports(ctx, d, label, engine, hosts, nodes, values=None):
+    """Claim the ports each host of the deployment listens on; refuse one already claimed there.
+    Besides the deployment keys: Ray's fixed per-node ports (client server on the head, dashboard
+    agent on every node) for vLLM multi-node, and every ``--*-port`` option among the engine flags
+    (on the hosts that run the engine's server)."""
     name = d["name"]
-    claims = []
-    for rank, h in enumerate(hosts):
-        if engine == "sglang" or rank == 0:
-            claims.append((h, d["port"], "port"))
-    if engine == "vllm" and nodes > 1:
-        claims += [(hosts[0], d["ray_port"], "ray_port"), (hosts[0], d["ray_dashboard_port"], "ray_dashboard_port")]
-    if engine == "sglang" and nodes > 1:
-        claims.append((hosts[0], d["dist_init_port"], "dist_init_port"))
+    claims = [(h, port, key) for h, pk in _topology.port_claims(engine, hosts, _ports(d)).items() for port, key in pk]
+    for option, value in sorted((values or {}).items()):
+        if option.endswith("-port") and isinstance(value, str) and value.strip().isdigit():
+            for rank, h in enumerate(hosts):
+                if engine == "sglang" or rank == 0:
+                    claims.append((h, int(value), "extra_args %s" % option))
     mine = {}
     for h, port, key in claims:
         other = ctx.ports.get((h, port)) or mine.get((h, port))
+        var = key if key in DEPLOYMENT_KEYS else "extra_args" if key.startswith("extra_args") else "hosts"
         if other:
-            ctx.err("%s.%s" % (label, key), "port %d on host %s is already used by %s: set %s to a free port"
-                    % (port, h, other, key))
+            ctx.err("%s.%s" % (label, var), "port %d%s on host %s is already used by %s: %s"
+                    % (port, "" if var == key else " (%s)" % key, h, other,
+                       "set %s to a free port" % key if var == key else
+                       "change the option's port" if var == "extra_args" else
+                       "Ray uses this port on every node of a cluster: put the two Ray deployments on other hosts"))
         else:
             mine[(h, port)] = "deployment %s (%s)" % (name, key)
     ctx.ports.update(mine)
@@ -679,37 +852,3 @@ def _claim_gpus(ctx, name, label, hosts, gph, counts):
         ctx.gpus_used[h] = start + gph
         users.append((name, gph))
     return out
-
-
-def _command(engine, role, rank, d, tp, pp, nodes, gph, total, model_path, served, max_len, bind, head_ip, my_ip,
-             cat_flags, extra):
-    u = "%g" % d["gpu_memory_utilization"]
-    sh = ["/bin/sh", ENTRYPOINT]
-    if engine == "sglang":
-        argv = ["python3", "-m", "sglang.launch_server", "--model-path", model_path, "--served-model-name", served,
-                "--tp", str(tp)]
-        if pp > 1:
-            argv += ["--pp-size", str(pp)]
-        if nodes > 1:
-            argv += ["--nnodes", str(nodes), "--node-rank", str(rank),
-                     "--dist-init-addr", "%s:%d" % (head_ip, d["dist_init_port"])]
-        argv += ["--host", bind, "--port", str(d["port"]), "--mem-fraction-static", u,
-                 "--context-length", str(max_len)]
-        # SGLang serves /metrics only when asked (vLLM always does): monitoring needs it.
-        if "--enable-metrics" not in extra and "--enable-metrics" not in cat_flags:
-            argv.append("--enable-metrics")
-        return sh + ["serve", "--"] + argv + cat_flags + extra
-    if role == "worker":
-        return sh + ["ray-worker", "ray", "start", "--address=%s:%d" % (head_ip, d["ray_port"]),
-                     "--node-ip-address=%s" % my_ip, "--num-gpus=%d" % gph, "--block"]
-    argv = ["vllm", "serve", model_path, "--served-model-name", served, "--tensor-parallel-size", str(tp)]
-    if pp > 1:
-        argv += ["--pipeline-parallel-size", str(pp)]
-    argv += ["--max-model-len", str(max_len), "--gpu-memory-utilization", u, "--host", bind, "--port", str(d["port"])]
-    if role == "single":
-        return sh + ["serve", "--"] + argv + cat_flags + extra
-    argv += ["--distributed-executor-backend", "ray"]
-    return sh + ["ray-head", str(total), str(nodes), str(d["ray_timeout_s"]),
-                 "ray", "start", "--head", "--node-ip-address=%s" % my_ip, "--port=%d" % d["ray_port"],
-                 "--dashboard-host=127.0.0.1", "--dashboard-port=%d" % d["ray_dashboard_port"],
-                 "--num-gpus=%d" % gph, "--"] + argv + cat_flags + extra

@@ -27,6 +27,8 @@ import json
 
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _plan
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _schema
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
 from ansible_collections.llmfleet.serving.plugins.plugin_utils._sizing import weight_bytes
 
@@ -40,24 +42,18 @@ MARK = " !"
 # 1. deployment views
 
 def _ports_of(engine, hosts, port, ray_port, dash_port, dist_port):
-    """{host: [(port, key)]}, the same claims as the planner's (_plan._claim_ports)."""
-    out = {h: [] for h in hosts}
-    nodes = len(hosts)
-    for rank, h in enumerate(hosts):
-        if engine == "sglang" or rank == 0:
-            out[h].append((port, "port"))
-    if engine == "vllm" and nodes > 1:
-        out[hosts[0]] += [(ray_port, "ray_port"), (dash_port, "ray_dashboard_port")]
-    if engine == "sglang" and nodes > 1:
-        out[hosts[0]].append((dist_port, "dist_init_port"))
-    return out
+    """{host: [(port, key)]}: the planner's own claims (_topology.port_claims)."""
+    return _topology.port_claims(engine, hosts, _topology.Ports(port, ray_port, dash_port, dist_port))
 
 
 def _view_from_plan(p, deployment_keys):
     hosts = [p["head"]] + list(p.get("workers") or [])
     d = deployment_keys or {}
-    ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
-                      d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
+    if all("port_claims" in p["hosts"][h] for h in hosts):  # the plan says which ports each host claims
+        ports = {h: [(c["port"], c["key"]) for c in p["hosts"][h]["port_claims"]] for h in hosts}
+    else:
+        ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
+                          d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
     return {"name": p["name"], "label": "llmfleet_deployments[%s]" % p["name"], "engine": p["engine"],
             "hosts": hosts, "head": p["head"], "image": p["image"], "model_path": p["model_path"],
             "weights_bytes": (p.get("sizing") or {}).get("weights_bytes"), "ports": ports,
@@ -99,20 +95,23 @@ def views(deployments, groups=None, hostvars=None, catalog=None, plan=None):
             version = _engine_flags.resolve_version(engine, d["engine_version"])
         except Exception:  # noqa: BLE001 - the plan names a bad version; keep the image unknown
             version = None
-        image = d["image"] or (_plan.DEFAULT_IMAGES[engine].format(version=version) if version else None)
+        image = d["image"] if isinstance(d["image"], str) and d["image"] else (
+            _plan.DEFAULT_IMAGES[engine].format(version=version) if version else None)
         model = None
         try:
             model = resolve_model(d["model"], catalog or {}, d.get("model_path"))
-        except (KeyError, ValueError, TypeError):
+        except (KeyError, ValueError, TypeError, AttributeError):
             model = None
-        model_path = d["model_path"]
+        if model is not None and _schema.model_entry_errors(model, label + ".model"):
+            model = None  # a size of the wrong type: the plan names it; the disk check skips it
+        model_path = d["model_path"] if isinstance(d["model_path"], str) else None
         if not model_path and model:
             model_path = "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
         wb = weight_bytes(model)[0] if model else None
         try:
             ports = _ports_of(engine, hosts, int(d["port"]), int(d["ray_port"]), int(d["ray_dashboard_port"]),
                               int(d["dist_init_port"]))
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             ports = {h: [] for h in hosts}
         ni = d["network_interface"]
         out.append({"name": d["name"], "label": label, "engine": engine, "hosts": hosts, "head": hosts[0],

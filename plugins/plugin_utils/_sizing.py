@@ -29,9 +29,11 @@ GIB = 1024 ** 3
 MIB = 1024 ** 2
 RESERVE_BYTES = 2 * GIB
 
-DTYPE_BYTES = {"float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2,
-               "auto": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "float8": 1, "float8_e4m3fn": 1,
-               "int8": 1, "int4": 0.5, "awq": 0.5, "gptq": 0.5}
+DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "float16": 2, "fp16": 2, "half": 2, "bfloat16": 2, "bf16": 2,
+               "auto": 2, "fp8": 1, "fp8_e4m3": 1, "fp8_e5m2": 1, "float8": 1, "float8_e4m3fn": 1, "fp8_inc": 1,
+               "fp8_ds_mla": 1, "fp8_per_token_head": 1, "mxfp8": 1, "int8_per_token_head": 1,
+               "int8": 1, "int4": 0.5, "awq": 0.5, "gptq": 0.5, "nvfp4": 0.5, "fp4_mx_block16": 0.5,
+               "int4_per_token_head": 0.5}
 
 
 def dtype_bytes(dtype, default=2):
@@ -89,14 +91,24 @@ def kv_bytes_per_token(model, tp=1, pp=1, kv_bytes=2):
 
 
 def size_deployment(model, tp, pp, max_model_len, gpu_memory_bytes=None, utilization=0.9,
-                    kv_cache_dtype=None, reserve_bytes=RESERVE_BYTES):
+                    kv_cache_dtype=None, reserve_bytes=RESERVE_BYTES, dtype=None):
     """Sizing of one deployment. Returns a dict with the figures, ``fits`` (True / False / None when
-    the GPU memory or the model's size is unknown) and ``lines`` (the arithmetic, readable)."""
+    the GPU memory or the model's size is unknown) and ``lines`` (the arithmetic, readable).
+    ``dtype`` is the engine's --dtype: float32 doubles the weights of a 16-bit model in memory (and
+    its KV cache when kv_cache_dtype is auto); a quantized model keeps its size."""
     tp, pp = int(tp), int(pp)
     gpus = tp * pp
     lines = []
     wb, how = weight_bytes(model)
-    kvb = dtype_bytes(kv_cache_dtype, default=2) if kv_cache_dtype and kv_cache_dtype != "auto" else 2
+    stored = dtype_bytes(model.get("dtype"), default=2)
+    run = stored
+    if dtype and str(dtype).lower() != "auto" and not model.get("quantization") and stored >= 2:
+        run = dtype_bytes(dtype, default=stored)
+        if wb and run != stored:
+            wb = int(wb * run / stored)
+            how = "%s, x %s/%s B for --dtype %s" % (how, run, stored, dtype)
+    kvb = dtype_bytes(kv_cache_dtype, default=2) if kv_cache_dtype and kv_cache_dtype != "auto" else (
+        run if run >= 2 else 2)
     out = {"tp": tp, "pp": pp, "gpus": gpus, "weights_bytes": wb, "weights_source": how,
            "max_model_len": max_model_len, "kv_cache_dtype_bytes": kvb, "reserve_bytes": reserve_bytes,
            "gpu_memory_bytes": gpu_memory_bytes, "utilization": utilization}

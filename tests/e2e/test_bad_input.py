@@ -137,7 +137,7 @@ def test_corpus_is_large_and_well_formed():
         assert "deployments" in c or "vars" in c, c["id"]
         # every case names a variable: a llmfleet_deployments path or a role variable
         assert c.get("known_gap") or any(
-            re.search(r"llmfleet_deployments|^[a-z]+(_[a-z0-9]+)+$", f) for f in c["expect"]), c["id"]
+            re.search(r"llmfleet_deployments|llmfleet_models\[|^[a-z]+(_[a-z0-9]+)+$", f) for f in c["expect"]), c["id"]
 
 
 def test_weights_published_path_never_created(corpus_results):

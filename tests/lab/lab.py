@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -214,8 +215,8 @@ def base_image():
     root = tempfile.mkdtemp(prefix="rootfs-", dir=BUILD)
     try:
         log("debootstrap %s (%d packages) -> %s" % (SUITE, len(BASE_PACKAGES), tag))
-        run(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
-             SUITE, root, debian_mirror()], timeout=1200)
+        _debootstrap(["debootstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
+                      SUITE, root, debian_mirror()], t0)
         # Same apt sources as this machine, so apt-get works inside lab hosts too.
         for src in ("/etc/apt/sources.list.d/debian.sources",):
             if os.path.exists(src):
@@ -240,9 +241,32 @@ def base_image():
         tar.wait()
         if imp.returncode != 0:
             raise LabError("docker import failed: %s" % imp.stderr.decode().strip())
+        log("imported %s in %.0f s" % (tag, time.time() - t0))
     finally:
         subprocess.run(["rm", "-rf", root], check=False)
     return tag, time.time() - t0
+
+
+def _debootstrap(cmd, t0, timeout=1200):
+    """debootstrap with its phases shown (minutes of downloads and unpacking): the first line of
+    each phase (Retrieving, Validating, Extracting, Installing, Unpacking, Configuring, ...)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    lines, phases = [], set()
+    try:
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            words = line.split()
+            if len(words) > 1 and words[0] in ("I:", "W:", "E:") and words[1] not in phases:
+                phases.add(words[1])
+                log("  [%4.0f s] debootstrap: %s" % (time.time() - t0, line[3:][:120]))
+        proc.wait()
+    finally:
+        timer.cancel()
+    if proc.returncode != 0:
+        raise LabError("debootstrap failed: %s" % (lines[-1] if lines else "exit %d" % proc.returncode))
 
 
 def docker_build(tag, dockerfile_text, context_files):
@@ -262,11 +286,20 @@ def docker_build(tag, dockerfile_text, context_files):
                 os.makedirs(os.path.dirname(full), exist_ok=True)
                 shutil.copy(src, full)
         log("building %s" % tag)
-        proc = subprocess.run(["docker", "build", "-q", "-t", tag, ctx], capture_output=True,
-                              env=dict(os.environ, DOCKER_BUILDKIT="0"), check=False)
+        # Progress: each Dockerfile step as it starts, with the time so far (pip and apt steps
+        # take minutes on a cold cache); the full output only when the build fails.
+        proc = subprocess.Popen(["docker", "build", "-t", tag, ctx], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, DOCKER_BUILDKIT="0"))
+        lines = []
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip()
+            lines.append(line)
+            if line.startswith("Step "):
+                log("  [%4.0f s] %s" % (time.time() - t0, line[:150]))
+        proc.wait()
         if proc.returncode != 0:
-            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
-            raise LabError("building %s failed: %s" % (tag, " | ".join(tail)))
+            raise LabError("building %s failed: %s" % (tag, " | ".join(lines[-5:])))
+        log("built %s in %.0f s" % (tag, time.time() - t0))
     finally:
         shutil.rmtree(ctx, ignore_errors=True)
     return time.time() - t0
@@ -301,13 +334,14 @@ def host_image(with_docker=True):
 
 ENGINE_SIM_DIR = os.path.join(REPO, "tests", "lab", "engine_sim")
 ENGINE_FLAGS = os.path.join(REPO, "plugins", "plugin_utils", "_engine_flags.py")
+ENGINE_FLAG_TABLES = os.path.join(REPO, "plugins", "plugin_utils", "engine_flags")  # its data files
 
 
 def engine_sim_image():
     """Engine image: real Ray from PyPI + the engine simulator (vllm / sglang command lines)."""
     base, dummy = base_image()
     reqs = os.path.join(FILES, "engine-requirements.txt")
-    key = _hash(base, reqs, ENGINE_SIM_DIR, ENGINE_FLAGS, "v1")
+    key = _hash(base, reqs, ENGINE_SIM_DIR, ENGINE_FLAGS, ENGINE_FLAG_TABLES, "v1")
     tag = "%s/engine-sim:%s" % (PREFIX, key)
     dockerfile = (
         "FROM %s\n" % base
@@ -318,15 +352,18 @@ def engine_sim_image():
         "-r /tmp/engine-requirements.txt\n"
         "COPY engine_sim /tmp/engine_sim\n"
         "COPY _engine_flags.py /tmp/_engine_flags.py\n"
+        "COPY engine_flags /tmp/engine_flags\n"
         "RUN /opt/engine/bin/pip install -q --no-cache-dir /tmp/engine_sim && "
-        "cp /tmp/_engine_flags.py \"$(/opt/engine/bin/python -c 'import engine_sim,os;print(os.path.dirname(engine_sim.__file__))')/_engine_flags.py\" "
-        "&& rm -rf /tmp/engine_sim /tmp/_engine_flags.py\n"
+        "d=\"$(/opt/engine/bin/python -c 'import engine_sim,os;print(os.path.dirname(engine_sim.__file__))')\" && "
+        "cp /tmp/_engine_flags.py \"$d/_engine_flags.py\" && cp -r /tmp/engine_flags \"$d/engine_flags\" "
+        "&& rm -rf /tmp/engine_sim /tmp/_engine_flags.py /tmp/engine_flags\n"
         "LABEL llmfleet.engine=simulator\n"
     )
     secs = docker_build(tag, dockerfile, {
         "engine-requirements.txt": reqs,
         "engine_sim": ENGINE_SIM_DIR,
         "_engine_flags.py": ENGINE_FLAGS,
+        "engine_flags": ENGINE_FLAG_TABLES,
     })
     return tag, secs
 
@@ -433,6 +470,7 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
 
     timings = {}
     t0 = time.time()
+    log("lab %s: images (built once, then cached by content)" % name)
     img, secs = host_image(with_docker=docker_on_hosts)
     timings["host_image_s"] = round(secs, 1)
     engine_tags = {}
@@ -446,6 +484,7 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
         engine_tags["vllm-cpu"] = tag
         timings["vllm_cpu_image_s"] = round(secs, 1)
 
+    log("lab %s: images ready in %.0f s; starting %d host(s)" % (name, time.time() - t0, hosts))
     key, auth = ensure_ssh_key(name)
     st = LabState(name=name, mgmt_network=mgmt_name, private_network=priv_name, mgmt_subnet=str(mgmt),
                   private_subnet=str(priv), ssh_key=key, created=time.time())
@@ -490,6 +529,8 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
             for h in hosts_list:
                 _wait_inner_docker(h, 90)
         timings["hosts_up_s"] = round(time.time() - t0, 1)
+        log("lab %s: %d host(s) answer SSH%s after %.0f s" % (
+            name, hosts, " and run their own Docker engine" if docker_on_hosts else "", time.time() - t0))
         save_state(st)
         write_inventory(st)
         for kind, tag in engine_tags.items():
@@ -508,6 +549,7 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
             pass
         raise
     timings["total_s"] = round(time.time() - t0, 1)
+    log("lab %s: up in %.0f s" % (name, time.time() - t0))
     with open(os.path.join(lab_dir(name), "timings.json"), "w") as f:
         json.dump(timings, f, indent=2)
     return st, timings
@@ -525,28 +567,59 @@ def _wait_inner_docker(h, timeout):
 
 
 def load_image(st, tag, alias=None, hosts=None):
-    """Load an image of the machine's engine into each lab host's own engine (in parallel)."""
-    targets = [h for h in st.hosts if hosts is None or h.name in hosts]
-    tar = os.path.join(BUILD, "images", tag.replace("/", "_").replace(":", "_") + ".tar")
-    if not os.path.exists(tar):
-        os.makedirs(os.path.dirname(tar), exist_ok=True)
-        run(["docker", "save", "-o", tar + ".tmp", tag])
-        os.replace(tar + ".tmp", tar)
+    """Load an image of the machine's engine into each lab host's own engine.
 
-    def one(h):
-        have = subprocess.run(["docker", "exec", h.container, "docker", "image", "inspect", tag], capture_output=True, check=False)
-        if have.returncode != 0:
-            with open(tar, "rb") as f:
-                p = subprocess.run(["docker", "exec", "-i", h.container, "docker", "load", "-q"], stdin=f,
-                                   capture_output=True, check=False)
-            if p.returncode != 0:
-                raise LabError("loading %s into %s failed: %s" % (tag, h.name, p.stderr.decode().strip()))
-        if alias:
+    One ``docker save`` is streamed into ``docker load`` on every host that lacks the image
+    (in parallel, no copy on disk: the machine's Docker already holds the image)."""
+    targets = [h for h in st.hosts if hosts is None or h.name in hosts]
+    need = [h for h in targets if subprocess.run(["docker", "exec", h.container, "docker", "image", "inspect", tag],
+                                                 capture_output=True, check=False).returncode != 0]
+    if need:
+        t0 = time.time()
+        _stream_image(tag, need)
+        log("loaded %s into %s in %.0f s" % (tag, ", ".join(h.name for h in need), time.time() - t0))
+    if alias:
+        for h in targets:
             run(["docker", "exec", h.container, "docker", "tag", tag, alias])
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(targets))) as ex:
-        for fut in [ex.submit(one, h) for h in targets]:
-            fut.result()
+
+def _stream_image(tag, hosts_list, chunk=1 << 20):
+    """``docker save TAG | tee >(docker load on host 1) >(host 2) ...`` without a file."""
+    shutil.rmtree(os.path.join(BUILD, "images"), ignore_errors=True)  # copies kept by older versions
+    loaders = [(h, subprocess.Popen(["docker", "exec", "-i", h.container, "docker", "load", "-q"],
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+               for h in hosts_list]
+    save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    broken = set()
+    try:
+        while True:
+            data = save.stdout.read(chunk)
+            if not data:
+                break
+            for h, p in loaders:
+                if h.name in broken:
+                    continue
+                try:
+                    p.stdin.write(data)
+                except BrokenPipeError:
+                    broken.add(h.name)
+    finally:
+        for dummy, p in loaders:
+            try:
+                p.stdin.close()
+            except BrokenPipeError:
+                pass
+        save_err = save.stderr.read().decode(errors="replace").strip()
+        save.wait()
+    if save.returncode != 0:
+        for dummy, p in loaders:
+            p.kill()
+            p.wait()
+        raise LabError("docker save %s failed: %s" % (tag, save_err.splitlines()[-1:] or "?"))
+    for h, p in loaders:
+        dummy, err = p.communicate()
+        if p.returncode != 0:
+            raise LabError("loading %s into %s failed: %s" % (tag, h.name, err.decode(errors="replace").strip()))
 
 
 def write_inventory(st):

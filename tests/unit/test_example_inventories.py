@@ -34,7 +34,9 @@ def plan(tmp_path, inventory, hosts):
                            os.path.join(REPO, "playbooks", "plan.yml")],
                           cwd=REPO, capture_output=True, text=True, env=env, check=False)
     out = json.loads(proc.stdout[proc.stdout.index("{"):])
-    task = out["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    # the plan task of the shared prelude (playbooks/prelude.yml)
+    task = [t["hosts"]["localhost"] for p in out["plays"] for t in p["tasks"]
+            if "localhost" in t["hosts"] and t["task"]["name"].startswith("Plan")][0]
     return proc.returncode, task
 
 

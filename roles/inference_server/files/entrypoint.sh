@@ -1,23 +1,39 @@
 #!/bin/sh
 # llmfleet.serving engine entrypoint, mounted read-only at /run/llmfleet/entrypoint.sh.
+# The plan (plugins/plugin_utils/_container.py) gives docker_container the two lists whole:
 #
-#   entrypoint.sh serve -- ENGINE ARGV...
-#   entrypoint.sh ray-head GPUS NODES TIMEOUT_S RAY START ARGV... -- ENGINE ARGV...
-#   entrypoint.sh ray-worker RAY START ARGV...
+#   entrypoint.sh serve                                     ENGINE ARGV...
+#   entrypoint.sh ray-worker                                RAY START ARGV...
+#   entrypoint.sh ray-head GPUS NODES TIMEOUT_S N RAY-START-ARGV(N args) ENGINE ARGV...
+#
+# Mode arguments are read by position (ray-head: the N arguments after N are `ray start`); the
+# rest is exec'd as given. Nothing is searched for or re-split.
 #
 # The API key is read from the 0600 file named by LLMFLEET_API_KEY_FILE just before `exec`,
 # so it is neither in argv (ps) nor in the container's configuration (docker inspect):
-# vLLM gets it as VLLM_API_KEY; SGLang through a private --config file.
+# vLLM gets it as VLLM_API_KEY; SGLang through a private --config file. A key file that is
+# named but missing, unreadable, empty or whitespace only stops the start: an empty key never
+# means "no authentication".
 set -eu
 
 log() { echo "llmfleet-entrypoint: $*" >&2; }
 
 export_key() {
     key_file=${LLMFLEET_API_KEY_FILE:-}
-    if [ -n "$key_file" ] && [ -r "$key_file" ]; then
-        VLLM_API_KEY=$(cat "$key_file")
-        export VLLM_API_KEY
+    [ -n "$key_file" ] || return 0
+    if [ ! -r "$key_file" ]; then
+        log "the API key file $key_file cannot be read: refusing to start without authentication"
+        exit 78
     fi
+    VLLM_API_KEY=$(cat "$key_file")
+    case "$VLLM_API_KEY" in
+    *[![:space:]]*) ;;
+    *)
+        log "the API key file $key_file is empty or whitespace only: refusing to start without authentication"
+        exit 78
+        ;;
+    esac
+    export VLLM_API_KEY
 }
 
 # exec the engine; SGLang reads the key from a YAML --config file in a private directory.
@@ -35,28 +51,6 @@ exec_engine() {
         ;;
     esac
     exec "$@"
-}
-
-# Run only the arguments before the first "--".
-run_prefix() {
-    n=$1
-    shift
-    i=0
-    for a in "$@"; do
-        shift
-        if [ "$i" -lt "$n" ]; then set -- "$@" "$a"; fi
-        i=$((i + 1))
-    done
-    "$@"
-}
-
-count_before_sep() {
-    n=0
-    for a in "$@"; do
-        [ "$a" = "--" ] && break
-        n=$((n + 1))
-    done
-    echo "$n"
 }
 
 wait_for_address() {
@@ -110,16 +104,24 @@ mode=${1:-}
 [ $# -gt 0 ] && shift
 case "$mode" in
 serve)
-    [ "${1:-}" = "--" ] && shift
     exec_engine "$@"
     ;;
 ray-head)
-    gpus=$1 nodes=$2 timeout=$3
-    shift 3
-    n=$(count_before_sep "$@")
+    gpus=$1 nodes=$2 timeout=$3 n=$4
+    shift 4
     log "starting Ray head"
-    run_prefix "$n" "$@"
-    shift $((n + 1))
+    # the first n arguments are `ray start ...`: run them with the positional parameters as they are
+    # (a subshell keeps this shell's "$@"), then drop them
+    (
+        i=0
+        for a in "$@"; do
+            shift
+            [ "$i" -lt "$n" ] && set -- "$@" "$a"
+            i=$((i + 1))
+        done
+        exec "$@"
+    )
+    shift "$n"
     wait_for_gpus "$gpus" "$nodes" "$timeout"
     exec_engine "$@"
     ;;

@@ -1,4 +1,6 @@
 """Unit tests for the serving_plan action plugin (runs on the controller, no host)."""
+import os
+import tempfile
 from unittest.mock import MagicMock
 
 import pytest
@@ -9,7 +11,11 @@ from ansible.template import Templar
 
 from ansible_collections.llmfleet.serving.plugins.action import serving_plan as sp
 
-SECRET = "sk-never-shown"
+SECRET = "sk-never-shown-in-any-output"
+_KEY_DIR = tempfile.mkdtemp(prefix="llmfleet-unit-key-")
+KEY_FILE = os.path.join(_KEY_DIR, "api_key")  # a usable key file: one line, 16+ printable, 0600
+with open(os.open(KEY_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w") as _f:
+    _f.write("sk-unit-key-0123456789\n")
 
 
 def facts(ip):
@@ -104,7 +110,7 @@ class _StrictHostVars(dict):
 def test_unknown_host_name_does_not_stop_the_action():
     strict = _StrictHostVars(TASK_VARS["hostvars"])
     assert list(sp.collect_hostvars(["gpu-a", "gpu_hostz"], strict, lambda v: v)) == ["gpu-a"]
-    res = run({"deployments": [dep(hosts="r1_duel", api_key_file="/etc/hostname")]},
+    res = run({"deployments": [dep(hosts="r1_duel", api_key_file=KEY_FILE)]},
               dict(TASK_VARS, hostvars=strict))
     assert res["failed"] and res["errors"][0]["variable"] == "llmfleet_deployments[r1].hosts"
     assert "did you mean 'r1_dual'?" in res["errors"][0]["message"]
@@ -112,12 +118,23 @@ def test_unknown_host_name_does_not_stop_the_action():
 
 def test_api_key_file_must_exist_and_hold_something(tmp_path):
     good = tmp_path / "key"
-    good.write_text("sk-unit\n")
-    empty = tmp_path / "empty"
-    empty.write_text("")
+    good.write_text("sk-unit-0123456789abcdef\n")
+    good.chmod(0o600)
+    bad = {}
+    for name, text, mode in (("empty", "", 0o600), ("blank", "  \n\t\n", 0o600), ("two-lines", "a" * 20 + "\nb\n", 0o600),
+                             ("short", "sk-short\n", 0o600), ("spaces", "sk key with spaces 123\n", 0o600),
+                             ("group-readable", "sk-unit-0123456789abcdef\n", 0o640),
+                             ("world-readable", "sk-unit-0123456789abcdef\n", 0o644)):
+        bad[name] = tmp_path / name
+        bad[name].write_text(text)
+        bad[name].chmod(mode)
     res = run({"deployments": [dep(api_key_file=str(good))]}, dict(TASK_VARS))
     assert not res.get("failed"), res.get("msg")
-    for path, words in ((tmp_path / "missing", "does not exist on the control node"), (empty, "is empty"),
+    for path, words in ((tmp_path / "missing", "does not exist on the control node"),
+                        (bad["empty"], "is empty or whitespace only"), (bad["blank"], "is empty or whitespace only"),
+                        (bad["two-lines"], "more than one line"), (bad["short"], "at least 16"),
+                        (bad["spaces"], "printable ASCII"), (bad["group-readable"], "has mode 0640"),
+                        (bad["world-readable"], "has mode 0644"),
                         (tmp_path, "is not a regular file"), ("relative/key", "does not exist on the control node")):
         res = run({"deployments": [dep(api_key_file=str(path))]}, dict(TASK_VARS))
         assert res["failed"], path
@@ -134,14 +151,14 @@ def test_known_role_variables_from_specs_and_role_files():
 
 def test_misspelt_role_variable_fails_the_plan_from_extra_or_host_vars():
     tv = dict(TASK_VARS, inference_server_restart_polcy="always")
-    res = run({"deployments": [dep(api_key_file="/etc/hostname")]}, tv)
+    res = run({"deployments": [dep(api_key_file=KEY_FILE)]}, tv)
     assert res["failed"] and [e["variable"] for e in res["errors"]] == ["inference_server_restart_polcy"]
     assert "did you mean inference_server_restart_policy?" in res["msg"]
     hv = {h: dict(v) for h, v in TASK_VARS["hostvars"].items()}
     hv["gpu-b"]["gateway_prot"] = 8080
-    res = run({"deployments": [dep(api_key_file="/etc/hostname")]}, dict(TASK_VARS, hostvars=hv))
+    res = run({"deployments": [dep(api_key_file=KEY_FILE)]}, dict(TASK_VARS, hostvars=hv))
     assert res["failed"] and [e["variable"] for e in res["errors"]] == ["gateway_prot"]
     # both kinds of error in one message
-    res = run({"deployments": [dep(api_key_file="/etc/hostname", port="eighty")]}, tv)
+    res = run({"deployments": [dep(api_key_file=KEY_FILE, port="eighty")]}, tv)
     assert sorted(e["variable"] for e in res["errors"]) == ["inference_server_restart_polcy",
                                                             "llmfleet_deployments[r1].port"]

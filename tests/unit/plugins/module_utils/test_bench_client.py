@@ -12,6 +12,11 @@ The ``model`` field picks the behaviour:
 * ``error``: one token, then an error event inside the HTTP 200 stream.
 * ``notoken``: only a role chunk and ``[DONE]``.
 * ``multi``: chunks carrying two tokens each (speculative decoding), usage given.
+
+Timing assertions hold on a busy machine: the server's delays give lower bounds (a token cannot
+arrive before the server sent it), never upper ones; what must not be counted (a role chunk, a
+late ``[DONE]``) is checked through the structure of the measurement (which chunk starts TTFT,
+E2EL = TTFT + the ITLs). Events a test waits for come from the server (``on_request``), not timers.
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ ROLE_DELAY = 0.005
 class Server(object):
     def __init__(self):
         self.requests = []
+        self.on_request = None  # called with the number of requests seen so far
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -60,6 +66,8 @@ class Server(object):
         body = await request.json()
         self.requests.append({"path": request.path, "body": body,
                               "auth": request.headers.get("Authorization")})
+        if self.on_request is not None:
+            self.on_request(len(self.requests))
         model = body.get("model")
         chat = request.path.endswith("chat/completions")
         n = int(body.get("max_tokens", 4))
@@ -126,6 +134,7 @@ class Server(object):
 # ---------------------------------------------------------------------------- tests
 
 import math  # noqa: E402
+import statistics  # noqa: E402
 import random  # noqa: E402
 
 import pytest  # noqa: E402
@@ -162,16 +171,21 @@ def test_vllm_style_stream_with_done_and_usage_chunk(server):
     assert m["completed"] == 4 and m["failed"] == 0
     assert m["total_output_tokens"] == 20 and m["usage_source"] == "server"
     assert m["total_input_tokens"] == 12
-    # TTFT ~40 ms, ITL ~10 ms; E2EL ends at the last token, not the late [DONE] (+50 ms)
-    assert 38 <= m["median_ttft_ms"] < 80
-    assert 9 <= m["median_itl_ms"] < 30
-    assert m["median_e2el_ms"] < 40 + 4 * 30
-    assert len(m["itls"][0]) == 4
+    # TTFT >= 40 ms, ITL >= 10 ms (the server's sleeps); TTFT at the first token, one ITL per
+    # later token; E2EL ends at the last token, not the late [DONE] (+50 ms)
+    assert m["median_ttft_ms"] >= 38 and m["median_itl_ms"] >= 9
+    assert [len(x) for x in m["itls"]] == [4] * 4
+    assert_e2el_ends_at_last_token(m)
     assert m["unsupported_fields"] == []
     body = server.requests[-1]["body"]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
     assert body["ignore_eos"] is True and body["temperature"] == 0.0 and body["max_tokens"] == 5
     assert server.requests[-1]["auth"] == "Bearer sk-test"
+
+
+def assert_e2el_ends_at_last_token(m):
+    e2el = statistics.median(t + sum(gaps) for t, gaps in zip(m["ttfts"], m["itls"])) * 1000
+    assert m["median_e2el_ms"] == pytest.approx(e2el, abs=0.01)
 
 
 def test_transformers_serve_style_no_done_usage_in_last_chunk_and_422(server):
@@ -224,7 +238,7 @@ def test_max_concurrency_reports_client_queue_time(server):
     # the 4th request waited for three others (~50 ms + 10 ms + late [DONE] each)
     assert max(m["queue_times"]) > 0.1
     assert m["p99_client_queue_time_ms"] > 100
-    assert m["dispatch_lag_ms"]["p99"] < 50
+    assert set(m["dispatch_lag_ms"]) >= {"p99"}
 
 
 def test_connection_refused_fails_the_probe():
@@ -394,7 +408,8 @@ def test_readany_and_tap_paths_measure_the_same(server, tap):
     m = run(server, "vllm", ignore_eos=True, tap_stream=tap)
     assert m["completed"] == 4 and m["failed"] == 0
     assert m["total_output_tokens"] == 20 and [len(x) for x in m["itls"]] == [4] * 4
-    assert 9 <= m["median_itl_ms"] < 30 and 38 <= m["median_ttft_ms"] < 80
+    assert m["median_itl_ms"] >= 9 and m["median_ttft_ms"] >= 38
+    assert_e2el_ends_at_last_token(m)
     assert not bc._TAPS
 
 
@@ -445,13 +460,20 @@ def test_dispatcher_never_sends_early_and_reports_the_loop(server, event_loop):
 
 @pytest.mark.parametrize("closed_loop", [False, True])
 def test_stop_file_ends_a_long_run_early(server, tmp_path, closed_loop):
-    import threading
     stop = tmp_path / "stop"
-    threading.Timer(0.5, stop.touch).start()
+    first = len(server.requests)
+
+    def on_request(seen):  # the stop file appears when the server sees the 4th request of this run
+        if seen - first == 4:
+            stop.touch()
+    server.on_request = on_request
     kw = dict(request_rate=float("inf"), max_concurrency=2) if closed_loop else dict(request_rate=20.0)
     cfg = BenchConfig(server.base_url, "vllm", duration_s=60, seed=1, stop_file=str(stop), **kw)
-    t0 = time.time()
-    m = run_benchmark(cfg, samples(4, 2))[0]
-    assert time.time() - t0 < 10
-    assert m["completed"] >= 2 and m["failed"] == 0
-    assert m["duration"] < 10 and m["num_prompts"] == m["completed"]
+    try:
+        m = run_benchmark(cfg, samples(4, 2))[0]
+    finally:
+        server.on_request = None
+    # 60 s would be about 1,200 requests; the run stopped at the file: the probe, the 3 requests
+    # sent before it appeared and those already in flight, each completed
+    assert 3 <= m["completed"] < 100 and m["failed"] == 0
+    assert m["num_prompts"] == m["completed"] == len(server.requests) - first - 1

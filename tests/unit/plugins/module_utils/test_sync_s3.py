@@ -375,20 +375,13 @@ def test_filters_check_mode_and_bandwidth(moto, tmp_path):
                       ignore_patterns=["tokenizer*"]).run()
     assert plan["files_to_fetch"] == ["config.json", "sub/README.md"] and plan["changed"]
     assert not os.path.exists(dest) and not os.path.exists(dest + ".llmfleet-progress.json")
-    limited = []
-    real_consume = _sync_core.Limiter.consume
-
-    def consume(self, nbytes):
-        limited.append(nbytes)
-        return real_consume(self, nbytes)
-
-    _sync_core.Limiter.consume = consume
-    try:
-        result = SyncEngine(_source(moto, "filt"), dest, allow_patterns=["model-00002*"],
-                            bandwidth_limit=2 * MiB).run()
-    finally:
-        _sync_core.Limiter.consume = real_consume
-    assert sum(limited) == MiB == result["bytes_fetched"]  # every byte went through the shared bucket
+    eng = SyncEngine(_source(moto, "filt"), dest, allow_patterns=["model-00002*"], bandwidth_limit=2 * MiB)
+    # The limiter's own timeline (no wall-clock bound): a clock that moves only when it sleeps.
+    now, slept = [0.0], []
+    eng.limiter = _sync_core.Limiter(2 * MiB, clock=lambda: now[0],
+                                     sleep=lambda s: (slept.append(s), now.__setitem__(0, now[0] + s)))
+    eng.run()
+    assert sum(slept) == pytest.approx(0.5)  # 1 MiB at 2 MiB/s
     assert sorted(_tree(dest)) == ["model-00002-of-000003.safetensors"]
 
 

@@ -179,17 +179,28 @@ def test_sweep_writes_one_vllm_file_per_rate_and_reports_rejected_field(monkeypa
 def test_api_key_file_and_missing_aiohttp(monkeypatch, tmp_path, server):
     url, seen = server
     keyfile = tmp_path / "key"
-    keyfile.write_text("sk-from-file\n")
+    keyfile.write_text("sk-from-file-0123456789\n")
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, api_key=None,
                                                   api_key_file=str(keyfile), num_prompts=2,
                                                   report=False))
     assert kind == "exit", res
-    assert seen[-1][1] == "Bearer sk-from-file"
+    assert seen[-1][1] == "Bearer sk-from-file-0123456789"
     assert res["report_file"] is None
     monkeypatch.setattr(bc, "HAS_AIOHTTP", False)
     monkeypatch.setattr(bc, "AIOHTTP_IMPORT_ERROR", ImportError("no aiohttp"))
     kind, res = run_module(monkeypatch, base_args(url, tmp_path))
     assert kind == "fail" and "aiohttp" in res["msg"]
+
+
+@pytest.mark.parametrize("content", ["", "   \n"])
+def test_empty_or_whitespace_key_file_is_refused(monkeypatch, tmp_path, server, content):
+    url, seen = server
+    keyfile = tmp_path / "key"
+    keyfile.write_text(content)
+    n = len(seen)
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path, api_key=None, api_key_file=str(keyfile)))
+    assert kind == "fail" and "empty or whitespace only" in res["msg"]
+    assert len(seen) == n  # no request was sent without the key
 
 
 def test_event_loop_option_is_used(monkeypatch, tmp_path, server):
@@ -206,20 +217,29 @@ def test_baseline_within_tolerance_passes_and_regression_fails(monkeypatch, tmp_
     assert kind == "exit", first
     with open(first["result_file"]) as f:
         recorded = json.load(f)
-    kind, res = run_module(monkeypatch, base_args(url, tmp_path / "b", baseline=first["result_file"],
-                                                  tolerance={"completed": 0, "median_ttft_ms": 100000}))
+    # Baselines are written so that no timing of this machine (idle or busy) decides the outcome:
+    # a baseline a million times slower than the first run always holds ...
+    recorded["median_ttft_ms"] = first["metrics"]["median_ttft_ms"] * 1e6
+    slow = tmp_path / "slow.json"
+    slow.write_text(json.dumps(recorded))
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path / "b", baseline=str(slow),
+                                                  tolerance={"completed": 0, "median_ttft_ms": 25}))
     assert kind == "exit", res
     assert [c["metric"] for c in res["baseline_checks"]] == ["completed", "median_ttft_ms"]
     assert all(c["passed"] for c in res["baseline_checks"])
-    # A baseline twice as fast as anything this server can do: the run regresses and fails.
-    recorded["median_ttft_ms"] = first["metrics"]["median_ttft_ms"] / 1000.0
-    recorded["output_throughput"] = first["metrics"]["output_throughput"] * 10
+    # ... and one faster than any server can be (TTFT 1 us, 10^12 tokens/s) always regresses,
+    # under the default tolerance (median_tpot_ms too: its baseline is made unreachably slow).
+    recorded["median_ttft_ms"] = 0.001
+    recorded["output_throughput"] = 1e12
+    recorded["median_tpot_ms"] = 1e9
     fast = tmp_path / "fast.json"
     fast.write_text(json.dumps(recorded))
     kind, res = run_module(monkeypatch, base_args(url, tmp_path / "c", baseline=str(fast)))
     assert kind == "fail"
     assert res["msg"].startswith("regression against the baseline %s: " % fast)
     assert "median_ttft_ms" in res["msg"] and "output_throughput" in res["msg"]
+    assert sorted(c["metric"] for c in res["baseline_checks"]) == ["median_tpot_ms", "median_ttft_ms",
+                                                                    "output_throughput"]
     failed = sorted(c["metric"] for c in res["baseline_checks"] if not c["passed"])
     assert failed == ["median_ttft_ms", "output_throughput"]
     assert os.path.exists(res["result_file"])

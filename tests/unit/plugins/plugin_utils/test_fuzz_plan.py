@@ -40,7 +40,7 @@ HOSTVARS = {
 }
 GROUPS = {"dual": ["gpu-a", "gpu-b"], "one": ["gpu-a"], "mixed": ["gpu-a", "small"], "empty": []}
 # The variable of every refusal: a deployment's key, the list itself, or a host variable.
-VARIABLE = re.compile(r"^(llmfleet_deployments($|\[[^\]]*\](\.|$))|hostvars\[)")
+VARIABLE = re.compile(r"^(llmfleet_deployments($|\[[^\]]*\](\.|$))|hostvars\[|llmfleet_models\[[^\]]*\](\.|$))")
 
 # -- arbitrary input ------------------------------------------------------------------------
 SCALARS = (st.none() | st.booleans() | st.integers(-2 ** 40, 2 ** 40) | st.floats(allow_nan=True)
@@ -98,6 +98,7 @@ def valid_deployments(draw):
     each deployment its own ports."""
     free = {"gpu-a": 8, "gpu-b": 8}
     deps = []
+    ray = False  # Ray's fixed per-node ports (10001, 52365): one vLLM multi-node cluster per host
     for i in range(draw(st.integers(1, 3))):
         hosts = draw(st.sampled_from([["gpu-a"], ["gpu-b"], ["gpu-a", "gpu-b"], ["gpu-b", "gpu-a"]]))
         room = min(free[h] for h in hosts)
@@ -108,6 +109,10 @@ def valid_deployments(draw):
         for h in hosts:
             free[h] -= g
         engine = draw(st.sampled_from(["vllm", "sglang"]))
+        if engine == "vllm" and len(hosts) > 1:
+            if ray:
+                engine = "sglang"
+            ray = True
         exposure = draw(st.sampled_from(["localhost", "private", "public"]))
         d = {"name": "d%d" % i, "hosts": hosts if len(hosts) > 1 or draw(st.booleans()) else hosts[0],
              "engine": engine, "model": "qwq-32b", "max_model_len": draw(st.sampled_from([4096, 32768])),
@@ -167,3 +172,41 @@ def test_valid_deployments_plan_consistently(deployments, rnd):
     name = deployments[0]["name"]
     assert all(other["deployments"][name]["hosts"][h]["labels"]["llmfleet.config-hash"] != hashes[(name, h)]
                for h in other["deployments"][name]["hosts"])
+
+
+# -- arbitrary model entries (llmfleet_models, model dicts) ---------------------------------------
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._schema import MODEL_KEYS  # noqa: E402
+
+MODEL_VALUES = VALUES | st.sampled_from(["", "   ", "15 GB", "7B", ["--trust-remote-code"], {"vllm": "--x"},
+                                         {"vllm": ["--host", "0.0.0.0"]}, {"sglang": ["--kv-cache-dtype", "fp8"]},
+                                         -1, 0, float("nan"), float("inf"), "/etc", "relative/dir"])
+MODEL_ENTRIES = st.dictionaries(st.sampled_from(sorted(MODEL_KEYS)) | st.text(max_size=6), MODEL_VALUES, max_size=5)
+FLAG_LISTS = st.lists(st.sampled_from(["--dtype", "float32", "bf16", "--kv-cache-dtype", "fp8", "fp8_e4m3",
+                                       "--max-num-seqs", "64", "x", "--hf-token", "--trust-remote-code",
+                                       "--reasoning-parser", "deepseek_r1", "deepseek-r1", "--port", "22", "",
+                                       " ", "--hf-overrides", "{", "{}", "-tp", "4", "--dp-size", "2",
+                                       "--data-parallel-size", "--enable-prefix-caching", "--"]), max_size=6)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(["qwq-32b", "deepseek-r1-distill-qwen-7b", "mine"]), MODEL_ENTRIES, max_size=2),
+       st.sampled_from(["qwq-32b", "deepseek-r1-distill-qwen-7b", "mine"]) | MODEL_ENTRIES,
+       FLAG_LISTS, st.sampled_from(["vllm", "sglang"]), st.sampled_from(["one", "dual"]))
+@example({"mine": {"size_bytes": "15 GB", "engine_flags": ["--x"], "num_hidden_layers": -3}}, "mine", [], "vllm",
+         "one")
+@example({}, {"path": [], "key": ["x"]}, ["--dtype"], "sglang", "dual")
+def test_any_model_entry_and_flags_plan_or_are_refused(models, model, flags, engine, hosts):
+    try:
+        catalog = _catalog.merge_catalog(CATALOG, models)
+    except _catalog.CatalogError:
+        return
+    dep = dict(BASE, model=model, engine=engine, hosts=hosts, extra_args=flags, max_model_len=4096,
+               gpu_runtime="none")
+    try:
+        plan = _plan.build_plan([dep], HOSTVARS, GROUPS, catalog)
+    except _plan.PlanErrors as e:
+        check_refusal(e.errors)
+        return
+    for p in plan["deployments"].values():
+        assert p["tp"] * p["pp"] * p["dp"] == p["gpus_total"]
+        json.dumps(p)

@@ -58,7 +58,8 @@ def test_single_host_tp_equals_gpu_count():
     assert (p["tp"], p["pp"], p["nodes"]) == (8, 1, 1)
     h = p["hosts"]["single"]
     assert h["role"] == "single" and h["rank"] == 0 and h["container_name"] == "llmfleet-qwq"
-    assert h["command"][:6] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "serve", "--", "vllm", "serve"]
+    assert h["entrypoint"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "serve"]
+    assert h["command"][:2] == ["vllm", "serve"]
     argv = h["command"]
     assert argv[argv.index("--tensor-parallel-size") + 1] == "8"
     assert "--pipeline-parallel-size" not in argv
@@ -76,23 +77,25 @@ def test_r1_dual_vllm_ray_tp8_pp2():
     assert (p["tp"], p["pp"], p["nodes"], p["head"]) == (8, 2, 2, "gpu-a")
     head, worker = p["hosts"]["gpu-a"], p["hosts"]["gpu-b"]
     assert head["container_name"] == "llmfleet-r1-head" and worker["container_name"] == "llmfleet-r1-worker-1"
-    c = head["command"]
-    assert c[2:6] == ["ray-head", "16", "2", "600"]
+    c = head["entrypoint"]
+    assert c[2:7] == ["ray-head", "16", "2", "600", str(len(c) - 7)]
     assert "--node-ip-address=10.0.0.11" in c and "--port=6379" in c and "--dashboard-host=127.0.0.1" in c
-    serve = c[c.index("--") + 1:]
+    serve = head["command"]
     assert serve[:3] == ["vllm", "serve", "/data/models/DeepSeek-R1"]
     for flag, val in (("--tensor-parallel-size", "8"), ("--pipeline-parallel-size", "2"),
                       ("--distributed-executor-backend", "ray")):
         assert serve[serve.index(flag) + 1] == val
-    assert worker["command"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "ray-worker", "ray", "start",
-                                 "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12", "--num-gpus=8", "--block"]
+    assert worker["entrypoint"] == ["/bin/sh", "/run/llmfleet/entrypoint.sh", "ray-worker"]
+    assert worker["command"] == ["ray", "start", "--address=10.0.0.11:6379", "--node-ip-address=10.0.0.12",
+                                 "--num-gpus=8", "--block"]
     # per-host interface names, RDMA env as in reference 002
     assert head["env"]["NCCL_SOCKET_IFNAME"] == "eth0" and worker["env"]["GLOO_SOCKET_IFNAME"] == "ens5"
     assert worker["env"]["VLLM_HOST_IP"] == "10.0.0.12"
     # the worker gives up on a vanished head in 15 s (Ray: 60 s), so a restarted head gets it back soon
     assert worker["env"]["RAY_gcs_rpc_server_reconnect_timeout_s"] == "15"
     assert "RAY_gcs_rpc_server_reconnect_timeout_s" not in head["env"]
-    assert head["env"]["NCCL_IB_HCA"] == "mlx5_0,mlx5_1" and head["env"]["NCCL_IB_DISABLE"] == "0"
+    # "=": exact names (mlx5_1 alone would also select mlx5_10 .. mlx5_19)
+    assert head["env"]["NCCL_IB_HCA"] == "=mlx5_0,mlx5_1" and head["env"]["NCCL_IB_DISABLE"] == "0"
     assert head["env"]["NCCL_IB_GID_INDEX"] == "1" and head["env"]["NCCL_NET_GDR_LEVEL"] == "5"
     assert head["labels"]["llmfleet.config-hash"] == p["config_hash"] == worker["labels"]["llmfleet.config-hash"]
     assert out["hosts"]["gpu-b"] == [{"deployment": "r1", "container_name": "llmfleet-r1-worker-1", "role": "worker"}]
@@ -104,12 +107,13 @@ def test_sglang_tp16_two_nodes():
     assert (p["tp"], p["pp"]) == (16, 1)
     for rank, h in enumerate(["gpu-a", "gpu-b"]):
         c = p["hosts"][h]["command"]
-        assert c[4:7] == ["python3", "-m", "sglang.launch_server"]
+        assert c[:3] == ["python3", "-m", "sglang.launch_server"]
         for flag, val in (("--tp", "16"), ("--nnodes", "2"), ("--node-rank", str(rank)),
                           ("--dist-init-addr", "10.0.0.11:20000"), ("--mem-fraction-static", "0.9")):
             assert c[c.index(flag) + 1] == val
-        assert "--trust-remote-code" in c
-        assert c.count("--enable-metrics") == 1      # SGLang serves /metrics only when asked
+        assert "--trust-remote-code" not in c           # an explicit opt-in of the model entry only
+        assert c.count("--enable-metrics") == 1
+        assert p["hosts"][h]["env"]["SGLANG_HOST_IP"] == p["hosts"][h]["private_address"]      # SGLang serves /metrics only when asked
     assert "NCCL_IB_HCA" not in p["hosts"]["gpu-a"]["env"]       # no RDMA devices on these hosts
     assert 20000 in p["hosts"]["gpu-a"]["ports"]
 
@@ -137,7 +141,7 @@ def test_choose_interface_and_rdma_env():
     assert _plan.choose_interface(f, "10.1.2.77") == "enp1s0"      # subnet contains it
     assert _plan.choose_interface(f, "10.9.9.9") is None
     assert _plan.choose_interface(f, "gpu-a.example") is None
-    assert _plan.rdma_env(facts(rdma=["mlx5_0"])) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "mlx5_0",
+    assert _plan.rdma_env(facts(rdma=["mlx5_0"])) == {"NCCL_IB_DISABLE": "0", "NCCL_IB_HCA": "=mlx5_0",
                                                       "NCCL_NET_GDR_LEVEL": "5", "NCCL_IB_GID_INDEX": "1"}
     down = facts(rdma=["mlx5_0"])
     down["rdma"][0]["ports"][0]["state"] = "DOWN"
@@ -193,8 +197,12 @@ def test_refuses_port_clashes():
     assert "already used by deployment qwq (port)" in errs[0].message
     # a Ray port clash between two Ray clusters on one head
     errs = refused([dict(R1, gpus_per_host=4), dict(R1, name="r1b", gpus_per_host=4, port=8001)])
-    assert sorted(variables(errs)) == ["llmfleet_deployments[r1b].ray_dashboard_port",
-                                       "llmfleet_deployments[r1b].ray_port"]
+    assert sorted(variables(errs)) == ["llmfleet_deployments[r1b].hosts"] * 3 + [
+        "llmfleet_deployments[r1b].ray_dashboard_port", "llmfleet_deployments[r1b].ray_port"]
+    # Ray's fixed ports: the client server on the head, the dashboard agent on every node
+    text = str(_plan.PlanErrors(errs))
+    assert "port 10001 (Ray client server (fixed 10001)) on host gpu-a" in text
+    assert "port 52365 (Ray dashboard agent (fixed 52365)) on host gpu-b" in text
     errs = refused([dict(SG, gpus_per_host=4), dict(SG, name="sg2", gpus_per_host=4, port=8001)])
     assert variables(errs) == ["llmfleet_deployments[sg2].dist_init_port"]
 

@@ -70,7 +70,10 @@ def refusals(ev):
     """Every refusal the serving_plan action would give for these extra vars."""
     errors = []
     try:
-        _plan.build_plan(ev.get("llmfleet_deployments"), HOSTVARS, GROUPS, CATALOG, check_file=check_file)
+        pattern = ev.get("llmfleet_hosts", "gpu_hosts")
+        catalog = _catalog.merge_catalog(CATALOG, ev.get("llmfleet_models"))
+        _plan.build_plan(ev.get("llmfleet_deployments"), HOSTVARS, GROUPS, catalog, check_file=check_file,
+                         play_hosts=(pattern, GROUPS[pattern]) if pattern in GROUPS else None)
     except _plan.PlanErrors as e:
         errors = list(e.errors)
     errors += _plan.misspelt_variables(ev, action.known_role_variables())
@@ -88,7 +91,8 @@ def test_base_deployment_plans(key_file):
     """The corpus' base deployment is valid: each case's refusal comes from its own change."""
     assert refusals({"llmfleet_deployments": [dict(BASE, name="ok")]}) == []
     ok = _plan.build_plan([dict(BASE, name="ok")], HOSTVARS, GROUPS, CATALOG, check_file=check_file)
-    assert ok["deployments"]["ok"]["tp"] == 8
+    # 28 attention heads / 4 KV heads on 8 GPUs: TP 8 would not start; auto gives TP 4 x data parallel 2
+    assert (ok["deployments"]["ok"]["tp"], ok["deployments"]["ok"]["dp"]) == (4, 2)
 
 
 @pytest.mark.parametrize("case", PLAN_CASES, ids=[c["id"] for c in PLAN_CASES])

@@ -59,14 +59,16 @@ def run(data, **kw):
 def test_views_from_deployment_keys():
     v = {x["name"]: x for x in views()}
     assert v["r1"]["hosts"] == ["gpu-a", "gpu-b"]
-    assert v["r1"]["ports"] == {"gpu-a": [(8000, "port"), (6379, "ray_port"), (8265, "ray_dashboard_port")],
-                                "gpu-b": []}
+    assert v["r1"]["ports"] == {"gpu-a": [(8000, "port"), (6379, "ray_port"), (8265, "ray_dashboard_port"),
+                                          (10001, "Ray client server (fixed 10001)"),
+                                          (52365, "Ray dashboard agent (fixed 52365)")],
+                                "gpu-b": [(52365, "Ray dashboard agent (fixed 52365)")]}
     assert v["r1"]["weights_bytes"] == R1_BYTES
     assert v["r1"]["addresses"]["gpu-a"] == "10.0.0.11"
     assert v["q"]["ports"] == {"one": [(8001, "port")]}
     t = _preflight.targets(list(v.values()))
     assert t["hosts"]["gpu-a"] == {"images": ["vllm/vllm-openai:v0.32.0"], "paths": ["/srv/models/R1"],
-                                   "ports": [8000, 6379, 8265]}
+                                   "ports": [8000, 6379, 8265, 10001, 52365]}
     assert t["hosts"]["one"]["images"] == ["vllm/vllm-openai:v0.32.0"]  # the default image of vllm 0.32.0
 
 
@@ -108,8 +110,8 @@ def test_all_good_passes():
     assert r["message"] == "preflight passed for r1, q"
     row = r["rows"]["r1"][1]
     assert row["private interface"] == "ens5 10.0.0.12/24"
-    assert row["ports"] == "-"
-    assert r["rows"]["r1"][0]["ports"] == "8000,6379,8265 free"
+    assert row["ports"] == "52365 free"
+    assert r["rows"]["r1"][0]["ports"] == "8000,6379,8265,10001,52365 free"
     assert r["rows"]["r1"][0]["clock skew s"] == "-0.0" or r["rows"]["r1"][0]["clock skew s"] == "+0.0"
 
 

@@ -11,6 +11,11 @@ sub-millisecond accuracy. On Linux the scheduler therefore arms a ``timerfd`` (C
 absolute, nanosecond resolution) registered with the loop as a reader: the loop wakes exactly
 at the next deadline without blocking. Elsewhere :class:`DeadlineScheduler` uses a loop timer
 until ``SPIN_S`` before the deadline and a short blocking ``time.sleep`` for the rest.
+
+The engine keeps its own timeline of the last ``TIMELINE_LEN`` requests (:attr:`Engine.timeline`,
+served as ``GET /sim/timeline``): arrival, admission, every chunk's planned deadline, the time it
+was actually sent, and the running count its next gap was planned with. Tests compare against
+what the server planned and did, not against their own wall clock.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from collections import deque
 
 SPIN_S = 0.0015     # below this distance to the next deadline, sleep precisely (blocking)
 EARLY_S = 0.00005   # release what is due within this slack in the same tick
+TIMELINE_LEN = 4096  # requests kept in Engine.timeline
 
 
 def _wake(fut):
@@ -250,6 +256,8 @@ class Engine(object):
         self.slots = Slots(max_num_seqs, self.loop)
         self.metrics = metrics
         self.kv_tokens = 0
+        # Newest last; each entry a dict, see generate(). Times are this process's time.monotonic().
+        self.timeline = deque(maxlen=TIMELINE_LEN)
 
     def start(self):
         self.sched.start()
@@ -286,6 +294,11 @@ class Engine(object):
         clock = time.monotonic
         await slots.acquire()
         admitted = clock()
+        # planned[i]: chunk i's deadline; sent[i]: when it was handed to the server to write;
+        # running[i]: the running count chunk i+1's gap was planned with.
+        rec = {"arrival": arrival, "admitted": admitted, "prompt_tokens": prompt_tokens,
+               "planned": [], "sent": [], "running": []}
+        self.timeline.append(rec)
         self.kv_tokens += prompt_tokens
         m.prompt_tokens += prompt_tokens
         held = prompt_tokens
@@ -305,6 +318,8 @@ class Engine(object):
                 held += n
                 m.generation_tokens += n
                 now = clock()
+                rec["planned"].append(deadline)
+                rec["sent"].append(now)
                 if last_emit is None:
                     first_emit = now
                     m.ttft.observe(now - arrival)
@@ -312,7 +327,9 @@ class Engine(object):
                     m.itl.observe(now - last_emit)
                 last_emit = now
                 yield start, n, produced >= total
-                deadline += cfg.itl_s(slots.running)
+                running = slots.running
+                rec["running"].append(running)
+                deadline += cfg.itl_s(running)
             end = clock()
             m.e2e.observe(end - arrival)
             m.req_prompt.observe(prompt_tokens)

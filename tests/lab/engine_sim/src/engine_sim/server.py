@@ -87,6 +87,7 @@ class SimServer(object):
         r.add_post("/v1/completions", self.completions)
         r.add_post("/v1/chat/completions", self.chat)
         r.add_get("/metrics", self.prom)
+        r.add_get("/sim/timeline", self.timeline)
         if spec.engine == "sglang":
             r.add_get("/health_generate", self.health)
             r.add_get("/get_model_info", self.model_info)
@@ -124,6 +125,11 @@ class SimServer(object):
     # -- simple routes ---------------------------------------------------------------------
     async def health(self, request):
         return web.Response(status=200)
+
+    async def timeline(self, request):
+        """The engine's own timeline (lab only): what it planned and sent, per request."""
+        return json_response({"clock": "monotonic", "now": time.monotonic(),
+                              "requests": list(self.engine.timeline)})
 
     async def version(self, request):
         return json_response({"version": self.spec.version})

@@ -1,0 +1,198 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to llmfleet.serving (may change without notice): read, in one call on a host, what
+the role compares with the plan (module serving_state_info).
+
+- every planned container: exists, ``llmfleet.config-hash`` label, running, status, start time
+  (one ``docker inspect`` for all of them);
+- for a running head of a multi-node vLLM group that matches the plan: how many Ray nodes are
+  alive (one ``docker exec`` per such head);
+- every planned file or folder: exists, sha256, mode, owner, group, compared with what is
+  expected, with the reason when it differs.
+
+Read-only. The decisions across hosts (which groups restart) are made on the controller
+(plugin_utils/_drift.py)."""
+
+from __future__ import annotations
+
+import fnmatch
+import grp
+import hashlib
+import json
+import os
+import pwd
+import stat
+
+HASH_LABEL = "llmfleet.config-hash"
+RAY_ALIVE_NODES_PY = ("import ray; ray.init(address='auto', logging_level='ERROR'); "
+                      "print(sum(1 for n in ray.nodes() if n['Alive']))")
+
+
+def parse_inspect(stdout):
+    """{name: state} from the JSON array ``docker inspect`` prints (names without the '/')."""
+    out = {}
+    try:
+        data = json.loads(stdout or "[]")
+    except ValueError:
+        return out
+    for c in data if isinstance(data, list) else []:
+        name = (c.get("Name") or "").lstrip("/")
+        st = c.get("State") or {}
+        labels = (c.get("Config") or {}).get("Labels") or {}
+        out[name] = {"exists": True, "config_hash": labels.get(HASH_LABEL), "running": bool(st.get("Running")),
+                     "status": st.get("Status"), "started_at": st.get("StartedAt"), "id": (c.get("Id") or "")[:12]}
+    return out
+
+
+def read_containers(run, names, docker="docker"):
+    """State of every container in ``names`` with one ``docker inspect``. ``run(argv)`` returns
+    (rc, stdout, stderr). Raises RuntimeError when Docker itself does not answer."""
+    if not names:
+        return {}
+    rc, out, err = run([docker, "inspect", "--type", "container"] + list(names))
+    found = parse_inspect(out)
+    if rc != 0 and not found:
+        missing_only = all("no such" in line.lower() for line in (err or "").strip().splitlines()) and err.strip()
+        if not missing_only:
+            raise RuntimeError("docker inspect failed (rc %s): %s" % (rc, (err or out or "").strip()[-500:]))
+    return {n: found.get(n, {"exists": False}) for n in names}
+
+
+def ray_nodes(run, container, docker="docker", timeout_s=30):
+    """{rc, nodes, error}: the Ray nodes alive as the head ``container`` sees them."""
+    rc, out, err = run([docker, "exec", container, "timeout", str(int(timeout_s)), "python3", "-c", RAY_ALIVE_NODES_PY])
+    res = {"rc": rc, "nodes": None, "error": ""}
+    if rc == 0:
+        try:
+            res["nodes"] = int((out or "").strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            res.update(rc=1, error="unexpected output: %r" % (out or "")[-200:])
+    else:
+        res["error"] = (err or out or "").strip()[-500:]
+    return res
+
+
+def _name(getter, num):
+    try:
+        return getter(num)[0]
+    except KeyError:
+        return str(num)
+
+
+def sha256_of(path, bufsize=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(bufsize), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_state(want):
+    """Compare one expected file or folder ``want`` ({path, state: file|directory, sha256, mode,
+    owner, group}; unset keys are not compared) with the host. Returns the entry with
+    ``in_sync`` and ``why`` (a list of differences, the content's hash never shown)."""
+    path = want["path"]
+    kind = want.get("state") or "file"
+    res = {k: want[k] for k in ("path", "kind", "deployment") if want.get(k) is not None}
+    res["state"] = kind
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        res.update(exists=False, in_sync=False, why=["absent"])
+        return res
+    except OSError as e:
+        res.update(exists=False, in_sync=False, why=["cannot be read: %s" % e])
+        return res
+    why = []
+    is_dir, is_file = stat.S_ISDIR(st.st_mode), stat.S_ISREG(st.st_mode)
+    have = {"mode": "%04o" % stat.S_IMODE(st.st_mode), "owner": _name(pwd.getpwuid, st.st_uid),
+            "group": _name(grp.getgrgid, st.st_gid)}
+    if kind == "directory" and not is_dir:
+        why.append("not a directory")
+    elif kind == "file" and not is_file:
+        why.append("not a regular file")
+    elif kind == "file" and want.get("sha256"):
+        try:
+            if sha256_of(path) != want["sha256"]:
+                why.append("content differs")
+        except OSError as e:
+            why.append("cannot be read: %s" % e)
+    for k in ("mode", "owner", "group"):
+        w = want.get(k)
+        if w is None:
+            continue
+        w = ("%04o" % int(str(w), 8)) if k == "mode" else str(w)
+        if have[k] != w:
+            why.append("%s %s -> %s" % (k, have[k], w))
+    res.update(have, exists=True, in_sync=not why, why=why)
+    return res
+
+
+def _container_view(s):
+    if not s.get("exists"):
+        return "absent"
+    return "%s, config hash %s" % ("running" if s.get("running") else "not running (%s)" % s.get("status"),
+                                   s.get("config_hash") or "none")
+
+
+def _file_view(f):
+    if not f.get("exists"):
+        return "absent"
+    return "%s %s %s:%s" % (f.get("state"), f.get("mode"), f.get("owner"), f.get("group"))
+
+
+def find(specs):
+    """{folder: [full paths of its entries matching the glob pattern]} for [{path, pattern}]
+    (a missing folder lists nothing)."""
+    out = {}
+    for spec in specs or []:
+        try:
+            names = sorted(os.listdir(spec["path"]))
+        except OSError:
+            names = []
+        out[spec["path"]] = [os.path.join(spec["path"], n) for n in names
+                             if fnmatch.fnmatchcase(n, spec.get("pattern") or "*")]
+    return out
+
+
+def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes=None, finds=None):
+    """Everything ``serving_state_info`` returns. ``containers``: [{name, config_hash, ray_nodes?}];
+    ``files``: [{path, state?, sha256?, mode?, owner?, group?, kind?, deployment?}];
+    ``probes``: paths whose existence is returned (``probes``); ``finds``: [{path, pattern}]
+    folders listed (``found``), so that the tasks that would stat or list them need no call.
+
+    ``differences`` lists what must change, ``diff`` ({before, after}, one line per item that
+    differs, never a file's content) is what --diff shows."""
+    names = [c["name"] for c in containers]
+    cstate = read_containers(run, names, docker=docker)
+    ray = {}
+    for c in containers:
+        s = cstate[c["name"]]
+        if c.get("ray_nodes") and s.get("exists") and s.get("running") and s.get("config_hash") == c.get("config_hash"):
+            ray[c["name"]] = ray_nodes(run, c["name"], docker=docker, timeout_s=ray_timeout_s)
+    fstate = [file_state(f) for f in files]
+    reasons, before, after = [], [], []
+    for c in containers:
+        n, s = c["name"], cstate[c["name"]]
+        want = "running, config hash %s" % c.get("config_hash")
+        r = ray.get(n)
+        if not s.get("exists") or s.get("config_hash") != c.get("config_hash") or not s.get("running"):
+            reasons.append("%s: %s -> %s" % (n, _container_view(s), want))
+        elif r is not None and (r["rc"] != 0 or (r["nodes"] or 0) < int(c["ray_nodes"])):
+            reasons.append("%s: Ray holds %s of %s nodes" % (n, r["nodes"], c["ray_nodes"]))
+            before.append("%s: Ray nodes %s" % (n, r["nodes"]))
+            after.append("%s: Ray nodes %s" % (n, c["ray_nodes"]))
+            continue
+        else:
+            continue
+        before.append("%s: %s" % (n, _container_view(s)))
+        after.append("%s: %s" % (n, want))
+    for f in fstate:
+        if not f["in_sync"]:
+            reasons.append("%s: %s" % (f["path"], ", ".join(f["why"])))
+            before.append("%s: %s" % (f["path"], _file_view(f)))
+            after.append("%s: %s" % (f["path"], ", ".join(f["why"])))
+    return {"containers": cstate, "ray": ray, "files": fstate, "in_sync": not reasons, "differences": reasons,
+            "probes": {p: os.path.exists(p) for p in probes or []}, "found": find(finds),
+            "diff": {"before": "".join(x + "\n" for x in before), "after": "".join(x + "\n" for x in after)}}

@@ -1,0 +1,162 @@
+# -*- coding: utf-8 -*-
+# Copyright (c) llmfleet developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Private to llmfleet.serving (may change without notice): which engine containers restart and why.
+
+Controller-only, pure: compares what every host reported (``serving_state_info``: its containers,
+the Ray node count of its running heads, its planned files) with the plan, across the members of
+each multi-node group. The rules, each with a unit test (tests/unit/plugins/plugin_utils/test_drift.py):
+
+1. A container is changed when it is absent, its ``llmfleet.config-hash`` label differs from the
+   plan's hash, it is not running, or its API-key file is missing or differs (a key is read only
+   at start).
+2. A multi-node group (Ray head + workers, SGLang ranks) restarts as a whole when any member is
+   changed, or when a member's host is not among the hosts that reported (not in this play): a
+   lone member cannot rejoin a group safely.
+3. A multi-node vLLM group whose members all match the plan is still broken when a member started
+   before the current head (after the head's host restarted, the workers had joined the old
+   head's Ray), or when the head's Ray does not answer or holds fewer nodes than the plan.
+4. Every member of a restarting group gets a reason: its own, else the group's, else
+   "member of a changed group".
+"""
+
+from __future__ import annotations
+
+import re
+
+HASH_LABEL = "llmfleet.config-hash"
+MEMBER_OF_CHANGED_GROUP = "member of a changed group"
+NOT_IN_PLAY = "not in this play"
+KEY_KINDS = ("key", "api_key")
+
+
+def started_key(started_at):
+    """Docker's ``State.StartedAt`` (RFC 3339, nanoseconds, UTC 'Z') as a sortable string:
+    ``YYYY-MM-DDTHH:MM:SS.nnnnnnnnn`` (the fraction padded to 9 digits)."""
+    s = started_at or ""
+    frac = re.sub(r"(Z|[+-]\d\d:\d\d)$", "", s[20:])
+    return "%s.%s" % (s[:19], (frac + "000000000")[:9])
+
+
+def deployments_of(plan, host):
+    """The deployments planned on ``host``: [(name, deployment plan, host plan)] in plan order."""
+    out = []
+    for ref in (plan.get("hosts") or {}).get(host) or []:
+        dep = plan["deployments"][ref["deployment"]]
+        out.append((ref["deployment"], dep, dep["hosts"][host]))
+    return out
+
+
+def expected_containers(plan, host):
+    """What ``serving_state_info`` reads on ``host``: each planned container with its hash, and for
+    the head of a multi-node vLLM group the Ray node count to check."""
+    out = []
+    for name, dep, hp in deployments_of(plan, host):
+        c = {"name": hp["container_name"], "config_hash": dep["config_hash"], "deployment": name}
+        if dep.get("engine") == "vllm" and int(dep.get("nodes") or 1) > 1 and int(hp.get("rank") or 0) == 0:
+            c["ray_nodes"] = int(dep["nodes"])
+        out.append(c)
+    return out
+
+
+def container_reason(state, want_hash, key_changed=False):
+    """Rule 1: why one container must change (None when it matches). ``state`` is what
+    serving_state_info reported for it ({exists, config_hash, running, status, started_at})."""
+    if not state or not state.get("exists"):
+        return "absent"
+    have = state.get("config_hash")
+    if have != want_hash:
+        return "config hash %s -> %s" % (have or "none", want_hash)
+    if not state.get("running"):
+        return "not running (%s)" % (state.get("status") or "unknown")
+    if key_changed:
+        return "API key changed"
+    return None
+
+
+def _group_reason(name, dep, states, why):
+    """Rule 3 for one multi-node vLLM deployment whose head matches the plan; None when healthy."""
+    head = dep["head"]
+    hp = dep["hosts"][head]
+    cname = hp["container_name"]
+    hs = states.get(head)
+    if hs is None:
+        return None
+    head_state = (hs.get("containers") or {}).get(cname)
+    if not head_state or not head_state.get("exists") or not head_state.get("running") or cname in why.get(head, {}):
+        return None
+    head_started = started_key(head_state.get("started_at"))
+    for h, s in dep["hosts"].items():
+        if h == head or h not in states:
+            continue
+        st = (states[h].get("containers") or {}).get(s["container_name"])
+        if st and st.get("exists") and started_key(st.get("started_at")) < head_started:
+            return "%s on %s started at %s, before the head %s (%s): it did not rejoin the current head" % (
+                s["container_name"], h, st.get("started_at"), cname, head_state.get("started_at"))
+    ray = (hs.get("ray") or {}).get(cname)
+    if ray is None:
+        return None
+    if ray.get("rc", 1) != 0:
+        err = (ray.get("error") or "").strip().splitlines()
+        return "the head %s's Ray does not answer (rc %s: %s)" % (cname, ray.get("rc", "?"), err[-1] if err else "")
+    if ray.get("nodes") is None or int(ray["nodes"]) < int(dep["nodes"]):
+        return "the head %s's Ray holds %s of %d nodes" % (cname, ray.get("nodes"), int(dep["nodes"]))
+    return None
+
+
+def decide(plan, states, key_changed=None):
+    """Decide for every host that reported. ``states``: {host: serving_state_info result}; hosts of
+    the plan missing from it are not in this play. ``key_changed``: {host: [deployments whose API-key
+    file is missing or differs]} (default: taken from each state's ``files``, entries of kind
+    ``key``, the plan's name, or ``api_key``).
+
+    Returns {host: {"why": {container: reason}, "restart": [deployments restarting as a whole],
+    "group_why": {deployment: reason}, "drift": {deployment: {container: reason}},
+    "in_sync": bool}} plus, under the key None, the fleet-wide ``restart`` and ``group_why``."""
+    deps = plan.get("deployments") or {}
+    if key_changed is None:
+        key_changed = {h: [f.get("deployment") for f in (st.get("files") or []) if f.get("kind") in KEY_KINDS
+                           and not f.get("in_sync")] for h, st in states.items()}
+    # Rule 1, per host
+    why = {}
+    for h, st in states.items():
+        w = {}
+        for name, dep, hp in deployments_of(plan, h):
+            r = container_reason((st.get("containers") or {}).get(hp["container_name"]), dep["config_hash"],
+                                 name in (key_changed.get(h) or ()))
+            if r:
+                w[hp["container_name"]] = r
+        why[h] = w
+    # Rule 3, per multi-node vLLM deployment
+    group_why = {}
+    for name, dep in sorted(deps.items()):
+        if int(dep.get("nodes") or 1) > 1 and dep.get("engine") == "vllm":
+            r = _group_reason(name, dep, states, why)
+            if r:
+                group_why[name] = r
+    # Rule 2
+    restart = []
+    for name, dep in sorted(deps.items()):
+        if int(dep.get("nodes") or 1) <= 1 or not any(h in states for h in dep["hosts"]):
+            continue
+        if name in group_why or any(h not in states or s["container_name"] in why[h] for h, s in dep["hosts"].items()):
+            restart.append(name)
+    # Rule 4
+    out = {}
+    for h in states:
+        w = dict(why[h])
+        drift = {}
+        mine = deployments_of(plan, h)
+        for name, dep, hp in mine:
+            c = hp["container_name"]
+            if c not in w and name in group_why:
+                w[c] = group_why[name]
+            r = w.get(c, MEMBER_OF_CHANGED_GROUP if name in restart else None)
+            if r is not None:
+                drift.setdefault(name, {})[c] = r
+        files_ok = all(f.get("in_sync") for f in (states[h].get("files") or []))
+        out[h] = {"why": w, "restart": [n for n, _d, _hp in mine if n in restart],
+                  "group_why": {n: group_why[n] for n, _d, _hp in mine if n in group_why},
+                  "drift": drift, "in_sync": not drift and files_ok}
+    out[None] = {"restart": restart, "group_why": group_why}
+    return out

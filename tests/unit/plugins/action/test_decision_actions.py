@@ -1,0 +1,104 @@
+"""Unit tests of the thin decision action plugins: serving_drift, rollout_plan, canary_verdict
+(the rules themselves are tested in tests/unit/plugins/plugin_utils/test_drift.py and test_rollout.py)."""
+import base64
+import json
+from unittest.mock import MagicMock
+
+from ansible.parsing.dataloader import DataLoader
+from ansible.playbook.task import Task
+from ansible.template import Templar
+
+from ansible_collections.llmfleet.serving.plugins.action import canary_verdict, rollout_plan, serving_drift
+
+
+def run(mod, name, args, task_vars):
+    task = Task()
+    task.args = args
+    task.action = "llmfleet.serving." + name
+    action = mod.ActionModule(task, MagicMock(), MagicMock(), DataLoader(), Templar(loader=DataLoader()), MagicMock())
+    return action.run(task_vars=task_vars)
+
+
+PLAN = {"deployments": {
+    "r1": {"engine": "vllm", "nodes": 2, "head": "a", "config_hash": "new", "served_model_name": "R1",
+           "hosts": {"a": {"container_name": "r1-head", "rank": 0}, "b": {"container_name": "r1-worker-1", "rank": 1}}},
+    "q": {"engine": "vllm", "nodes": 1, "head": "c", "config_hash": "qh", "served_model_name": "Q",
+          "hosts": {"c": {"container_name": "q", "rank": 0}}}},
+    "hosts": {"a": [{"deployment": "r1", "container_name": "r1-head"}],
+              "b": [{"deployment": "r1", "container_name": "r1-worker-1"}],
+              "c": [{"deployment": "q", "container_name": "q"}]}}
+
+
+def up(h):
+    return {"exists": True, "config_hash": h, "running": True, "status": "running", "started_at": "2026-12-06T02:00:00Z"}
+
+
+def states():
+    return {"a": {"containers": {"r1-head": up("new")}, "ray": {"r1-head": {"rc": 0, "nodes": 2}}, "files": []},
+            "b": {"containers": {"r1-worker-1": up("old")}, "ray": {}, "files": []},
+            "c": {"containers": {"q": up("qh")}, "ray": {}, "files": []}}
+
+
+def test_serving_drift_decides_for_this_host_from_every_host_of_the_play():
+    hv = {h: {"_inference_server_state": s} for h, s in states().items()}
+    res = run(serving_drift, "serving_drift", {"plan": PLAN},
+              {"inventory_hostname": "a", "ansible_play_hosts": ["a", "b", "c"], "hostvars": hv})
+    assert not res.get("failed"), res
+    assert res["why"] == {} and res["restart"] == ["r1"] and res["drift"] == {"r1": {"r1-head": "member of a changed group"}}
+    assert res["in_sync"] is False and res["changed"] is False and res["fleet"]["restart"] == ["r1"]
+    res = run(serving_drift, "serving_drift", {"plan": PLAN},
+              {"inventory_hostname": "c", "ansible_play_hosts": ["a", "b", "c"], "hostvars": hv})
+    assert res["in_sync"] is True and res["drift"] == {}
+    # a host outside the play counts as changed for its group (b is not in this play's hosts)
+    hv["b"]["_inference_server_state"] = dict(states()["b"], containers={"r1-worker-1": up("new")})
+    res = run(serving_drift, "serving_drift", {"plan": PLAN},
+              {"inventory_hostname": "a", "ansible_play_hosts": ["a", "c"], "hostvars": hv})
+    assert res["restart"] == ["r1"]
+    res = run(serving_drift, "serving_drift", {"plan": PLAN},
+              {"inventory_hostname": "a", "ansible_play_hosts": ["a", "b", "c"], "hostvars": hv})
+    assert res["restart"] == [] and res["in_sync"] is True
+
+
+def test_serving_drift_refuses_bad_input():
+    res = run(serving_drift, "serving_drift", {"plan": "nope"}, {"inventory_hostname": "a", "hostvars": {}})
+    assert res["failed"] and "plan must be" in res["msg"]
+    res = run(serving_drift, "serving_drift", {"plan": PLAN}, {"inventory_hostname": "a", "ansible_play_hosts": ["a"],
+                                                               "hostvars": {"a": {}}})
+    assert res["failed"] and "serving_state_info" in res["msg"]
+
+
+def test_rollout_plan_reads_drift_running_plans_and_gateways():
+    old = dict(PLAN["deployments"]["r1"], config_hash="old")
+    hv = {"a": {"inference_server_drift": {"r1": {"r1-head": "member of a changed group"}},
+                "__llmfleet_running_raw": {"results": [{"item": "r1", "content": base64.b64encode(
+                    json.dumps(old).encode()).decode()}]}},
+          "b": {"inference_server_drift": {"r1": {"r1-worker-1": "config hash old -> new"}}},
+          "c": {},
+          "gw": {"gateway_deployment": "r1", "gateway_name": "front"}}
+    res = run(rollout_plan, "rollout_plan", {"plan": PLAN, "gateway_hosts": ["gw"]}, {"hostvars": hv})
+    assert not res.get("failed"), res
+    assert res["drift"] == {"r1": {"a/r1-head": "member of a changed group", "b/r1-worker-1": "config hash old -> new"}}
+    b = res["batches"][0]
+    assert b["hosts"] == ["a", "b"] and b["canary"] and b["gateways"] == [{"host": "gw", "replica": "r1", "backend": "front"}]
+    assert b["rollback_plan"]["deployments"]["r1"]["config_hash"] == "old"
+    assert res["before"]["r1"]["config_hash"] == "old" and res["before"]["q"] == {}
+    assert res["batch_sizes"] == [2] and res["summary"][0]["deployments"] == ["r1"]
+    res = run(rollout_plan, "rollout_plan", {"plan": PLAN, "canary": "false"}, {"hostvars": hv})
+    assert not res["batches"][0]["canary"]
+
+
+def test_rollout_plan_names_an_unknown_only():
+    res = run(rollout_plan, "rollout_plan", {"plan": PLAN, "only": ["r2"]}, {"hostvars": {}})
+    assert res["failed"] and res["msg"] == "llmfleet_reconfigure_only: r2 not in the plan (deployments: q, r1)"
+    res = run(rollout_plan, "rollout_plan", {"plan": PLAN, "only": [3]}, {"hostvars": {}})
+    assert res["failed"] and "must be a list of deployment names" in res["msg"]
+
+
+def test_canary_verdict():
+    ok = {"deployment": "r1", "baseline_checks": [{"metric": "median_ttft_ms", "passed": True}]}
+    res = run(canary_verdict, "canary_verdict", {"runs": [ok]}, {})
+    assert res["passed"] and not res["rollback"] and res["failures"] == [] and len(res["checks"]) == 1
+    res = run(canary_verdict, "canary_verdict", {"runs": [dict(ok, msg="regression")]}, {})
+    assert res["rollback"] and res["failures"] == ["r1: regression"]
+    res = run(canary_verdict, "canary_verdict", {"runs": "x"}, {})
+    assert res["failed"]

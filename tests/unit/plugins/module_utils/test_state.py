@@ -1,0 +1,129 @@
+"""Unit tests of module_utils/_state.py: one call reads a host (containers, Ray, files)."""
+import grp
+import hashlib
+import json
+import os
+import pwd
+
+import pytest
+
+from ansible_collections.llmfleet.serving.plugins.module_utils import _state
+
+ME = pwd.getpwuid(os.getuid())[0]
+MY_GROUP = grp.getgrgid(os.getgid())[0]
+
+
+def inspect_json(*containers):
+    return json.dumps([{"Name": "/" + name, "Id": "0123456789abcdef", "Config": {"Labels": {_state.HASH_LABEL: h}},
+                        "State": {"Running": running, "Status": "running" if running else "exited",
+                                  "StartedAt": "2026-12-06T02:00:00.1Z"}} for name, h, running in containers])
+
+
+class Docker(object):
+    """A fake `docker` for run(argv): inspect answers from ``containers``; exec answers ``ray``."""
+
+    def __init__(self, containers=(), ray=(0, "2\n", ""), inspect_rc=None, inspect_err=None):
+        self.containers = {c[0]: c for c in containers}
+        self.ray = ray
+        self.inspect_rc, self.inspect_err = inspect_rc, inspect_err
+        self.calls = []
+
+    def __call__(self, argv):
+        self.calls.append(argv)
+        if argv[1] == "inspect":
+            names = argv[4:]
+            found = [self.containers[n] for n in names if n in self.containers]
+            missing = [n for n in names if n not in self.containers]
+            rc = self.inspect_rc if self.inspect_rc is not None else (1 if missing else 0)
+            err = self.inspect_err if self.inspect_err is not None else "".join(
+                "Error: No such container: %s\n" % n for n in missing)
+            return rc, inspect_json(*found) if found else "[]", err
+        if argv[1] == "exec":
+            return self.ray
+        raise AssertionError(argv)
+
+
+def test_one_inspect_for_every_container_and_ray_only_for_a_matching_running_head():
+    d = Docker([("head", "h1", True), ("small", "h2", True)])
+    st = _state.read_state(d, [{"name": "head", "config_hash": "h1", "ray_nodes": 2},
+                               {"name": "small", "config_hash": "h2"}, {"name": "gone", "config_hash": "h3"}], [])
+    inspects = [c for c in d.calls if c[1] == "inspect"]
+    assert len(inspects) == 1 and inspects[0][4:] == ["head", "small", "gone"]
+    assert st["containers"]["head"] == {"exists": True, "config_hash": "h1", "running": True, "status": "running",
+                                        "started_at": "2026-12-06T02:00:00.1Z", "id": "0123456789ab"}
+    assert st["containers"]["gone"] == {"exists": False}
+    assert st["ray"] == {"head": {"rc": 0, "nodes": 2, "error": ""}}
+    execs = [c for c in d.calls if c[1] == "exec"]
+    assert execs == [["docker", "exec", "head", "timeout", "30", "python3", "-c", _state.RAY_ALIVE_NODES_PY]]
+    assert st["in_sync"] is False and st["differences"] == ["gone: absent -> running, config hash h3"]
+
+
+def test_ray_not_asked_of_a_stale_or_stopped_head():
+    d = Docker([("head", "old", True)])
+    st = _state.read_state(d, [{"name": "head", "config_hash": "new", "ray_nodes": 2}], [])
+    assert st["ray"] == {} and [c for c in d.calls if c[1] == "exec"] == []
+    assert st["differences"] == ["head: running, config hash old -> running, config hash new"]
+    d = Docker([("head", "new", False)])
+    st = _state.read_state(d, [{"name": "head", "config_hash": "new", "ray_nodes": 2}], [])
+    assert st["ray"] == {} and st["differences"] == ["head: not running (exited), config hash new -> running, config hash new"]
+
+
+def test_ray_missing_nodes_or_failing_is_a_difference():
+    st = _state.read_state(Docker([("head", "h", True)], ray=(0, "1\n", "")), [{"name": "head", "config_hash": "h", "ray_nodes": 2}], [])
+    assert st["differences"] == ["head: Ray holds 1 of 2 nodes"] and not st["in_sync"]
+    st = _state.read_state(Docker([("head", "h", True)], ray=(124, "", "Traceback\nTimeout")),
+                           [{"name": "head", "config_hash": "h", "ray_nodes": 2}], [])
+    assert st["ray"]["head"] == {"rc": 124, "nodes": None, "error": "Traceback\nTimeout"}
+    st = _state.read_state(Docker([("head", "h", True)], ray=(0, "warning only", "")),
+                           [{"name": "head", "config_hash": "h", "ray_nodes": 2}], [])
+    assert st["ray"]["head"]["rc"] == 1 and "unexpected output" in st["ray"]["head"]["error"]
+
+
+def test_docker_down_raises_but_missing_containers_do_not():
+    with pytest.raises(RuntimeError) as e:
+        _state.read_containers(Docker(inspect_rc=1, inspect_err="Cannot connect to the Docker daemon"), ["a"])
+    assert "Cannot connect" in str(e.value)
+    assert _state.read_containers(Docker(), ["a", "b"]) == {"a": {"exists": False}, "b": {"exists": False}}
+    assert _state.read_containers(Docker(), []) == {}
+
+
+def test_file_state_compares_content_mode_owner(tmp_path):
+    f = tmp_path / "api_key"
+    f.write_text("sk-secret")
+    os.chmod(str(f), 0o600)
+    sha = hashlib.sha256(b"sk-secret").hexdigest()
+    want = {"path": str(f), "sha256": sha, "mode": "0600", "owner": ME, "group": MY_GROUP, "kind": "api_key",
+            "deployment": "r1"}
+    res = _state.file_state(want)
+    assert res["in_sync"] and res["why"] == [] and res["mode"] == "0600" and res["kind"] == "api_key"
+    assert "sha256" not in res, "the expected hash is not echoed"
+    res = _state.file_state(dict(want, sha256="0" * 64, mode="644", owner="nobody-here"))
+    assert res["why"] == ["content differs", "mode 0600 -> 0644", "owner %s -> nobody-here" % ME]
+    assert "sk-secret" not in json.dumps(res)
+    assert _state.file_state({"path": str(tmp_path / "nope")}) == {
+        "path": str(tmp_path / "nope"), "state": "file", "exists": False, "in_sync": False, "why": ["absent"]}
+
+
+def test_file_state_directories(tmp_path):
+    d = tmp_path / "dep"
+    d.mkdir()
+    os.chmod(str(d), 0o700)
+    assert _state.file_state({"path": str(d), "state": "directory", "mode": "0700"})["in_sync"]
+    assert _state.file_state({"path": str(d), "state": "file"})["why"] == ["not a regular file"]
+    f = tmp_path / "f"
+    f.write_text("x")
+    assert _state.file_state({"path": str(f), "state": "directory"})["why"] == ["not a directory"]
+
+
+def test_probes_finds_and_diff(tmp_path):
+    (tmp_path / "llmfleet-watchdog-a").write_text("")
+    (tmp_path / "other").write_text("")
+    st = _state.read_state(Docker(), [], [{"path": str(tmp_path / "missing"), "mode": "0600"}],
+                           probes=[str(tmp_path), str(tmp_path / "nope")],
+                           finds=[{"path": str(tmp_path), "pattern": "llmfleet-watchdog-*"},
+                                  {"path": str(tmp_path / "nope"), "pattern": "*"}])
+    assert st["probes"] == {str(tmp_path): True, str(tmp_path / "nope"): False}
+    assert st["found"] == {str(tmp_path): [str(tmp_path / "llmfleet-watchdog-a")], str(tmp_path / "nope"): []}
+    assert st["diff"] == {"before": "%s: absent\n" % (tmp_path / "missing"), "after": "%s: absent\n" % (tmp_path / "missing")}
+    st = _state.read_state(Docker(), [], [])
+    assert st["in_sync"] and st["diff"] == {"before": "", "after": ""}

@@ -1,0 +1,184 @@
+"""Unit tests of plugin_utils/_drift.py: which engine containers restart and why (one test per rule)."""
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift
+
+H1, H2, H3 = "gpu-a", "gpu-b", "gpu-c"
+T0 = "2026-12-06T01:00:00.5Z"
+T1 = "2026-12-06T02:00:00.123456789Z"
+T2 = "2026-12-06T02:00:01.000000001Z"
+
+
+def plan(r1_engine="vllm"):
+    """r1: a two-node group on gpu-a (head) + gpu-b; qwq: a single-host engine on gpu-c; small: on gpu-a too."""
+    deps = {
+        "r1": {"engine": r1_engine, "nodes": 2, "head": H1, "config_hash": "r1hash",
+               "hosts": {H1: {"container_name": "r1-head", "rank": 0}, H2: {"container_name": "r1-worker-1", "rank": 1}}},
+        "qwq": {"engine": "vllm", "nodes": 1, "head": H3, "config_hash": "qwqhash",
+                "hosts": {H3: {"container_name": "qwq", "rank": 0}}},
+        "small": {"engine": "vllm", "nodes": 1, "head": H1, "config_hash": "smallhash",
+                  "hosts": {H1: {"container_name": "small", "rank": 0}}},
+    }
+    hosts = {}
+    for name, d in deps.items():
+        for h, hp in d["hosts"].items():
+            hosts.setdefault(h, []).append({"deployment": name, "container_name": hp["container_name"]})
+    return {"deployments": deps, "hosts": hosts}
+
+
+def running(h, started=T1):
+    return {"exists": True, "config_hash": h, "running": True, "status": "running", "started_at": started}
+
+
+def states(**over):
+    """Every container running on the plan's hash, the head's Ray full; ``over`` replaces parts."""
+    st = {
+        H1: {"containers": {"r1-head": running("r1hash", T1), "small": running("smallhash")},
+             "ray": {"r1-head": {"rc": 0, "nodes": 2, "error": ""}}, "files": []},
+        H2: {"containers": {"r1-worker-1": running("r1hash", T2)}, "ray": {}, "files": []},
+        H3: {"containers": {"qwq": running("qwqhash")}, "ray": {}, "files": []},
+    }
+    for k, v in over.items():
+        st[k] = v
+    return st
+
+
+def test_all_in_sync_changes_nothing():
+    out = _drift.decide(plan(), states())
+    for h in (H1, H2, H3):
+        assert out[h] == {"why": {}, "restart": [], "group_why": {}, "drift": {}, "in_sync": True}
+    assert out[None] == {"restart": [], "group_why": {}}
+
+
+def test_rule1_absent_hash_not_running_and_key():
+    assert _drift.container_reason(None, "x") == "absent"
+    assert _drift.container_reason({"exists": False}, "x") == "absent"
+    assert _drift.container_reason(running("old"), "new") == "config hash old -> new"
+    assert _drift.container_reason(dict(running("new"), config_hash=None), "new") == "config hash none -> new"
+    assert _drift.container_reason(dict(running("x"), running=False, status="exited"), "x") == "not running (exited)"
+    assert _drift.container_reason(running("x"), "x", key_changed=True) == "API key changed"
+    assert _drift.container_reason(running("x"), "x") is None
+    # the hash wins over the state, the state over the key
+    assert _drift.container_reason(dict(running("old"), running=False), "new").startswith("config hash")
+    assert _drift.container_reason(dict(running("x"), running=False, status="dead"), "x", True) == "not running (dead)"
+
+
+def test_single_host_change_restarts_only_that_container():
+    st = states()
+    st[H3]["containers"]["qwq"] = running("stale")
+    out = _drift.decide(plan(), st)
+    assert out[H3]["why"] == {"qwq": "config hash stale -> qwqhash"}
+    assert out[H3]["drift"] == {"qwq": {"qwq": "config hash stale -> qwqhash"}}
+    assert out[H3]["restart"] == [] and not out[H3]["in_sync"]
+    assert out[H1]["in_sync"] and out[H2]["in_sync"]
+
+
+def test_api_key_file_differs_from_state_files():
+    st = states()
+    st[H3]["files"] = [{"path": "/etc/llmfleet/qwq/api_key", "kind": "key", "deployment": "qwq", "in_sync": False}]
+    out = _drift.decide(plan(), st)
+    assert out[H3]["why"] == {"qwq": "API key changed"}
+    # an explicit key_changed map wins over the files
+    out = _drift.decide(plan(), st, key_changed={H3: []})
+    assert out[H3]["why"] == {}
+    assert not out[H3]["in_sync"], "a file out of sync keeps the host out of sync"
+
+
+def test_rule2_group_restarts_as_a_whole_when_a_member_changed():
+    st = states()
+    st[H2]["containers"]["r1-worker-1"] = {"exists": False}
+    out = _drift.decide(plan(), st)
+    assert out[H2]["why"] == {"r1-worker-1": "absent"}
+    assert out[H1]["restart"] == ["r1"] and out[H2]["restart"] == ["r1"]
+    assert out[H1]["drift"] == {"r1": {"r1-head": _drift.MEMBER_OF_CHANGED_GROUP}}
+    assert "small" not in out[H1]["why"], "another deployment on the head's host is untouched"
+    assert out[None]["restart"] == ["r1"]
+
+
+def test_rule2_sglang_group_restarts_as_a_whole_too():
+    st = states()
+    st[H1]["ray"] = {}
+    st[H1]["containers"]["r1-head"] = running("old", T1)
+    out = _drift.decide(plan("sglang"), st)
+    assert out[H2]["restart"] == ["r1"] and out[H2]["drift"] == {"r1": {"r1-worker-1": _drift.MEMBER_OF_CHANGED_GROUP}}
+
+
+def test_rule2_member_host_not_in_play_restarts_the_group():
+    st = states()
+    del st[H2]
+    out = _drift.decide(plan(), st)
+    assert H2 not in out
+    assert out[H1]["restart"] == ["r1"]
+    assert out[H1]["drift"]["r1"] == {"r1-head": _drift.MEMBER_OF_CHANGED_GROUP}
+
+
+def test_rule3_worker_started_before_the_head_did_not_rejoin():
+    st = states()
+    st[H2]["containers"]["r1-worker-1"] = running("r1hash", T0)
+    out = _drift.decide(plan(), st)
+    why = out[None]["group_why"]["r1"]
+    assert "r1-worker-1 on gpu-b started at %s, before the head r1-head (%s)" % (T0, T1) in why
+    assert out[H1]["restart"] == ["r1"] and out[H2]["restart"] == ["r1"]
+    assert out[H1]["why"]["r1-head"] == why and out[H2]["why"]["r1-worker-1"] == why
+    assert out[H1]["group_why"] == {"r1": why}
+
+
+def test_rule3_start_times_compare_to_the_nanosecond():
+    assert _drift.started_key("2026-12-06T02:00:00.5Z") == "2026-12-06T02:00:00.500000000"
+    assert _drift.started_key("2026-12-06T02:00:00Z") == "2026-12-06T02:00:00.000000000"
+    assert _drift.started_key("2026-12-06T02:00:00.123456789+00:00") == "2026-12-06T02:00:00.123456789"
+    # 0.5 s is after 0.123456789 s although "5" < "123456789" as plain strings would compare the other way
+    assert _drift.started_key("2026-12-06T02:00:00.5Z") > _drift.started_key("2026-12-06T02:00:00.123456789Z")
+    st = states()
+    st[H1]["containers"]["r1-head"] = running("r1hash", "2026-12-06T02:00:00.5Z")
+    st[H2]["containers"]["r1-worker-1"] = running("r1hash", "2026-12-06T02:00:00.123456789Z")
+    assert "before the head" in _drift.decide(plan(), st)[None]["group_why"]["r1"]
+    st[H2]["containers"]["r1-worker-1"] = running("r1hash", "2026-12-06T02:00:00.6Z")
+    assert _drift.decide(plan(), st)[None]["group_why"] == {}
+
+
+def test_rule3_head_ray_missing_nodes_or_not_answering():
+    st = states()
+    st[H1]["ray"]["r1-head"] = {"rc": 0, "nodes": 1, "error": ""}
+    out = _drift.decide(plan(), st)
+    assert out[None]["group_why"] == {"r1": "the head r1-head's Ray holds 1 of 2 nodes"}
+    assert out[H2]["why"] == {"r1-worker-1": "the head r1-head's Ray holds 1 of 2 nodes"}
+    st[H1]["ray"]["r1-head"] = {"rc": 124, "nodes": None, "error": "Traceback...\nConnectionError: GCS gone\n"}
+    out = _drift.decide(plan(), st)
+    assert out[None]["group_why"] == {"r1": "the head r1-head's Ray does not answer (rc 124: ConnectionError: GCS gone)"}
+
+
+def test_rule3_not_checked_for_sglang_or_when_head_changed_or_absent_or_head_host_out_of_play():
+    st = states()
+    st[H2]["containers"]["r1-worker-1"] = running("r1hash", T0)
+    st[H1]["ray"]["r1-head"] = {"rc": 1, "nodes": None, "error": "x"}
+    assert _drift.decide(plan("sglang"), st)[None]["group_why"] == {}
+    st2 = states(**{H1: dict(st[H1], containers=dict(st[H1]["containers"], **{"r1-head": running("old")}))})
+    st2[H2]["containers"]["r1-worker-1"] = running("r1hash", T0)
+    out = _drift.decide(plan(), st2)
+    assert out[None]["group_why"] == {} and out[None]["restart"] == ["r1"]
+    assert out[H1]["why"] == {"r1-head": "config hash old -> r1hash"}
+    del st[H1]
+    out = _drift.decide(plan(), st)
+    assert out[None]["group_why"] == {} and out[H2]["restart"] == ["r1"]
+
+
+def test_rule3_no_ray_report_means_no_ray_verdict():
+    st = states()
+    st[H1]["ray"] = {}
+    assert _drift.decide(plan(), st)[None]["group_why"] == {}
+
+
+def test_files_out_of_sync_make_the_host_out_of_sync_without_restarting():
+    st = states()
+    st[H3]["files"] = [{"path": "/etc/llmfleet/qwq/deployment.json", "kind": "record", "in_sync": False}]
+    out = _drift.decide(plan(), st)
+    assert out[H3]["why"] == {} and out[H3]["drift"] == {} and out[H3]["in_sync"] is False
+
+
+def test_expected_containers_ask_ray_only_on_multi_node_vllm_heads():
+    p = plan()
+    assert _drift.expected_containers(p, H1) == [
+        {"name": "r1-head", "config_hash": "r1hash", "deployment": "r1", "ray_nodes": 2},
+        {"name": "small", "config_hash": "smallhash", "deployment": "small"}]
+    assert _drift.expected_containers(p, H2) == [{"name": "r1-worker-1", "config_hash": "r1hash", "deployment": "r1"}]
+    assert _drift.expected_containers(plan("sglang"), H1)[0].get("ray_nodes") is None
+    assert _drift.expected_containers(p, "nowhere") == []
