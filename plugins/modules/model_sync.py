@@ -16,8 +16,12 @@ description:
     publishes the files into O(path) by renaming them.
   - A state file C(<path>/.llmfleet-state.json) records what was verified (size, mtime, hash), so a
     re-run only C(stat)s the published files. O(verify=full) re-hashes them.
-  - Checks free space before the first byte and writes a progress file (percent, bytes, rate, ETA) while
-    it runs, for a caller that polls an async task.
+  - Checks free space and that staging shares the model directory's filesystem before the first byte, and
+    writes a progress file (percent, bytes, rate over the last minute, ETA) while it runs, for a caller that
+    follows an async task (M(llmfleet.serving.model_sync_wait)).
+  - Large S3 objects come in parallel ranged GETs; S3 objects are verified with the store's full-object CRC
+    where it has one, else with their ETag (md5).
+  - Refuses C(/) and system directories, and a second sync of the same directory while one runs.
   - See C(docs/model-weights.md) in the collection for the design.
 author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
@@ -223,12 +227,12 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files_fetched:
-  description: Number of files downloaded in this run.
+  description: Files that moved bytes over the network in this run (a file that an earlier, failed run staged complete does not count).
   returned: always
   type: int
   sample: 163
 bytes_fetched:
-  description: Bytes transferred in this run (a resumed file counts only the missing part).
+  description: Bytes transferred over the network in this run (a resumed file counts only the missing part).
   returned: always
   type: int
   sample: 688586727753
