@@ -322,14 +322,19 @@ def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weight
     stop = threading.Event()
 
     def scan():
+        # from the moment the job has started (its progress file exists): the role's copy task that
+        # writes the 0600 credentials file has its own transient source file in ~/.ansible/tmp
+        # (0700) for the second it runs, as any copy of a secret; the job's payload must not hold it
         while not stop.is_set():
-            out = weights.lab.sh("lab-h1", "find /root/.ansible/tmp -type f 2>/dev/null | head -50; "
+            out = weights.lab.sh("lab-h1", "test -e %s.llmfleet-progress.json || exit 0; echo JOB; "
+                                           "find /root/.ansible/tmp -type f 2>/dev/null | head -50; "
                                            "grep -rlsF -- '%s' /root/.ansible/tmp /root/.ansible_async "
                                            "%s.llmfleet-staging 2>/dev/null | sed 's/^/LEAK /' || true"
-                                 % (weights.secret, path), check=False)
-            seen["checks"] += 1
-            seen["payloads"] += sum(1 for line in out.splitlines() if "AnsiballZ" in line or "async" in line)
-            seen["leaks"] += [line for line in out.splitlines() if line.startswith("LEAK ")]
+                                 % (path, weights.secret, path), check=False)
+            if out.startswith("JOB"):
+                seen["checks"] += 1
+                seen["payloads"] += sum(1 for line in out.splitlines() if "AnsiballZ_model_sync" in line)
+                seen["leaks"] += [line for line in out.splitlines() if line.startswith("LEAK ")]
             stop.wait(0.3)
 
     scanner = threading.Thread(target=scan, daemon=True)
@@ -349,7 +354,7 @@ def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weight
     assert len(lines) >= 10, out[-3000:]
     assert any("/s over the last" in line and "ETA " in line for line in lines), lines[-3:]
     assert weights.hashes("lab-h1", path) == weights.expected
-    assert seen["payloads"] > 0 and not seen["leaks"], seen
+    assert seen["checks"] > 10 and seen["payloads"] > 0 and not seen["leaks"], seen
     assert weights.lab.sh("lab-h1", "ls %s.llmfleet-credentials.json 2>/dev/null || true" % path).strip() == ""
     print("slow download: %d status checks on lab-h1 in %.1f s, %d progress lines" % (
         rounds["lab-h1"], wall, len(lines)))
