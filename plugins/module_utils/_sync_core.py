@@ -836,8 +836,8 @@ class SyncEngine(object):
                 def sink(chunk, fh=fh, hasher=hasher):
                     fh.write(chunk)
                     hasher.update(chunk)
+                    self.limiter.consume(len(chunk))  # first: progress then follows the cap, no burst
                     count(len(chunk))
-                    self.limiter.consume(len(chunk))
                 self.source.fetch(rf, offset, sink)
             fh.flush()
             os.fsync(fh.fileno())
@@ -891,8 +891,8 @@ class SyncEngine(object):
                     if hasher:
                         hasher.update(data)
                     pos[0] += len(data)
-                    count(len(data))
                     self.limiter.consume(len(data))
+                    count(len(data))
 
                 self.source.fetch_range(rf, start, end, sink)
                 if pos[0] != end:
