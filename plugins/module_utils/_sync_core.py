@@ -23,6 +23,7 @@ Design (see docs/model-weights.md):
 
 from __future__ import annotations
 
+import collections
 import fnmatch
 import hashlib
 import json
@@ -30,6 +31,7 @@ import os
 import shutil
 import threading
 import time
+import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 STATE_NAME = ".llmfleet-state.json"
@@ -161,6 +163,10 @@ class _MultipartHasher(object):
                 self.current = hashlib.md5()
                 self.filled = 0
 
+    def part_digests(self):
+        """md5 digest of each part seen so far, the last one included even if short."""
+        return list(self.digests) + ([self.current.digest()] if self.filled else [])
+
     def hexdigest(self):
         digests = list(self.digests)
         if self.filled or not digests:
@@ -168,7 +174,107 @@ class _MultipartHasher(object):
         return "%s-%d" % (hashlib.md5(b"".join(digests)).hexdigest(), len(digests))
 
 
+class _OrderedHasher(object):
+    """Hash a file that ranged GETs fill out of order: one thread reads the chunks back in file
+    order (from page cache) as soon as each is complete, so the hash overlaps the transfer."""
+
+    def __init__(self, fd, hasher, chunk, count, size):
+        self.fd, self.hasher, self.chunk, self.count, self.size = fd, hasher, chunk, count, size
+        self.ready = set()
+        self.cond = threading.Condition()
+        self.stopped = False
+        self.hashed = 0  # chunks hashed
+        self.error = None
+        self.thread = threading.Thread(target=self._loop, name="llmfleet-hash")
+        self.thread.daemon = True
+
+    def start(self):
+        self.thread.start()
+
+    def mark(self, index):
+        with self.cond:
+            self.ready.add(index)
+            self.cond.notify()
+
+    def stop(self):
+        with self.cond:
+            self.stopped = True
+            self.cond.notify()
+        if self.thread.ident is not None:
+            self.thread.join()
+
+    def _loop(self):
+        try:
+            while self.hashed < self.count:
+                with self.cond:
+                    while self.hashed not in self.ready and not self.stopped:
+                        self.cond.wait()
+                    if self.stopped and self.hashed not in self.ready:
+                        return
+                pos = self.hashed * self.chunk
+                end = min(self.size, pos + self.chunk)
+                while pos < end:
+                    block = os.pread(self.fd, min(8 * CHUNK, end - pos), pos)
+                    if not block:
+                        raise SyncError("short read while hashing at byte %d" % pos)
+                    self.hasher.update(block)
+                    pos += len(block)
+                self.hashed += 1
+        except Exception as exc:  # reported by result()
+            self.error = exc
+
+    def result(self):
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        if self.hashed < self.count:
+            raise SyncError("hashing stopped after %d of %d ranges" % (self.hashed, self.count))
+        return self.hasher.hexdigest()
+
+
+try:  # S3 additional checksums: the C implementations of the AWS CRT (boto3[crt] / awscrt)
+    from awscrt import checksums as _crt
+except ImportError:  # pragma: no cover - depends on the host
+    _crt = None
+
+CRC_ALGOS = ("crc64nvme", "crc32c", "crc32")
+_CRC_BYTES = {"crc64nvme": 8, "crc32c": 4, "crc32": 4}
+
+
+def crc_available(algo):
+    return algo == "crc32" or (_crt is not None and algo in CRC_ALGOS)
+
+
+def _crc_update(algo, data, crc):
+    if algo == "crc32" and _crt is None:
+        return zlib.crc32(data, crc)
+    return getattr(_crt, algo)(data, crc)
+
+
+def crc_combine(algo, crc1, crc2, len2):
+    """CRC of A+B from CRC(A), CRC(B) and len(B): ranges hashed in any order, joined at the end."""
+    if _crt is None:
+        raise SyncError("combining %s needs awscrt (pip install awscrt)" % algo)
+    return getattr(_crt, "combine_" + algo)(crc1, crc2, len2)
+
+
+class _CrcHasher(object):
+    """S3 full-object CRC (CRC64NVME, CRC32C, CRC32) as hex, many GB/s a core."""
+
+    def __init__(self, algo):
+        self.algo = algo
+        self.crc = 0
+
+    def update(self, data):
+        self.crc = _crc_update(self.algo, data, self.crc)
+
+    def hexdigest(self):
+        return "%0*x" % (2 * _CRC_BYTES[self.algo], self.crc)
+
+
 def new_hasher(algo, size=0, part_size=None):
+    if algo in CRC_ALGOS:
+        return _CrcHasher(algo)
     if algo == "md5":
         return hashlib.md5()
     if algo == "s3-multipart":
@@ -226,36 +332,78 @@ class Limiter(object):
             self.sleep(wait)
 
 
-def write_json_atomic(path, data):
+def fsync_dir(path):
+    """fsync a directory, so that the renames and creations in it survive a power loss."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems refuse fsync on a directory
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path, data, sync=True):
     tmp = "%s.tmp-%d-%d" % (path, os.getpid(), threading.get_ident())
     with open(tmp, "w") as fh:
         json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if sync:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+    if sync:
+        fsync_dir(os.path.dirname(path) or ".")
 
 
 class Progress(object):
-    """Thread-safe counters written as JSON (percent, bytes, rate, ETA) at most every interval."""
+    """Thread-safe counters written as JSON (percent, bytes, rate, ETA) at most every interval.
 
-    def __init__(self, path, interval=1.0, clock=time.monotonic):
+    ``bytes_done`` counts every byte of the phase that is in place (fetched now or kept from an
+    earlier run); the rate and the ETA come from the bytes fetched over the network only, over
+    the last ``window`` seconds (a stall after an hour shows at once, and bytes kept from an
+    earlier run do not inflate the rate).
+    """
+
+    def __init__(self, path, interval=1.0, clock=time.monotonic, window=60.0):
         self.path = path
         self.interval = interval
         self.clock = clock
+        self.window = float(window)
         self.lock = threading.Lock()
         self.start = clock()
         self.last_write = 0.0
         self.phase = "listing"
         self.bytes_total = 0
         self.bytes_done = 0
+        self.bytes_fetched = 0
+        self.bytes_resumed = 0
         self.files_total = 0
         self.files_done = 0
         self.current = []
         self.message = ""
+        self.samples = collections.deque()  # (clock, bytes_fetched), oldest first
+
+    def _sample(self, now):
+        self.samples.append((now, self.bytes_fetched))
+        while len(self.samples) > 2 and self.samples[1][0] <= now - self.window:
+            self.samples.popleft()
+
+    def rate(self):
+        """Bytes per second fetched over the last ``window`` seconds (or since the start)."""
+        with self.lock:
+            now = self.clock()
+            self._sample(now)
+            t0, b0 = self.samples[0]
+            if now - t0 < 1e-6:
+                t0, b0 = self.start, 0
+            return (self.bytes_fetched - b0) / max(now - t0, 1e-6), min(now - t0, self.window)
 
     def snapshot(self):
+        rate, window = self.rate()
         elapsed = max(self.clock() - self.start, 1e-6)
-        rate = self.bytes_done / elapsed
         remaining = max(self.bytes_total - self.bytes_done, 0)
         percent = 100.0 if not self.bytes_total else min(100.0, 100.0 * self.bytes_done / self.bytes_total)
         return {
@@ -263,10 +411,14 @@ class Progress(object):
             "percent": round(percent, 2),
             "bytes_done": self.bytes_done,
             "bytes_total": self.bytes_total,
+            "bytes_fetched": self.bytes_fetched,
+            "bytes_resumed": self.bytes_resumed,
             "files_done": self.files_done,
             "files_total": self.files_total,
             "rate_bytes_per_s": round(rate, 1),
+            "rate_window_s": round(window, 1),
             "rate": human(rate) + "/s",
+            "average_rate_bytes_per_s": round(self.bytes_fetched / elapsed, 1),
             "eta_s": round(remaining / rate, 1) if rate > 0 else None,
             "elapsed_s": round(elapsed, 1),
             "current": sorted(self.current)[:8],
@@ -283,9 +435,9 @@ class Progress(object):
             if not force and now - self.last_write < self.interval:
                 return
             self.last_write = now
-            data = self.snapshot()
+        data = self.snapshot()
         try:
-            write_json_atomic(self.path, data)
+            write_json_atomic(self.path, data, sync=False)
         except OSError:
             pass  # progress is best effort; never fail a sync over it
 
@@ -315,11 +467,22 @@ class Progress(object):
         with self.lock:
             for key, value in kw.items():
                 setattr(self, key, value)
+            if "bytes_done" in kw:  # a new phase: its rate starts from here
+                self.samples.clear()
+                self.start = self.clock()
+                self.bytes_fetched = self.bytes_resumed = 0
         self.write(force=True)
 
-    def add(self, nbytes):
+    def add(self, nbytes, fetched=True):
+        """``nbytes`` more in place: fetched over the network now, or (``fetched=False``) kept
+        from an earlier run / re-hashed. A negative count undoes a failed attempt's bytes_done."""
         with self.lock:
             self.bytes_done += nbytes
+            if nbytes > 0:
+                if fetched:
+                    self.bytes_fetched += nbytes
+                else:
+                    self.bytes_resumed += nbytes
         self.write()
 
     def file_started(self, name):
@@ -376,15 +539,80 @@ def check_free_space(staging, needed, margin, dest):
 # ---------------------------------------------------------------------------------------
 # the engine
 # ---------------------------------------------------------------------------------------
+LOCK_SUFFIX = ".llmfleet-lock"
+# never a model directory or a staging directory: the system's own trees
+_SYSTEM_TREES = ("/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/proc", "/sbin", "/sys", "/usr")
+_SYSTEM_DIRS = ("/", "/var", "/root", "/home", "/opt", "/srv", "/tmp", "/var/lib", "/data", "/mnt", "/media")
+
+
+def check_target(path, option):
+    """Refuse ``/``, system directories and anything under /etc, /usr, /proc...: a sync replaces
+    and removes files in its target."""
+    real = os.path.realpath(path)
+    for candidate in sorted({os.path.normpath(path), real}):
+        if candidate in _SYSTEM_DIRS or any(candidate == t or candidate.startswith(t + "/") for t in _SYSTEM_TREES):
+            raise SyncError("%s=%s is a system directory%s: refusing to sync weights there. Use a directory of "
+                            "its own, for example /data/models/<model>" % (
+                                option, path, "" if candidate == os.path.normpath(path) else
+                                " (it resolves to %s)" % candidate))
+
+
+class SyncLock(object):
+    """One model_sync at a time per model directory (``flock`` on ``<path>.llmfleet-lock``)."""
+
+    def __init__(self, path, dest):
+        import fcntl
+
+        parent = os.path.dirname(path)
+        if parent and not os.path.isdir(parent):
+            os.makedirs(parent, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            other = os.pread(self.fd, 64, 0).decode("ascii", "replace").strip()
+            os.close(self.fd)
+            raise SyncError("another model_sync is running for %s (pid %s, lock %s): wait for it to finish, "
+                            "or stop it" % (dest, other or "?", path))
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, str(os.getpid()).encode(), 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock; the file stays (removing it would race)
+            self.fd = None
+
+
+def default_connections():
+    """Connections for ranged GETs: enough to fill a fast link behind a per-connection cap,
+    more on bigger hosts (s5cmd and rclone use similar numbers)."""
+    return max(16, min(64, 8 * (os.cpu_count() or 1)))
+
+
+def same_filesystem(a, b):
+    """True when the nearest existing ancestors of ``a`` and ``b`` are on one filesystem."""
+    def dev(path):
+        while not os.path.exists(path):
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        return os.stat(path).st_dev
+    return dev(a) == dev(b)
+
+
 class SyncEngine(object):
     """Plan, fetch, verify and publish one model directory from one source."""
 
     def __init__(self, source, dest, allow_patterns=None, ignore_patterns=None, concurrency=8,
                  bandwidth_limit=0, verify="state", free_space_margin=0, retries=3,
-                 progress_file=None, staging=None, check_mode=False, warm_up=False, log=None):
+                 progress_file=None, staging=None, check_mode=False, warm_up=False, log=None,
+                 connections=0, range_size=64 * CHUNK, range_threshold=0):
         self.source = source
         self.dest = os.path.abspath(dest)
         self.staging = os.path.abspath(staging) if staging else self.dest.rstrip("/") + STAGING_SUFFIX
+        self.explicit_staging = bool(staging)
+        self.staging_existed = False
         self.state_file = os.path.join(self.dest, STATE_NAME)
         self.allow_patterns = allow_patterns or []
         self.ignore_patterns = ignore_patterns or []
@@ -403,6 +631,12 @@ class SyncEngine(object):
         self.progress_file = progress_file
         self.bytes_fetched = 0
         self.fetched_lock = threading.Lock()
+        self.files_with_bytes = set()  # files that moved at least one byte over the network in this run
+        # ranged GETs within large files share one pool of connections, sized for the host
+        self.connections = int(connections or 0) or default_connections()
+        self.range_size = max(CHUNK, int(range_size))
+        self.range_threshold = int(range_threshold or 2 * self.range_size)
+        self.range_pool = None
 
     # -- planning ------------------------------------------------------------------------
     def _published(self, rel):
@@ -456,16 +690,61 @@ class SyncEngine(object):
         except Exception as exc:
             raise SyncError(self.source.redact(str(exc)))
 
+    def _resolve_many(self, files):
+        """Resolve what verification needs (S3: a HEAD per multipart object) in parallel."""
+        needs = [rf for rf in files if getattr(self.source, "needs_resolve", lambda rf: True)(rf)]
+        if not needs:
+            return
+        with ThreadPoolExecutor(max_workers=min(len(needs), 16)) as pool:
+            list(pool.map(self._resolve, needs))
+
     def _staged(self, rel):
         return os.path.join(self.staging, rel)
 
+    @staticmethod
+    def _part_meta_path(part):
+        return part + ".json"
+
+    def _load_part_meta(self, rf, part):
+        """The record kept beside a partial file: which remote version its bytes came from."""
+        try:
+            with open(self._part_meta_path(part)) as fh:
+                meta = json.load(fh)
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("version") != rf.version or meta.get("size") != rf.size:
+            return None
+        return meta
+
+    def _save_part_meta(self, part, meta):
+        write_json_atomic(self._part_meta_path(part), meta, sync=False)
+
+    def _discard_part(self, part):
+        for path in (part, self._part_meta_path(part)):
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+
+    def _use_ranges(self, rf):
+        return (hasattr(self.source, "fetch_range") and getattr(self.source, "ranges", True)
+                and rf.size >= self.range_threshold and self.connections > 1)
+
     def _part_offset(self, rf):
+        """Bytes of ``rf`` already in place in staging from an earlier attempt or run, kept only
+        when the partial file records the same remote version (ETag, oid...)."""
         part = self._staged(rf.path) + ".part"
+        meta = self._load_part_meta(rf, part)
         try:
             size = os.path.getsize(part)
         except OSError:
             return 0
-        return size if size <= rf.size else 0
+        if meta is None or size > rf.size:
+            return 0
+        if meta.get("mode") == "ranges":
+            chunk = meta.get("chunk") or 1
+            return sum(min(chunk, rf.size - int(i) * chunk) for i in meta.get("done", {}))
+        return size
 
     def _fetch_one(self, rf):
         """Download (resuming), verify and stage one file; return the digest computed."""
@@ -475,66 +754,46 @@ class SyncEngine(object):
         if os.path.exists(staged) and os.path.getsize(staged) == rf.size:
             digest = hash_file(staged, rf.algo, rf.size, rf.part_size)
             if digest_matches(rf, digest):
-                self.progress.add(rf.size)
+                self.progress.add(rf.size, fetched=False)
                 return digest
             os.unlink(staged)
         self.progress.file_started(rf.path)
         attempt = 0
-        counted = [0]  # bytes this file added to the progress counters
+        counted = [0]  # bytes this file added to bytes_done in the current attempt
 
-        def count(n):
+        def count(n, fetched=True):
             counted[0] += n
-            self.progress.add(n)
+            self.progress.add(n, fetched)
+            if fetched:
+                with self.fetched_lock:
+                    self.bytes_fetched += n
+                    self.files_with_bytes.add(rf.path)
 
         while True:
-            count(-counted[0])
-            offset = self._part_offset(rf)
-            if offset == 0 and os.path.exists(part):
-                os.unlink(part)
-            hasher = new_hasher(rf.algo, rf.size, rf.part_size)
-            if offset:
-                with open(part, "rb") as fh:
-                    while True:
-                        block = fh.read(8 * CHUNK)
-                        if not block:
-                            break
-                        hasher.update(block)
-                count(offset)
+            self.progress.add(-counted[0])
+            counted[0] = 0
             try:
-                whole = False
-                if offset == 0 and self.bandwidth_limit == 0 and hasattr(self.source, "fetch_to_file"):
-                    whole = self.source.fetch_to_file(rf, part, count)  # e.g. hf_transfer
-                if whole:
-                    hasher = new_hasher(rf.algo, rf.size, rf.part_size)
-                    with open(part, "rb") as done:
-                        for block in iter(lambda: done.read(8 * CHUNK), b""):
-                            hasher.update(block)
-                    with self.fetched_lock:
-                        self.bytes_fetched += os.path.getsize(part)
-                elif offset < rf.size:
-                    with open(part, "ab") as fh:
-                        def sink(chunk, fh=fh, hasher=hasher):
-                            fh.write(chunk)
-                            hasher.update(chunk)
-                            n = len(chunk)
-                            with self.fetched_lock:
-                                self.bytes_fetched += n
-                            count(n)
-                            self.limiter.consume(n)
-                        self.source.fetch(rf, offset, sink)
-                elif not os.path.exists(part):
-                    open(part, "wb").close()  # empty file
+                if self._use_ranges(rf):
+                    digest = self._fetch_ranged(rf, part, count)
+                else:
+                    digest = self._fetch_stream(rf, part, count)
                 size = os.path.getsize(part)
                 if size != rf.size:
                     if size > rf.size:
-                        os.unlink(part)
+                        self._discard_part(part)
                     raise SyncError("%s: got %d bytes, the source lists %d" % (rf.path, size, rf.size))
-                digest = hasher.hexdigest()
                 if not digest_matches(rf, digest):
-                    os.unlink(part)
+                    self._discard_part(part)
                     raise CorruptFile("%s: %s %s does not match the published %s" % (
                         rf.path, rf.algo, digest, rf.digest))
                 os.replace(part, staged)
+                if rf.size == 0 and attempt == 0:
+                    with self.fetched_lock:
+                        self.files_with_bytes.add(rf.path)
+                try:
+                    os.unlink(self._part_meta_path(part))
+                except OSError:
+                    pass
                 self.progress.file_done(rf.path)
                 return digest
             except SyncError as exc:
@@ -552,6 +811,129 @@ class SyncEngine(object):
                 self.log("retrying %s (attempt %d): %s" % (rf.path, attempt, message))
                 time.sleep(min(2 ** attempt * 0.1, 5))
 
+    def _fetch_stream(self, rf, part, count):
+        """One GET from the end of the kept prefix, hashed while it arrives."""
+        offset = self._part_offset(rf)
+        if offset == 0:
+            self._discard_part(part)
+            self._save_part_meta(part, {"version": rf.version, "size": rf.size, "mode": "stream"})
+        hasher = new_hasher(rf.algo, rf.size, rf.part_size)
+        if offset:
+            with open(part, "rb") as fh:
+                for block in iter(lambda: fh.read(8 * CHUNK), b""):
+                    hasher.update(block)
+            count(offset, fetched=False)
+        whole = False
+        if offset == 0 and self.bandwidth_limit == 0 and hasattr(self.source, "fetch_to_file"):
+            whole = self.source.fetch_to_file(rf, part, count)  # e.g. hf_transfer (counts its bytes)
+        if whole:
+            hasher = new_hasher(rf.algo, rf.size, rf.part_size)
+            with open(part, "rb") as done:
+                for block in iter(lambda: done.read(8 * CHUNK), b""):
+                    hasher.update(block)
+        with open(part, "ab") as fh:
+            if not whole and offset < rf.size:
+                def sink(chunk, fh=fh, hasher=hasher):
+                    fh.write(chunk)
+                    hasher.update(chunk)
+                    self.limiter.consume(len(chunk))  # first: progress then follows the cap, no burst
+                    count(len(chunk))
+                self.source.fetch(rf, offset, sink)
+            fh.flush()
+            os.fsync(fh.fileno())
+        return hasher.hexdigest()
+
+    def _fetch_ranged(self, rf, part, count):
+        """Ranged GETs over the shared connection pool, written in place (``pwrite``).
+
+        S3 multipart objects are cut on part boundaries, so each range hashes its own parts
+        (md5 per part, in the thread that fetched it: spread over cores, overlapped with the
+        transfer) and the ETag is the md5 of those digests.  Other algorithms are hashed in
+        file order by one thread that follows the ranges as they complete (from page cache).
+        The ranges done are recorded beside the file with the object version, so that a later
+        attempt or run fetches only the others.
+        """
+        multipart = rf.algo == "s3-multipart" and rf.part_size
+        crc = rf.algo in CRC_ALGOS
+        if multipart:
+            chunk = rf.part_size * max(1, self.range_size // rf.part_size)
+        else:
+            chunk = self.range_size
+        count_chunks = -(-rf.size // chunk)
+        meta = self._load_part_meta(rf, part)
+        if not meta or meta.get("mode") != "ranges" or meta.get("chunk") != chunk or not os.path.exists(part):
+            self._discard_part(part)
+            meta = {"version": rf.version, "size": rf.size, "mode": "ranges", "chunk": chunk, "done": {}}
+            self._save_part_meta(part, meta)
+        done = dict(meta["done"])
+        fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
+        lock = threading.Lock()
+        ordered = None if multipart or crc else _OrderedHasher(fd, new_hasher(rf.algo, rf.size, rf.part_size),
+                                                        chunk, count_chunks, rf.size)
+        try:
+            os.ftruncate(fd, rf.size)
+            kept = sum(min(chunk, rf.size - int(i) * chunk) for i in done)
+            if kept:
+                count(kept, fetched=False)
+            if ordered:
+                for i in done:
+                    ordered.mark(int(i))
+                ordered.start()
+
+            def get(i):
+                start = i * chunk
+                end = min(rf.size, start + chunk)
+                hasher = _MultipartHasher(rf.part_size) if multipart else _CrcHasher(rf.algo) if crc else None
+                pos = [start]
+
+                def sink(data):
+                    os.pwrite(fd, data, pos[0])
+                    if hasher:
+                        hasher.update(data)
+                    pos[0] += len(data)
+                    self.limiter.consume(len(data))
+                    count(len(data))
+
+                self.source.fetch_range(rf, start, end, sink)
+                if pos[0] != end:
+                    raise SyncError("%s: range %d-%d ended after %d bytes" % (rf.path, start, end - 1,
+                                                                             pos[0] - start))
+                with lock:
+                    if multipart:
+                        done[str(i)] = "".join(d.hex() for d in hasher.part_digests())
+                    else:
+                        done[str(i)] = hasher.hexdigest() if hasher else ""
+                    meta["done"] = dict(done)
+                    self._save_part_meta(part, meta)
+                if ordered:
+                    ordered.mark(i)
+
+            todo = [i for i in range(count_chunks) if str(i) not in done]
+            futures = [self.range_pool.submit(get, i) for i in todo]
+            first = None
+            for fut in futures:
+                try:
+                    fut.result()
+                except Exception as exc:  # keep waiting for the others: their ranges are kept
+                    first = first or exc
+            if first is not None:
+                raise first
+            os.fsync(fd)
+            if ordered:
+                return ordered.result()
+            if crc:  # join the ranges' CRCs in file order
+                total = 0
+                for i in range(count_chunks):
+                    length = min(chunk, rf.size - i * chunk)
+                    total = crc_combine(rf.algo, total, int(done[str(i)], 16), length) if i else int(done[str(i)], 16)
+                return "%0*x" % (2 * _CRC_BYTES[rf.algo], total)
+            digests = b"".join(bytes.fromhex(done[str(i)]) for i in range(count_chunks))
+            return "%s-%d" % (hashlib.md5(digests).hexdigest(), len(digests) // 16)
+        finally:
+            if ordered:
+                ordered.stop()
+            os.close(fd)
+
     def _fetch_all(self, to_fetch):
         digests = {}
         if not to_fetch:
@@ -563,24 +945,31 @@ class SyncEngine(object):
                 if not os.path.exists(staged) or os.path.getsize(staged) != rf.size:
                     raise SyncError("%s: the copy from %s is missing or has the wrong size" % (
                         rf.path, self.source.describe()))
-                digest = hash_file(staged, rf.algo, rf.size, rf.part_size)
+            hashed = self._hash_many([(rf, self._staged(rf.path)) for rf in to_fetch])
+            for rf in to_fetch:
+                digest = hashed[rf.path]
                 if not digest_matches(rf, digest):
-                    os.unlink(staged)
+                    os.unlink(self._staged(rf.path))
                     raise CorruptFile("%s: %s %s does not match the recorded %s" % (
                         rf.path, rf.algo, digest, rf.digest))
                 digests[rf.path] = digest
             with self.fetched_lock:
                 self.bytes_fetched += getattr(self.source, "bytes_transferred", 0)
+                self.files_with_bytes.update(getattr(self.source, "files_transferred", [rf.path for rf in to_fetch]))
             return digests
         ordered = sorted(to_fetch, key=lambda r: -r.size)
         errors = []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(ordered))) as pool:
-            futures = dict((pool.submit(self._fetch_one, rf), rf) for rf in ordered)
-            for fut, rf in futures.items():
-                try:
-                    digests[rf.path] = fut.result()
-                except Exception as exc:
-                    errors.append(exc)
+        self.range_pool = ThreadPoolExecutor(max_workers=self.connections, thread_name_prefix="llmfleet-range")
+        try:
+            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(ordered))) as pool:
+                futures = dict((pool.submit(self._fetch_one, rf), rf) for rf in ordered)
+                for fut, rf in futures.items():
+                    try:
+                        digests[rf.path] = fut.result()
+                    except Exception as exc:
+                        errors.append(exc)
+        finally:
+            self.range_pool.shutdown(wait=True)
         if errors:
             first = errors[0]
             if isinstance(first, SyncError):
@@ -589,6 +978,13 @@ class SyncEngine(object):
                 raise first
             raise SyncError(self.source.redact(str(first)))
         return digests
+
+    def _hash_many(self, items):
+        """Hash ``[(rf, path)]`` on every core (hashlib releases the GIL): ``{rel: digest}``."""
+        workers = max(1, min(len(items), os.cpu_count() or 1, 16))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [(rf, pool.submit(hash_file, path, rf.algo, rf.size, rf.part_size)) for rf, path in items]
+            return dict((rf.path, fut.result()) for rf, fut in futures)
 
     # -- publishing ----------------------------------------------------------------------
     def _entry(self, rf, digest):
@@ -613,6 +1009,28 @@ class SyncEngine(object):
             "version": STATE_VERSION, "complete": complete, "source": self.source.describe(),
             "revision": revision, "updated": int(time.time()), "files": entries})
 
+    def _clean_staging(self, fetched):
+        """Remove the staging directory; one that existed before this run (a staging_path the
+        user gave) is kept: only what this run left in it goes."""
+        if not os.path.isdir(self.staging):
+            return
+        if not self.staging_existed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        for rf in fetched:
+            for leftover in (".part", ".part.json"):
+                try:
+                    os.unlink(self._staged(rf.path) + leftover)
+                except OSError:
+                    pass
+            parent = os.path.dirname(self._staged(rf.path))
+            while parent.startswith(self.staging + os.sep):
+                try:
+                    os.rmdir(parent)  # only when empty
+                except OSError:
+                    break
+                parent = os.path.dirname(parent)
+
     def warm(self, files):
         total = 0
         for rf in files:
@@ -632,11 +1050,20 @@ class SyncEngine(object):
         return total
 
     def run(self):
+        check_target(self.dest, "path")
+        check_target(self.staging, "staging_path")
+        if os.path.realpath(self.staging) == os.path.realpath(self.dest):
+            raise SyncError("staging_path must not be the model directory itself (%s)" % self.dest)
+        if self.check_mode:
+            return self._run()
+        lock = SyncLock(self.dest.rstrip("/") + LOCK_SUFFIX, self.dest)
+        self.staging_existed = self.explicit_staging and os.path.isdir(self.staging)
         self.progress.start_ticker()
         try:
             return self._run()
         finally:
             self.progress.stop_ticker()
+            lock.release()
 
     def _run(self):
         started = time.monotonic()
@@ -663,9 +1090,19 @@ class SyncEngine(object):
         digests = {}
         self.progress.set(phase="verifying", bytes_total=sum(f.size for f in adopt),
                           files_total=len(adopt), bytes_done=0, files_done=0)
-        for rf in adopt:
-            self._resolve(rf)
+        self._resolve_many(adopt)
+
+        def rehash(rf):
             digest = hash_file(self._published(rf.path), rf.algo, rf.size, rf.part_size)
+            self.progress.add(rf.size)
+            self.progress.file_done(rf.path)
+            return digest
+
+        workers = max(1, min(len(adopt), os.cpu_count() or 1, 16))
+        with ThreadPoolExecutor(max_workers=workers) as pool:  # hashlib releases the GIL: every core
+            rehashed = [(rf, pool.submit(rehash, rf)) for rf in adopt]
+        for rf, fut in rehashed:
+            digest = fut.result()
             entry = old_entries.get(rf.path) or {}
             if rf.digest and rf.algo not in ("none", "etag-multipart"):
                 ok = digest_matches(rf, digest)
@@ -676,8 +1113,6 @@ class SyncEngine(object):
             else:
                 self.log("%s: published copy does not verify (%s); fetching again" % (rf.path, digest))
                 to_fetch.append(rf)
-            self.progress.add(rf.size)
-            self.progress.file_done(rf.path)
         result["files_verified"] = len(digests)
 
         # free space before the first byte
@@ -688,10 +1123,14 @@ class SyncEngine(object):
                 continue
             needed += rf.size - self._part_offset(rf)
         if to_fetch:
+            if not same_filesystem(self.staging, self.dest):
+                raise SyncError(
+                    "staging directory %s is not on the filesystem of %s: the verified files could not be "
+                    "renamed into place after the download. Set staging_path (model_weights_staging_path) "
+                    "to a directory on that filesystem" % (self.staging, self.dest))
             check_free_space(self.staging, needed, self.margin, self.dest)
             os.makedirs(self.staging, exist_ok=True)
-        for rf in to_fetch:
-            self._resolve(rf)
+        self._resolve_many(to_fetch)
         self.progress.set(phase="fetching", bytes_total=sum(f.size for f in to_fetch),
                           files_total=len(to_fetch), bytes_done=0, files_done=0)
         fetched = self._fetch_all(to_fetch)
@@ -711,20 +1150,30 @@ class SyncEngine(object):
         if changed:
             self.progress.set(phase="publishing")
             os.makedirs(self.dest, exist_ok=True)
-            if to_fetch:
+            dropped = sorted(set(old_entries) - set(entries))
+            if to_fetch or dropped:
                 # marker first: a crash between renames leaves "complete: false"
                 self._write_state(revision, old_entries, False)
+            touched = set()
+            for rel in dropped:  # files this sync published earlier that the source no longer has
+                try:
+                    os.unlink(self._published(safe_rel(rel)))
+                    touched.add(os.path.dirname(self._published(rel)))
+                except (OSError, SyncError):
+                    pass
             for rf in to_fetch:
                 target = self._published(rf.path)
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 os.replace(self._staged(rf.path), target)
+                touched.add(os.path.dirname(target))
+            for directory in sorted(touched):  # the renames are durable before "complete: true"
+                fsync_dir(directory)
             for rf in files:
                 if entries[rf.path] is None:
                     entries[rf.path] = self._entry(rf, digests[rf.path])
             self._write_state(revision, entries, True)
-            if os.path.isdir(self.staging):
-                shutil.rmtree(self.staging, ignore_errors=True)
-        result["files_fetched"] = len(to_fetch)
+            self._clean_staging(to_fetch)
+        result["files_fetched"] = len(self.files_with_bytes)
         result["bytes_fetched"] = self.bytes_fetched
         result["files_verified"] += len(fetched)
         result["changed"] = changed

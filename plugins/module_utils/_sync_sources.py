@@ -12,6 +12,8 @@ lazily so that the module can report a missing one with ``missing_required_lib``
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import shlex
@@ -22,9 +24,12 @@ import threading
 
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
     CHUNK,
+    CRC_ALGOS,
     STATE_NAME,
     RemoteFile,
     SyncError,
+    crc_available,
+    default_connections,
     load_state,
 )
 
@@ -110,7 +115,7 @@ class S3Source(BaseSource):
 
     def __init__(self, bucket, prefix="", endpoint_url=None, region=None, addressing_style="auto",
                  access_key=None, secret_key=None, session_token=None, profile=None,
-                 multipart_part_size=0, concurrency=8):
+                 multipart_part_size=0, concurrency=8, connections=0):
         super(S3Source, self).__init__([access_key, secret_key, session_token])
         import boto3
         from botocore.config import Config
@@ -124,7 +129,8 @@ class S3Source(BaseSource):
         self.addressing_style = addressing_style or "auto"
         self.multipart_part_size = int(multipart_part_size or 0)
         kwargs = {"s3": {"addressing_style": self.addressing_style},
-                  "max_pool_connections": max(10, int(concurrency) + 4),
+                  # file streams + ranged GETs + listing / HEADs
+                  "max_pool_connections": int(concurrency) + (int(connections or 0) or default_connections()) + 4,
                   "retries": {"max_attempts": 5, "mode": "standard"},
                   "signature_version": "s3v4"}
         try:  # botocore >= 1.36 adds CRC checksums that S3-compatible stores may reject
@@ -195,7 +201,33 @@ class S3Source(BaseSource):
         return None, files
 
     def resolve(self, rf):
-        """Find the part size of a multipart object (HEAD partNumber=1) to recompute its ETag."""
+        """Before the first byte (in parallel, for the files to fetch or re-hash only): use the
+        object's full-object CRC (S3 additional checksums: CRC64NVME, CRC32C, CRC32; many GB/s
+        to verify) when the store has one, else find the part size of a multipart object
+        (HEAD partNumber=1) to recompute its ETag (md5, about 0.5-0.8 GB/s a core)."""
+        if rf.meta.get("resolved"):
+            return rf
+        rf.meta["resolved"] = True
+        if any(crc_available(a) for a in CRC_ALGOS):
+            try:
+                head = self.client.head_object(Bucket=self.bucket, Key=rf.meta["key"], ChecksumMode="ENABLED",
+                                               **({"IfMatch": '"%s"' % rf.meta["etag"]} if rf.meta.get("etag") else {}))
+            except Exception:
+                head = {}
+            # a single-part object's checksum is of the whole object; a multipart one's only when the
+            # store says FULL_OBJECT (else it is a checksum of part checksums)
+            kind = str(head.get("ChecksumType") or ("COMPOSITE" if rf.algo == "s3-multipart" else "FULL_OBJECT"))
+            kind = kind.upper()
+            for algo in CRC_ALGOS:
+                value = head.get("Checksum" + algo.upper())
+                if value and kind == "FULL_OBJECT" and crc_available(algo) and "-" not in value:
+                    try:
+                        raw = base64.b64decode(value)
+                    except ValueError:
+                        continue
+                    rf.meta["md5_etag"] = (rf.algo, rf.digest)
+                    rf.algo, rf.digest, rf.part_size = algo, raw.hex(), None
+                    return rf
         if rf.algo != "s3-multipart" or rf.part_size:
             return rf
         parts = int(rf.digest.rsplit("-", 1)[1])
@@ -209,6 +241,33 @@ class S3Source(BaseSource):
         else:  # cannot recompute: size checks only, sha256 recorded (documented)
             rf.algo = "etag-multipart"
         return rf
+
+    def needs_resolve(self, rf):
+        return not rf.meta.get("resolved")
+
+    def fetch_range(self, rf, start, end, sink):
+        """Bytes ``start`` to ``end - 1`` of ``rf`` (one ranged GET, pinned to the listed ETag)."""
+        kwargs = {"Bucket": self.bucket, "Key": rf.meta["key"], "Range": "bytes=%d-%d" % (start, end - 1)}
+        if rf.meta.get("etag"):
+            kwargs["IfMatch"] = '"%s"' % rf.meta["etag"]
+        try:
+            resp = self.client.get_object(**kwargs)
+        except Exception as exc:
+            raise self.translate(exc)
+        body = resp["Body"]
+        ranged = "ContentRange" in resp or resp.get("ResponseMetadata", {}).get("HTTPStatusCode") == 206
+        left = [end - start]
+
+        def bounded(data):
+            if left[0] <= 0:
+                return
+            data = data[:left[0]]
+            left[0] -= len(data)
+            sink(data)
+        try:
+            _stream_into(body.iter_chunks(CHUNK), start, start if ranged else 0, bounded)
+        finally:
+            body.close()
 
     def fetch(self, rf, offset, sink):
         kwargs = {"Bucket": self.bucket, "Key": rf.meta["key"]}
@@ -436,7 +495,12 @@ class LocalSource(BaseSource):
                 entry = entries.get(rel)
                 if entry and entry.get("size") == st.st_size and entry.get("mtime_ns") == st.st_mtime_ns \
                         and entry.get("algo") not in (None, "none", "etag-multipart"):
-                    files.append(RemoteFile(rel, st.st_size, entry["algo"], entry["digest"],
+                    algo = entry["algo"]
+                    if algo in CRC_ALGOS and not crc_available(algo):  # no awscrt here: size, sha256
+                        files.append(RemoteFile(rel, st.st_size, "none", None,
+                                                version="%d:%d" % (st.st_size, st.st_mtime_ns)))
+                        continue
+                    files.append(RemoteFile(rel, st.st_size, algo, entry["digest"],
                                             entry.get("part_size"), version=entry["digest"]))
                 else:
                     files.append(RemoteFile(rel, st.st_size, "none", None,
@@ -488,7 +552,8 @@ class PeerSource(BaseSource):
         return "%s:%s" % (who, base)
 
     def _base_args(self, bwlimit=0):
-        args = [self.rsync, "-a", "--partial", "--partial-dir=.rsync-partial", "--stats"]
+        # --protect-args: file names reach the remote rsync as data, not through the remote shell
+        args = [self.rsync, "-a", "--protect-args", "--partial", "--partial-dir=.rsync-partial", "--stats"]
         if self.host:
             ssh = [self.ssh_command, "-o", "BatchMode=yes"]
             if os.path.basename(self.ssh_command) == "ssh":
@@ -534,6 +599,10 @@ class PeerSource(BaseSource):
                                     entry.get("part_size"), version=entry.get("version") or entry.get("digest")))
             if files[-1].algo in ("none", "etag-multipart"):
                 files[-1].algo = "sha256"  # the recorded digest is the sha256 computed on the peer
+            elif files[-1].algo in CRC_ALGOS and not crc_available(files[-1].algo):
+                # verified on the peer by the store's CRC; this host has no awscrt to recompute it:
+                # size checked, sha256 recorded (install awscrt for the CRC check here too)
+                files[-1].algo, files[-1].digest = "none", None
         return self.revision, files
 
     def batch_fetch(self, files, staging, progress, bwlimit=0):
@@ -551,6 +620,43 @@ class PeerSource(BaseSource):
         progress.add(sum(f.size for f in files))
 
 
+CREDENTIAL_KEYS = ("access_key", "secret_key", "session_token", "token")
+
+
+def load_credentials_file(params, remove=True):
+    """Fill the secret options of ``params`` from ``params['credentials_file']`` (JSON object,
+    mode 0600, owned by this user), then remove the file: the secrets then live only in this
+    process, not in the module payload that an async job keeps on disk for hours."""
+    path = params.get("credentials_file")
+    if not path:
+        return params
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise SyncError("cannot read credentials_file %s: %s" % (path, exc.strerror))
+    if st.st_mode & 0o077 or st.st_uid != os.geteuid():
+        raise SyncError("credentials_file %s must be owned by this user with mode 0600 (it is %04o): "
+                        "it holds secrets" % (path, st.st_mode & 0o7777))
+    try:
+        with open(path) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise SyncError("credentials_file %s is not a JSON object with %s: %s" % (
+            path, ", ".join(CREDENTIAL_KEYS), type(exc).__name__))
+    finally:
+        if remove:
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    if not isinstance(data, dict) or set(data) - set(CREDENTIAL_KEYS):
+        raise SyncError("credentials_file %s: only the keys %s are allowed" % (path, ", ".join(CREDENTIAL_KEYS)))
+    for key, value in data.items():
+        if value and not params.get(key):
+            params[key] = str(value)
+    return params
+
+
 def make_source(params):
     """Build the source named by ``params['source']`` from module-style parameters."""
     kind = params["source"]
@@ -561,7 +667,7 @@ def make_source(params):
                         params.get("region"), params.get("addressing_style") or "auto",
                         params.get("access_key"), params.get("secret_key"), params.get("session_token"),
                         params.get("profile"), params.get("multipart_part_size") or 0,
-                        params.get("concurrency") or 8)
+                        params.get("concurrency") or 8, params.get("connections") or 0)
     if kind in ("huggingface", "modelscope"):
         if not params.get("repo_id"):
             raise SyncError("source=%s needs repo_id" % kind)

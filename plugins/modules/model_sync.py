@@ -16,8 +16,12 @@ description:
     publishes the files into O(path) by renaming them.
   - A state file C(<path>/.llmfleet-state.json) records what was verified (size, mtime, hash), so a
     re-run only C(stat)s the published files. O(verify=full) re-hashes them.
-  - Checks free space before the first byte and writes a progress file (percent, bytes, rate, ETA) while
-    it runs, for a caller that polls an async task.
+  - Checks free space and that staging shares the model directory's filesystem before the first byte, and
+    writes a progress file (percent, bytes, rate over the last minute, ETA) while it runs, for a caller that
+    follows an async task (M(llmfleet.serving.model_sync_wait)).
+  - Large S3 objects come in parallel ranged GETs; S3 objects are verified with the store's full-object CRC
+    where it has one, else with their ETag (md5).
+  - Refuses C(/) and system directories, and a second sync of the same directory while one runs.
   - See C(docs/model-weights.md) in the collection for the design.
 author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
@@ -99,6 +103,13 @@ options:
   session_token:
     description: S3 session token (temporary credentials).
     type: str
+  credentials_file:
+    description:
+      - A JSON file on the host (mode 0600, owned by the user running the module) with any of C(access_key),
+        C(secret_key), C(session_token), C(token). Read at the start and removed at once, so that the secrets
+        are not in the module's arguments, which an async job keeps in a file under C(~/.ansible/tmp) for the
+        whole download. Options given directly win.
+    type: path
   profile:
     description: boto3 profile name.
     type: str
@@ -145,6 +156,12 @@ options:
     description: Files downloaded at the same time.
     type: int
     default: 8
+  connections:
+    description:
+      - Connections shared by the ranged GETs that fetch large files (64 MiB ranges; S3 multipart objects
+        cut on their part boundaries) in parallel. V(0) sizes it for the host (8 per CPU, 16 to 64).
+    type: int
+    default: 0
   bandwidth_limit:
     description: Total rate cap in bytes per second with an optional unit (V(200M), V(1G)); V(0) is no cap.
     type: str
@@ -210,12 +227,12 @@ EXAMPLES = r"""
 
 RETURN = r"""
 files_fetched:
-  description: Number of files downloaded in this run.
+  description: Files that moved bytes over the network in this run (a file that an earlier, failed run staged complete does not count).
   returned: always
   type: int
   sample: 163
 bytes_fetched:
-  description: Bytes transferred in this run (a resumed file counts only the missing part).
+  description: Bytes transferred over the network in this run (a resumed file counts only the missing part).
   returned: always
   type: int
   sample: 688586727753
@@ -305,6 +322,7 @@ def argument_spec():
         access_key=dict(type="str", no_log=True),
         secret_key=dict(type="str", no_log=True),
         session_token=dict(type="str", no_log=True),
+        credentials_file=dict(type="path"),
         profile=dict(type="str"),
         multipart_part_size=dict(type="int", default=0),
         peer_host=dict(type="str"),
@@ -317,6 +335,7 @@ def argument_spec():
         allow_patterns=dict(type="list", elements="str", default=[]),
         ignore_patterns=dict(type="list", elements="str", default=[]),
         concurrency=dict(type="int", default=8),
+        connections=dict(type="int", default=0),
         bandwidth_limit=dict(type="str", default="0"),
         verify=dict(type="str", default="state", choices=["state", "full"]),
         free_space_margin=dict(type="str", default="1G"),
@@ -356,14 +375,21 @@ def run_module():
         except ImportError:
             module.fail_json(msg=missing_required_lib(lib[1]), exception=traceback.format_exc())
 
-    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import make_source
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import (
+        load_credentials_file,
+        make_source,
+    )
 
     try:
+        load_credentials_file(params)  # removed at once, check mode too (the caller writes it per run)
+        for name in SECRET_OPTIONS:  # never echoed, wherever they came from
+            if params.get(name):
+                module.no_log_values.add(params[name])
         source = make_source(params)
         engine = SyncEngine(
             source, params["path"],
             allow_patterns=params["allow_patterns"], ignore_patterns=params["ignore_patterns"],
-            concurrency=params["concurrency"], bandwidth_limit=parse_size(params["bandwidth_limit"]),
+            concurrency=params["concurrency"], connections=params["connections"], bandwidth_limit=parse_size(params["bandwidth_limit"]),
             verify=params["verify"], free_space_margin=parse_size(params["free_space_margin"]),
             retries=params["retries"], progress_file=params["progress_file"],
             staging=params["staging_path"], check_mode=module.check_mode,

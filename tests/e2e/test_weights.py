@@ -42,6 +42,7 @@ PLAYBOOK = os.path.join(REPO, "tests", "e2e", "playbooks", "weights.yml")
 KiB, MiB = 1024, 1024 * 1024
 MULTIPART = "model-00003-of-00008.safetensors"
 RESULT = re.compile(r'ok: \[(lab-h\d+)\] => \{\s*"msg": "(\d+) file\(s\), (\d+) bytes fetched in ([\d.?]+) s')
+ROUNDS = re.compile(r'ok: \[(lab-h\d+)\] => \{\s*"msg": "\d+ file\(s\).*?; (\d+) status checks"')
 
 
 def r1_tiny_model():
@@ -138,7 +139,8 @@ class Weights(object):
         return rc, out, recap, results, wall
 
     def hashes(self, host, path):
-        out = self.lab.sh(host, "cd %s 2>/dev/null && find . -type f ! -name .llmfleet-state.json "
+        # the state file and its temporary copy (written then renamed) are model_sync's own metadata
+        out = self.lab.sh(host, "cd %s 2>/dev/null && find . -type f ! -name '.llmfleet-state.json*' "
                                 "-exec sha256sum {} + || true" % path)
         found = {}
         for line in out.splitlines():
@@ -304,3 +306,55 @@ def test_full_disk_is_refused_before_the_first_byte_and_the_published_model_stay
     finally:
         for h in ("lab-h1", "lab-h2"):
             weights.lab.sh(h, "umount /data/full", check=False)
+
+
+def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weights):
+    """The role's poll loop (model_sync_wait) against a slow source (bandwidth cap, about 80 s for
+    the S3 download) polled every 0.05 s: past round 246 (where the old self-including poll.yml
+    died), no retry noise, progress lines with a windowed rate and an ETA. Thousands of rounds
+    (more than a 48 h download at 60 s needs) are run by the unit test of the loop
+    (tests/unit/plugins/action/test_model_sync_wait.py): at 0.1-0.3 s a round over SSH on this
+    shared machine, 3,000 rounds would hold the lab 5-15 minutes. While the job runs, the S3
+    secret is not in Ansible's module payload on the host (it travels in a 0600 file that
+    model_sync removes)."""
+    path = "/data/models/R1-slow"
+    seen = {"checks": 0, "payloads": 0, "leaks": []}
+    stop = threading.Event()
+
+    def scan():
+        # from the moment the job has started (its progress file exists): the role's copy task that
+        # writes the 0600 credentials file has its own transient source file in ~/.ansible/tmp
+        # (0700) for the second it runs, as any copy of a secret; the job's payload must not hold it
+        while not stop.is_set():
+            out = weights.lab.sh("lab-h1", "test -e %s.llmfleet-progress.json || exit 0; echo JOB; "
+                                           "find /root/.ansible/tmp -type f 2>/dev/null | head -50; "
+                                           "grep -rlsF -- '%s' /root/.ansible/tmp /root/.ansible_async "
+                                           "%s.llmfleet-staging 2>/dev/null | sed 's/^/LEAK /' || true"
+                                 % (path, weights.secret, path), check=False)
+            if out.startswith("JOB"):
+                seen["checks"] += 1
+                seen["payloads"] += sum(1 for line in out.splitlines() if "AnsiballZ_model_sync" in line)
+                seen["leaks"] += [line for line in out.splitlines() if line.startswith("LEAK ")]
+            stop.wait(0.3)
+
+    scanner = threading.Thread(target=scan, daemon=True)
+    scanner.start()
+    try:
+        rc, out, recap, results, wall = weights.play(path, model_weights_bandwidth_limit="96K",
+                                                     model_weights_poll_interval=0.05,
+                                                     model_weights_progress_every=1)
+    finally:
+        stop.set()
+        scanner.join(30)
+    assert all(r["failed"] == 0 for r in recap.values()), out[-3000:]
+    rounds = dict((m.group(1), int(m.group(2))) for m in ROUNDS.finditer(out))
+    assert rounds["lab-h1"] > 246, rounds  # past the round where poll.yml died with RecursionError
+    assert "FAILED - RETRYING" not in out and "[ERROR]" not in out and "RecursionError" not in out
+    lines = [line for line in out.splitlines() if line.startswith("lab-h1: fetching")]
+    assert len(lines) >= 10, out[-3000:]
+    assert any("/s over the last" in line and "ETA " in line for line in lines), lines[-3:]
+    assert weights.hashes("lab-h1", path) == weights.expected
+    assert seen["checks"] > 10 and seen["payloads"] > 0 and not seen["leaks"], seen
+    assert weights.lab.sh("lab-h1", "ls %s.llmfleet-credentials.json 2>/dev/null || true" % path).strip() == ""
+    print("slow download: %d status checks on lab-h1 in %.1f s, %d progress lines" % (
+        rounds["lab-h1"], wall, len(lines)))

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import (
     STATE_NAME,
     Limiter,
@@ -23,6 +24,7 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import
     _MultipartHasher,
     parse_size,
     safe_rel,
+    same_filesystem,
     select,
 )
 from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import (
@@ -188,3 +190,138 @@ def test_missing_local_source_names_the_variable(tmp_path):
     assert "local source %s is not a directory" % (tmp_path / "nowhere") in str(e.value)
     assert "model_weights_src_path" in str(e.value)
     assert not os.path.exists(tmp_path / "dest")
+
+
+class _Clock(object):
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_progress_rate_is_windowed_and_ignores_kept_bytes():
+    clock = _Clock()
+    p = Progress(None, clock=clock, window=60)
+    p.set(phase="fetching", bytes_total=10 * 2 ** 30, bytes_done=0)
+    p.add(3 * 2 ** 30, fetched=False)  # kept from an earlier run: in place, not fetched
+    for dummy in range(3600):  # an hour at 1 MiB/s
+        clock.now += 1
+        p.add(2 ** 20)
+    snap = p.snapshot()
+    assert snap["bytes_resumed"] == 3 * 2 ** 30 and snap["bytes_fetched"] == 3600 * 2 ** 20
+    assert abs(snap["rate_bytes_per_s"] - 2 ** 20) < 2 ** 20 * 0.02  # not inflated by the kept 3 GiB
+    assert snap["rate_window_s"] == 60
+    for dummy in range(60):  # then a minute with no byte: the rate falls to zero at once
+        clock.now += 1
+        p.snapshot()
+    snap = p.snapshot()
+    assert snap["rate_bytes_per_s"] < 2 ** 20 * 0.02 and snap["eta_s"] is None or snap["eta_s"] > 10 ** 6
+    assert snap["average_rate_bytes_per_s"] > 0.9 * 2 ** 20  # the cumulative average hardly moved
+    p.add(-2 ** 20)  # a failed attempt's bytes undone: bytes_done only
+    assert p.snapshot()["bytes_fetched"] == 3600 * 2 ** 20
+
+
+def test_same_filesystem_check_refuses_before_the_first_byte(tmp_path, monkeypatch):
+    assert same_filesystem(str(tmp_path / "a" / "b"), str(tmp_path))
+    assert not same_filesystem("/proc/self", str(tmp_path))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "w.bin").write_bytes(b"x" * 1000)
+    fetched = []
+    monkeypatch.setattr(LocalSource, "fetch", lambda self, rf, offset, sink: fetched.append(rf))
+    staging = str(tmp_path / "elsewhere")
+    # as if tmp_path/elsewhere were another mount (a model directory that is itself a mount point)
+    monkeypatch.setattr(_sync_core, "same_filesystem", lambda a, b: a != staging)
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(src)), str(tmp_path / "pub"), staging=staging).run()
+    msg = str(err.value)
+    assert "%s is not on the filesystem of %s" % (staging, tmp_path / "pub") in msg
+    assert "staging_path" in msg and not fetched
+
+
+def test_files_and_directory_are_fsynced_before_the_state_says_complete(tmp_path, monkeypatch):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(os.urandom(5000))
+    (src / "sub" / "b.bin").write_bytes(os.urandom(7000))
+    dest = str(tmp_path / "pub")
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.readlink("/proc/self/fd/%d" % fd)))
+        return real_fsync(fd)
+
+    def replace(a, b):
+        if b.endswith(STATE_NAME):
+            events.append(("state", json.load(open(a))["complete"]))
+        return real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    SyncEngine(LocalSource(str(src)), dest).run()
+    complete = events.index(("state", True))
+    before = [path for kind, path in events[:complete] if kind == "fsync"]
+    assert any(p.endswith("a.bin.part") for p in before) and any(p.endswith("b.bin.part") for p in before)
+    assert dest in before and os.path.join(dest, "sub") in before  # the renames are on disk first
+    assert ("fsync", dest) in events[complete:]  # and the state file's own rename after it
+
+
+@pytest.mark.parametrize("target", ["/", "/etc", "/usr/share/models", "/var", "/root", "/proc/1", "/boot/x",
+                                    "/bin", "/sys/kernel", "/dev/shm/m", "/tmp"])
+def test_dangerous_targets_are_refused(tmp_path, target):
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(tmp_path)), target).run()
+    assert "path=%s is a system directory" % target in str(err.value)
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(tmp_path)), str(tmp_path / "pub"), staging=target).run()
+    assert "staging_path=%s is a system directory" % target in str(err.value)
+
+
+def test_symlink_to_a_system_directory_is_refused(tmp_path):
+    os.symlink("/etc", str(tmp_path / "innocent"))
+    with pytest.raises(SyncError) as err:
+        SyncEngine(LocalSource(str(tmp_path)), str(tmp_path / "innocent")).run()
+    assert "resolves to /etc" in str(err.value)
+
+
+def test_a_second_sync_of_the_same_directory_is_refused_while_one_runs(tmp_path):
+    _make_src(str(tmp_path / "src"), FILES)
+    dest = str(tmp_path / "pub")
+    held = _sync_core.SyncLock(dest + ".llmfleet-lock", dest)
+    try:
+        with pytest.raises(SyncError) as err:
+            SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()
+        assert "another model_sync is running for %s (pid %d" % (dest, os.getpid()) in str(err.value)
+        assert not os.path.exists(dest)
+    finally:
+        held.release()
+    assert SyncEngine(LocalSource(str(tmp_path / "src")), dest).run()["files_fetched"] == len(FILES)
+
+
+def test_files_dropped_upstream_are_removed_and_a_user_staging_dir_is_kept(tmp_path):
+    src = str(tmp_path / "src")
+    _make_src(src, FILES)
+    dest = str(tmp_path / "pub")
+    staging = str(tmp_path / "shared-staging")
+    os.makedirs(staging)
+    with open(os.path.join(staging, "someone-elses.bin"), "w") as fh:
+        fh.write("keep me")
+    SyncEngine(LocalSource(src), dest, staging=staging).run()
+    assert os.listdir(staging) == ["someone-elses.bin"]  # only this run's files went
+    os.unlink(os.path.join(src, "model-00002-of-00002.safetensors"))
+    with open(os.path.join(dest, "not-ours.txt"), "w") as fh:
+        fh.write("a file model_sync never published")
+    res = SyncEngine(LocalSource(src), dest, staging=staging).run()
+    assert res["changed"] is True
+    assert not os.path.exists(os.path.join(dest, "model-00002-of-00002.safetensors"))
+    assert os.path.exists(os.path.join(dest, "not-ours.txt"))  # never recorded as ours: left alone
+    state = json.load(open(os.path.join(dest, STATE_NAME)))
+    assert "model-00002-of-00002.safetensors" not in state["files"] and state["complete"] is True
+    assert os.listdir(staging) == ["someone-elses.bin"]
+
+
+def test_peer_rsync_protects_its_arguments():
+    args = PeerSource("/data/models/R1", host="10.0.0.11")._base_args()
+    assert "--protect-args" in args

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import hashlib
+import zlib
 import json
 import os
 import sys
@@ -97,7 +98,9 @@ def test_cold_sync_then_noop_rerun_only_stats(moto, tmp_path, monkeypatch):
     assert state["complete"] is True
     big = state["files"]["model-00003-of-000003.safetensors"]
     assert big["algo"] == "s3-multipart" and big["digest"].endswith("-3") and big["part_size"] == 5 * MiB
-    assert state["files"]["config.json"]["digest"] == hashlib.md5(files["config.json"]).hexdigest()
+    # boto3 uploads single-part objects with a CRC32 (S3 additional checksum): that is what is checked
+    assert state["files"]["config.json"]["algo"] == "crc32"
+    assert state["files"]["config.json"]["digest"] == "%08x" % zlib.crc32(files["config.json"])
     assert not os.path.exists(dest + ".llmfleet-staging")
     progress = json.load(open(dest + ".llmfleet-progress.json"))
     assert progress["phase"] == "done"
@@ -178,11 +181,103 @@ def test_corrupted_staged_part_is_refetched(moto, tmp_path):
     dest = str(tmp_path / "pub")
     staging = dest + ".llmfleet-staging"
     os.makedirs(staging)
-    with open(os.path.join(staging, "w.safetensors.part"), "wb") as fh:
+    part = os.path.join(staging, "w.safetensors.part")
+    with open(part, "wb") as fh:
         fh.write(b"garbage" * 1000)  # a partial file that is not a prefix of the object
+    # no record of the object version it came from: discarded before the first byte
     result = SyncEngine(_source(moto, "badpart"), dest, retries=1).run()
-    assert result["bytes_fetched"] == (MiB - 7000) + MiB  # resumed, failed the hash, fetched whole
+    assert result["bytes_fetched"] == MiB and result["files_fetched"] == 1
     assert _tree(dest) == _expected(files)
+
+    # recorded as coming from this very ETag, but corrupt: resumed, fails the hash, fetched whole
+    etag = _client(moto).head_object(Bucket="badpart", Key="m/w.safetensors")["ETag"].strip('"')
+    dest2 = str(tmp_path / "pub2")
+    os.makedirs(dest2 + ".llmfleet-staging")
+    part = os.path.join(dest2 + ".llmfleet-staging", "w.safetensors.part")
+    with open(part, "wb") as fh:
+        fh.write(b"garbage" * 1000)
+    with open(part + ".json", "w") as fh:
+        json.dump({"version": etag, "size": MiB, "mode": "stream"}, fh)
+    result = SyncEngine(_source(moto, "badpart"), dest2, retries=1).run()
+    assert result["bytes_fetched"] == (MiB - 7000) + MiB
+    assert _tree(dest2) == _expected(files)
+
+
+def test_partial_file_from_another_object_version_is_discarded(moto, tmp_path):
+    client = _client(moto)
+    old = os.urandom(MiB)
+    _upload(client, "ver", "m/", {"w.safetensors": old}, tmp_path)
+    etag = client.head_object(Bucket="ver", Key="m/w.safetensors")["ETag"].strip('"')
+    dest = str(tmp_path / "pub")
+    os.makedirs(dest + ".llmfleet-staging")
+    part = os.path.join(dest + ".llmfleet-staging", "w.safetensors.part")
+    with open(part, "wb") as fh:
+        fh.write(old[:MiB // 2])  # a true prefix of the old version...
+    with open(part + ".json", "w") as fh:
+        json.dump({"version": etag, "size": MiB, "mode": "stream"}, fh)
+    new = os.urandom(MiB)
+    client.put_object(Bucket="ver", Key="m/w.safetensors", Body=new)  # ...but the object changed since
+    result = SyncEngine(_source(moto, "ver"), dest, retries=0).run()
+    assert result["bytes_fetched"] == MiB  # nothing of the old version kept
+    assert _tree(dest) == _expected({"w.safetensors": new})
+
+
+def test_ranged_parallel_download_verifies_multipart_and_md5(moto, tmp_path):
+    files = _model(7)
+    _upload(_client(moto), "ranged", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    calls = []
+    real = S3Source.fetch_range
+
+    def spy(self, rf, start, end, sink):
+        calls.append((rf.path, start, end))
+        return real(self, rf, start, end, sink)
+
+    S3Source.fetch_range = spy
+    try:
+        result = SyncEngine(_source(moto, "ranged"), dest, range_size=2 * MiB, range_threshold=2 * MiB,
+                            connections=4).run()
+    finally:
+        S3Source.fetch_range = real
+    assert _tree(dest) == _expected(files)
+    assert result["files_fetched"] == len(files) and result["bytes_fetched"] == sum(map(len, files.values()))
+    # the multipart shard in ranges cut on its 5 MiB parts, the 2 MiB single-part one in 2 MiB ranges
+    big = sorted((s, e) for p, s, e in calls if p == "model-00003-of-000003.safetensors")
+    assert big == [(0, 5 * MiB), (5 * MiB, 10 * MiB), (10 * MiB, 11 * MiB + 7)]
+    one = sorted((s, e) for p, s, e in calls if p == "model-00001-of-000003.safetensors")
+    assert one == [(0, 2 * MiB), (2 * MiB, 2 * MiB + 123)]
+    state = json.load(open(os.path.join(dest, STATE_NAME)))["files"]
+    assert state["model-00003-of-000003.safetensors"]["algo"] == "s3-multipart"
+    assert not os.path.exists(dest + ".llmfleet-staging")
+
+
+@pytest.mark.parametrize("name", ["model-00003-of-000003.safetensors", "model-00001-of-000003.safetensors"])
+def test_ranged_download_cut_resumes_only_missing_ranges(moto, tmp_path, monkeypatch, name):
+    files = _model(8)
+    bucket = "rcut-" + name[6:11]
+    _upload(_client(moto), bucket, "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    real = S3Source.fetch_range
+
+    def cut(self, rf, start, end, sink):
+        if rf.path == name and start > 0:
+            real(self, rf, start, start + (end - start) // 2, sink)  # half a range, then the line drops
+            raise ConnectionResetError("connection reset by peer")
+        return real(self, rf, start, end, sink)
+
+    monkeypatch.setattr(S3Source, "fetch_range", cut)
+    with pytest.raises(SyncError) as err:
+        SyncEngine(_source(moto, bucket), dest, range_size=2 * MiB, range_threshold=2 * MiB, retries=0).run()
+    assert "kept in" in str(err.value)
+    assert not os.path.exists(dest)  # nothing published
+    meta = json.load(open(os.path.join(dest + ".llmfleet-staging", name + ".part.json")))
+    assert meta["mode"] == "ranges" and list(meta["done"]) == ["0"]
+    monkeypatch.undo()
+    result = SyncEngine(_source(moto, bucket), dest, range_size=2 * MiB, range_threshold=2 * MiB).run()
+    assert _tree(dest) == _expected(files)
+    kept = meta["chunk"]
+    assert result["bytes_fetched"] == len(files[name]) - kept  # the first range was not fetched again
+    assert result["files_fetched"] == 1
 
 
 def test_disk_full_leaves_published_model_untouched(moto, tmp_path, monkeypatch):
@@ -228,7 +323,8 @@ def test_interrupted_update_never_half_publishes(moto, tmp_path, monkeypatch):
     assert _tree(dest) == before  # the shard that did arrive is staged, not published
     monkeypatch.undo()
     result = SyncEngine(_source(moto, "half"), dest).run()
-    assert result["files_fetched"] == 2 and result["bytes_fetched"] == len(b'{"v": 2}')  # shard was staged
+    # the shard staged by the failed run is published without a byte fetched: not counted as fetched
+    assert result["files_fetched"] == 1 and result["bytes_fetched"] == len(b'{"v": 2}')
     assert json.load(open(os.path.join(dest, "config.json"))) == {"v": 2}
 
 
@@ -287,3 +383,38 @@ def test_filters_check_mode_and_bandwidth(moto, tmp_path):
     eng.run()
     assert sum(slept) == pytest.approx(0.5)  # 1 MiB at 2 MiB/s
     assert sorted(_tree(dest)) == ["model-00002-of-000003.safetensors"]
+
+
+@pytest.mark.parametrize("algorithm", ["CRC64NVME", "CRC32C", None])
+def test_store_checksums_replace_md5_and_join_across_ranges(moto, tmp_path, algorithm):
+    """A full-object CRC from the store (HEAD ChecksumMode=ENABLED) is the check, also when the
+    file comes in ranges (their CRCs combined); without one, md5 (the ETag)."""
+    client = _client(moto)
+    bucket = "crc-%s" % (algorithm or "none").lower()
+    client.create_bucket(Bucket=bucket)
+    data = os.urandom(3 * MiB + 5)
+    extra = {"ChecksumAlgorithm": algorithm} if algorithm else {}
+    plain = boto3.client("s3", endpoint_url=moto, region_name="us-east-1", aws_access_key_id="test",
+                         aws_secret_access_key="test",
+                         config=__import__("botocore.config").config.Config(
+                             request_checksum_calculation="when_required"))
+    (client if algorithm else plain).put_object(Bucket=bucket, Key="m/w.safetensors", Body=data, **extra)
+    dest = str(tmp_path / "pub")
+    SyncEngine(_source(moto, bucket), dest, range_size=MiB, range_threshold=MiB).run()
+    entry = json.load(open(os.path.join(dest, STATE_NAME)))["files"]["w.safetensors"]
+    assert _tree(dest) == _expected({"w.safetensors": data})
+    if algorithm:
+        from awscrt import checksums
+        assert entry["algo"] == algorithm.lower()
+        assert entry["digest"] == ("%016x" if algorithm == "CRC64NVME" else "%08x") % getattr(
+            checksums, algorithm.lower())(data)
+    else:
+        assert entry["algo"] == "md5" and entry["digest"] == hashlib.md5(data).hexdigest()
+    # a corrupted published byte is found by verify: full with the same check, and fetched again
+    with open(os.path.join(dest, "w.safetensors"), "r+b") as fh:
+        fh.seek(MiB + 3)
+        byte = fh.read(1)
+        fh.seek(MiB + 3)
+        fh.write(bytes([byte[0] ^ 1]))
+    res = SyncEngine(_source(moto, bucket), dest, verify="full", range_size=MiB, range_threshold=MiB).run()
+    assert res["files_fetched"] == 1 and _tree(dest) == _expected({"w.safetensors": data})

@@ -95,3 +95,41 @@ def test_wrong_secret_fails_cleanly(module_env, s3, tmp_path):
 def test_required_options(module_env, tmp_path):
     kind, res = _run({"source": "huggingface", "path": str(tmp_path / "x")})
     assert kind is FailJson and "repo_id" in res["msg"]
+
+
+def _credentials_file(tmp_path, data, mode=0o600):
+    path = str(tmp_path / "creds.json")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(data if isinstance(data, str) else json.dumps(data))
+    os.chmod(path, mode)
+    return path
+
+
+def test_secrets_from_a_0600_file_read_then_removed(module_env, s3, tmp_path):
+    endpoint, key, secret = s3
+    args = _args(s3, tmp_path)
+    del args["access_key"], args["secret_key"]
+    args["credentials_file"] = _credentials_file(tmp_path, {"access_key": key, "secret_key": secret})
+    kind, res = _run(args)
+    assert kind is ExitJson and res["files_fetched"] == 2, res
+    assert not os.path.exists(args["credentials_file"])  # removed as the module started
+    assert secret not in json.dumps(res)
+
+
+def test_credentials_file_refused_when_readable_by_others_or_malformed(module_env, s3, tmp_path):
+    endpoint, key, secret = s3
+    args = _args(s3, tmp_path)
+    del args["access_key"], args["secret_key"]
+    args["credentials_file"] = _credentials_file(tmp_path, {"secret_key": secret}, mode=0o644)
+    kind, res = _run(args)
+    assert kind is FailJson and "must be owned by this user with mode 0600 (it is 0644)" in res["msg"]
+    assert secret not in json.dumps(res)
+    os.unlink(args["credentials_file"])
+    args["credentials_file"] = _credentials_file(tmp_path, "{not json " + secret)
+    kind, res = _run(args)
+    assert kind is FailJson and "is not a JSON object" in res["msg"] and secret not in json.dumps(res)
+    assert not os.path.exists(args["credentials_file"])
+    args["credentials_file"] = _credentials_file(tmp_path, {"password": secret})
+    kind, res = _run(args)
+    assert kind is FailJson and "only the keys" in res["msg"] and secret not in json.dumps(res)
