@@ -92,9 +92,14 @@ def engines():
 
 def versions(engine):
     """Versions of ``engine`` with a flag table, oldest first."""
-    if engine not in ENGINE_FLAGS:
+    if not isinstance(engine, str) or engine not in ENGINE_FLAGS:
         raise UnknownEngineError("unknown engine %r (known: %s)" % (engine, ", ".join(engines())))
-    return sorted(ENGINE_FLAGS[engine], key=_version_key)
+    if engine not in _SORTED:
+        _SORTED[engine] = sorted(ENGINE_FLAGS[engine], key=_version_key)
+    return list(_SORTED[engine])
+
+
+_SORTED = {}  # engine -> its table versions, sorted once
 
 
 def default_version(engine):

@@ -267,6 +267,7 @@ class _Ctx(object):
         self.gpus_used = {}    # host -> next free GPU index
         self.gpu_users = {}    # host -> [(deployment, count)]
         self.containers = {}   # (host, container name) -> deployment
+        self.play_hosts = None  # (pattern, hosts) of the deploy plays, when known
         self.check_file = None  # path -> None or the reason it cannot be used
 
     def err(self, variable, message):
@@ -286,6 +287,7 @@ def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted
     default the group gpu_hosts): a deployment host outside it would never be deployed."""
     ctx = _Ctx(hostvars, groups, catalog, is_vaulted)
     ctx.check_file = check_file
+    ctx.play_hosts = play_hosts
     plan = {"deployments": {}, "hosts": {}}
     if not isinstance(deployments, list):
         raise PlanErrors([PlanError("llmfleet_deployments", "must be a list of deployment dicts, got %s"
@@ -305,7 +307,7 @@ def build_plan(deployments, hostvars=None, groups=None, catalog=None, is_vaulted
                 continue
             seen[dep["name"]] = i
         p = _plan_one(ctx, dep, label)
-        if p is not None and not _check_cross(ctx, p, label, play_hosts):
+        if p is not None and not _check_cross(ctx, p, label):
             p = None
         if p is not None:
             plan["deployments"][p["name"]] = p
@@ -541,8 +543,8 @@ def _gpu_memory(ctx, d, label, hosts, facts, warnings):
     return mem
 
 
-def _check_cross(ctx, p, label, play_hosts):
-    """Rules across deployments: one container name per host; hosts the deploy plays run on."""
+def _check_cross(ctx, p, label):
+    """Rules across deployments: one container name per host."""
     ok = True
     for h, hp in p["hosts"].items():
         other = ctx.containers.get((h, hp["container_name"]))
@@ -552,15 +554,20 @@ def _check_cross(ctx, p, label, play_hosts):
             ok = False
         else:
             ctx.containers[(h, hp["container_name"])] = p["name"]
-    if play_hosts is not None:
-        pattern, members = play_hosts
-        outside = [h for h in p["hosts"] if h not in set(members or ())]
-        if outside:
-            ctx.err(label + ".hosts", "host(s) %s are not in %s, the hosts the deploy plays run on: the deployment "
-                    "would never be deployed. Add them to that group, or set llmfleet_hosts to a group that holds "
-                    "them" % (", ".join(outside), pattern))
-            ok = False
     return ok
+
+
+def _outside_play(ctx, hosts, label):
+    """True (and a refusal) when some of ``hosts`` are outside the hosts the deploy plays run on."""
+    if ctx.play_hosts is None or not hosts:
+        return False
+    pattern, members = ctx.play_hosts
+    outside = [h for h in hosts if h not in set(members or ())]
+    if outside:
+        ctx.err(label + ".hosts", "host(s) %s are not in %s, the hosts the deploy plays run on: the deployment "
+                "would never be deployed. Add them to that group, or set llmfleet_hosts to a group that holds "
+                "them" % (", ".join(outside), pattern))
+    return bool(outside)
 
 
 def _plan_one(ctx, dep, label):
@@ -570,6 +577,8 @@ def _plan_one(ctx, dep, label):
         return None
     name = d["name"]
     hosts = _resolve_hosts(ctx, d, label)
+    if _outside_play(ctx, hosts, label):
+        return None
 
     engine = d["engine"]
     version = None

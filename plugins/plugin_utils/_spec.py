@@ -51,8 +51,10 @@ DESCRIPTIONS = {
     "ray_timeout_s": "Seconds the Ray head waits for every node.",
     "dist_init_port": "SGLang multi-node rendezvous port.",
     "gpu_runtime": "V(none) (lab) requests no GPU devices.",
-    "config_dir": "Host folder of the deployment's files (C(<name>/api_key), C(<name>/entrypoint.sh), C(<name>/deployment.json)); the plan's only config folder.",
-    "weights": "Where the weights come from: C(false) (pre-staged) or a dict (C(source): modelscope, huggingface, s3, local; source options); fetched on the head, copied to the other hosts (docs/model-weights.md).",
+    "config_dir": "Host folder of the deployment's files (C(<name>/api_key), C(<name>/entrypoint.sh), "
+                  "C(<name>/deployment.json)); the plan's only config folder.",
+    "weights": "Where the weights come from: C(false) (pre-staged) or a dict (C(source): modelscope, huggingface, s3, "
+               "local; source options); fetched on the head, copied to the other hosts (docs/model-weights.md).",
     "sizing_reserve_gib": "GiB per GPU the sizing keeps for CUDA context, NCCL and activations.",
 }
 CHOICES = {"engine": list(_plan.ENGINES), "exposure": list(_plan.EXPOSURES), "nccl_debug": list(_plan.NCCL_DEBUG_LEVELS),

@@ -35,7 +35,7 @@ def inputs(draw):
         models[key] = draw(st.dictionaries(st.sampled_from(sorted(MODEL_KEYS)) | st.text(max_size=5), VALUES,
                                            max_size=4))
     deps = []
-    for _ in range(draw(st.integers(0, 3))):
+    for dummy in range(draw(st.integers(0, 3))):
         d = dict(BASE) if draw(st.booleans()) else {}
         d.update(draw(st.dictionaries(st.sampled_from(["name", "hosts", "model", "engine", "engine_version", "image",
                                                        "model_path", "port", "ray_port", "network_interface"]),

@@ -254,6 +254,11 @@ def test_port_flag_in_extra_args_claimed():
 def test_host_outside_the_deploy_plays_refused():
     errs = refused([D7], play_hosts=("gpu_hosts", ["b"]))
     assert "not in gpu_hosts, the hosts the deploy plays run on" in text(errs)
+    # the GPU facts play did not run there either: the one refusal is the cause, not the missing facts
+    hv = dict(HV, a={"ansible_host": "10.0.0.11"})
+    with pytest.raises(_plan.PlanErrors) as e:
+        _plan.build_plan([D7], hv, GROUPS, CATALOG, play_hosts=("lab_single", ["b"]))
+    assert [x.variable for x in e.value.errors] == ["llmfleet_deployments[d7].hosts"]
     plan([D7], play_hosts=("gpu_hosts", ["a"]))
 
 
@@ -333,11 +338,9 @@ def test_every_accepted_catalog_plan_passes_the_engine_rules(engine, version, gp
             assert _layout.tp_problem(model, p["tp"]) is None and _layout.pp_problem(model, p["pp"]) is None
             for h, hp in p["hosts"].items():
                 cmd = hp["command"]
-                if "ray-worker" in cmd:
+                if cmd[0] == "ray":          # a Ray worker: no engine command line
                     continue
-                args = cmd[cmd.index("--") + 1:]
-                args = args[1:] if args[0] == "vllm" else args[3:]   # vllm serve ... / python3 -m sglang...
-                args = args[1:] if args and args[0] == "serve" else args
+                args = cmd[2:] if cmd[0] == "vllm" else cmd[3:]   # vllm serve ... / python3 -m sglang.launch_server
                 values, unknown, segs = _engine_flags.split_args(engine, version, args)
                 assert unknown == [], (key, shape, unknown)
                 for option, a in segs:

@@ -11,6 +11,8 @@ import importlib.util
 import os
 
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan, _schema, _spec
 
@@ -81,3 +83,19 @@ def test_cross_key_rules_in_the_validator_and_the_planner():
     dv = _spec.validator("deployment")
     both = {"name": "x", "hosts": "h", "model": "m", "api_key": "k", "api_key_file": "/k"}
     assert any("mutually exclusive" in m for m in dv.validate(both).error_messages)
+
+
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
+                suppress_health_check=[HealthCheck.too_slow])
+ANY = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=6) | st.lists(
+    st.text(max_size=4), max_size=2) | st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2)
+
+
+@FUZZ
+@given(st.dictionaries(st.sampled_from(sorted(_schema.MODEL_KEYS)) | st.text(max_size=8), ANY, max_size=5))
+def test_fuzz_model_entries_unknown_keys_agree_with_ansible(entry):
+    """Any model entry: the planner's refusals never raise, and it refuses exactly the keys
+    Ansible's validator calls unsupported."""
+    errors = _schema.model_entry_errors(entry, "m")
+    unknown = {var[2:] for var, msg in errors if "unknown model key" in msg}
+    assert unknown == {str(k) for k in _spec.validator("model").validate(dict(entry)).unsupported_parameters}
