@@ -584,45 +584,52 @@ def load_image(st, tag, alias=None, hosts=None):
             run(["docker", "exec", h.container, "docker", "tag", tag, alias])
 
 
-def _stream_image(tag, hosts_list, chunk=1 << 20):
+def _stream_image(tag, hosts_list):
     """``docker save TAG | tee >(docker load on host 1) >(host 2) ...`` without a file."""
     shutil.rmtree(os.path.join(BUILD, "images"), ignore_errors=True)  # copies kept by older versions
-    loaders = [(h, subprocess.Popen(["docker", "exec", "-i", h.container, "docker", "load", "-q"],
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-               for h in hosts_list]
-    save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    broken = set()
+    failed = fanout(["docker", "save", tag],
+                    [["docker", "exec", "-i", h.container, "docker", "load", "-q"] for h in hosts_list])
+    if failed:
+        i, err = failed[0]
+        if i is None:
+            raise LabError("docker save %s failed: %s" % (tag, err))
+        raise LabError("loading %s into %s failed: %s" % (tag, hosts_list[i].name, err))
+
+
+def fanout(src_cmd, dst_cmds, chunk=1 << 20):
+    """Stream the output of ``src_cmd`` into the standard input of every ``dst_cmds`` at once.
+
+    Returns [(index, last stderr line)] of the commands that failed (index None: the source)."""
+    dsts = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            for cmd in dst_cmds]
+    src = subprocess.Popen(src_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    open_dsts = list(dsts)
     try:
-        while True:
-            data = save.stdout.read(chunk)
+        while open_dsts:
+            data = src.stdout.read(chunk)
             if not data:
                 break
-            for h, p in loaders:
-                if h.name in broken:
-                    continue
+            for p in list(open_dsts):
                 try:
                     p.stdin.write(data)
-                except BrokenPipeError:
-                    broken.add(h.name)
+                except (BrokenPipeError, ValueError):
+                    open_dsts.remove(p)
     finally:
-        for dummy, p in loaders:
+        for p in dsts:
             try:
                 p.stdin.close()
-            except BrokenPipeError:
+            except (BrokenPipeError, ValueError):
                 pass
-        save_err = save.stderr.read().decode(errors="replace").strip()
-        save.wait()
-    if save.returncode != 0:
-        for dummy, p in loaders:
-            p.kill()
-            p.wait()
-        raise LabError("docker save %s failed: %s" % (tag, save_err.splitlines()[-1:] or "?"))
-    for h, p in loaders:
-        # stdin is closed already: communicate() would flush it (ValueError), so drain by hand
-        p.stdin = None
-        dummy, err = p.communicate()
-        if p.returncode != 0:
-            raise LabError("loading %s into %s failed: %s" % (tag, h.name, err.decode(errors="replace").strip()))
+        src.stdout.close()
+    failed = []
+    src_err = src.stderr.read().decode(errors="replace").strip()
+    if src.wait() != 0:
+        failed.append((None, (src_err.splitlines() or ["exit %d" % src.returncode])[-1]))
+    for i, p in enumerate(dsts):
+        err = p.stderr.read().decode(errors="replace").strip()
+        if p.wait() != 0:
+            failed.append((i, (err.splitlines() or ["exit %d" % p.returncode])[-1]))
+    return failed
 
 
 def write_inventory(st):

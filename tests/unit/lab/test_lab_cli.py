@@ -70,3 +70,25 @@ def test_missing_docker_that_cannot_be_installed(capsys, monkeypatch):
 
 def test_max_hosts_from_memory():
     assert 1 <= lab.max_hosts() <= lab.MAX_HOSTS
+
+
+def test_fanout_streams_one_source_into_every_destination(tmp_path):
+    # lab.load_image: one `docker save` streamed into `docker load` on each host, no file between
+    src = tmp_path / "image.tar"
+    src.write_bytes(bytes(range(256)) * 20000)  # 5 MB, several chunks
+    outs = [tmp_path / ("host%d" % i) for i in range(3)]
+    failed = lab.fanout(["cat", str(src)], [["sh", "-c", 'cat > "$0"', str(o)] for o in outs], chunk=1 << 16)
+    assert failed == []
+    assert all(o.read_bytes() == src.read_bytes() for o in outs)
+
+
+def test_fanout_reports_a_failed_destination_and_source(tmp_path):
+    src = tmp_path / "image.tar"
+    src.write_bytes(b"x" * 300000)
+    good = tmp_path / "good"
+    failed = lab.fanout(["cat", str(src)], [["sh", "-c", "echo 'no space left' >&2; exit 1"],
+                                            ["sh", "-c", 'cat > "$0"', str(good)]], chunk=4096)
+    assert failed == [(0, "no space left")]
+    assert good.read_bytes() == src.read_bytes()
+    failed = lab.fanout(["sh", "-c", "echo 'No such image' >&2; exit 1"], [["sh", "-c", "cat >/dev/null"]])
+    assert failed == [(None, "No such image")]
