@@ -367,8 +367,8 @@ def main():
         load_after = os.getloadavg()
         print("cold sync, %d rounds interleaved, concurrency %d (load average after: %s):" % (
             args.rounds, args.concurrency, "/".join("%.1f" % x for x in load_after)))
-        print("  %-17s %9s %9s %9s   %-10s  %s" % ("peer", "min MiB/s", "median", "max", "CPU s/GiB",
-                                                  "(after the Python start-up: median MiB/s, CPU s/GiB)"))
+        print("  %-17s %9s %9s %9s   %-10s  %s" % (
+            "peer", "min MiB/s", "median", "max", "CPU s/GiB", "(after the Python start-up: median MiB/s, CPU s/GiB)"))
         for peer in peers:
             f = figures[peer]
             if peer in skipped or not f["mib_s"]:

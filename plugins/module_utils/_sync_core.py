@@ -868,8 +868,8 @@ class SyncEngine(object):
         done = dict(meta["done"])
         fd = os.open(part, os.O_RDWR | os.O_CREAT, 0o644)
         lock = threading.Lock()
-        ordered = None if multipart or crc else _OrderedHasher(fd, new_hasher(rf.algo, rf.size, rf.part_size),
-                                                        chunk, count_chunks, rf.size)
+        ordered = None if multipart or crc else _OrderedHasher(
+            fd, new_hasher(rf.algo, rf.size, rf.part_size), chunk, count_chunks, rf.size)
         try:
             os.ftruncate(fd, rf.size)
             kept = sum(min(chunk, rf.size - int(i) * chunk) for i in done)
@@ -896,8 +896,8 @@ class SyncEngine(object):
 
                 self.source.fetch_range(rf, start, end, sink)
                 if pos[0] != end:
-                    raise SyncError("%s: range %d-%d ended after %d bytes" % (rf.path, start, end - 1,
-                                                                             pos[0] - start))
+                    raise SyncError("%s: range %d-%d ended after %d bytes"
+                                    % (rf.path, start, end - 1, pos[0] - start))
                 with lock:
                     if multipart:
                         done[str(i)] = "".join(d.hex() for d in hasher.part_digests())

@@ -13,7 +13,8 @@ version_added: 0.2.0
 description:
   - Runs on the control node (action plugin). Reads the async job's status file on the host every
     O(poll_interval) seconds (one shell command on the open connection, no module; the same answer as
-    M(ansible.builtin.async_status), which is used on PowerShell hosts) in one loop (no task recursion, no C(until)/C(retries)), so it lasts as long as the async limit
+    M(ansible.builtin.async_status), which is used on PowerShell hosts) in one loop (no task recursion, no C(until)/C(retries)), so it lasts as long as the
+    async limit
     however many rounds that takes; every O(progress_every) seconds reads the job's progress file and prints
     one line with the phase, percent, bytes, the rate over the last minute and an ETA.
   - Returns the job's own result once it has finished (C(changed), C(files_fetched), ...), and fails with it

@@ -163,7 +163,9 @@ ray:
   type: dict
   sample: {"llmfleet-r1-head": {"rc": 0, "nodes": 2, "error": ""}}
 files:
-  description: Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why), the C(kind) and C(deployment) given, and C(content) (base64) when O(files[].read) is set.
+  description: >-
+    Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why), the C(kind) and
+    C(deployment) given, and C(content) (base64) when O(files[].read) is set.
   returned: success
   type: list
   elements: dict

@@ -77,7 +77,7 @@ def group(name, engine, version, hosts, addresses, interfaces, devices, gpus_per
     for rank, h in enumerate(hosts):
         role = role_of(rank, len(hosts))
         members.append(Member(h, rank, role, addresses[h], interfaces.get(h), tuple(devices.get(h) or ()),
-                               container_name(name, role, rank)))
+                              container_name(name, role, rank)))
     return Group(name, engine, version, gpus_per_host, tp, pp, tuple(members))
 
 

@@ -178,6 +178,7 @@ def test_gpu_host_check_without_driver_lists_the_install(prov, provisioned):
             "http://127.0.0.1:%d/cuda/debian12/x86_64" % MIRROR_PORT) in flat
     assert changed_tasks(out) == [
         "Disable nouveau", "Install the build prerequisites", "Install NVIDIA's repository signing key",
-        "Check the fingerprint of NVIDIA's repository signing key before apt trusts it", "Add NVIDIA's CUDA repository", "Install the headers of the running kernel %s" % os.uname().release]
+        "Check the fingerprint of NVIDIA's repository signing key before apt trusts it", "Add NVIDIA's CUDA repository",
+        "Install the headers of the running kernel %s" % os.uname().release]
     assert recap["changed"] == 6
     assert prov.sh(h, state) == before

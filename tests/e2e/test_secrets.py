@@ -536,9 +536,9 @@ def test_ray_refuses_a_client_without_the_token(sec):
     client = probe(sec, "lab-h3", CLIENT % ("%s:10001" % head), env=["RAY_AUTH_MODE=disabled"])
     assert "REFUSED" in client.stdout and "CONNECTED" not in client.stdout, (client.stdout, client.stderr[-2000:])
     print("Ray with the token: %s; without: %s; wrong token: %s; agent HTTP without/with token: 401/%s; "
-          "client server without: %s (%.1f s)" % (ok.stdout.strip(), none.stdout.strip(), wrong.stdout.strip(),
-                                                   with_token[1], client.stdout.strip() or client.stderr[-200:],
-                                                   time.monotonic() - t0))
+          "client server without: %s (%.1f s)"
+          % (ok.stdout.strip(), none.stdout.strip(), wrong.stdout.strip(), with_token[1],
+             client.stdout.strip() or client.stderr[-200:], time.monotonic() - t0))
 
 
 # Unauthenticated HTTP listeners off loopback that docs/reliability.md names (exactly these):
@@ -674,5 +674,5 @@ def test_engine_containers_have_no_capabilities_and_no_privilege_gain(sec):
                 assert p[p.index("NoNewPrivs:") + 1] == "1", (h.name, name, p)
             seen.append((h.name, name, len(procs)))
     assert {n for _h, n, _c in seen} >= {"llmfleet-sec-r1-head", "llmfleet-sec-r1-worker-1", "llmfleet-sec-pub",
-                                          "llmfleet-sec-local"}, seen
+                                         "llmfleet-sec-local"}, seen
     print("no capabilities, no-new-privileges: %s" % seen)

@@ -104,9 +104,9 @@ def main(results, smi_dir):
     lines = ["| field | reference | expected | gpu_facts (XML) | gpu_facts (CSV fallback) | ok |",
              "| --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append("| %s | %s | %s | %s | %s | %s |" % (r["field"], r["reference"], r["expected"],
-                                                         r["gpu_facts_xml"], r["gpu_facts_csv"],
-                                                         "yes" if r["ok"] else "**NO**"))
+        lines.append("| %s | %s | %s | %s | %s | %s |" % (
+            r["field"], r["reference"], r["expected"], r["gpu_facts_xml"], r["gpu_facts_csv"],
+            "yes" if r["ok"] else "**NO**"))
     lines.append("")
     lines.append("%d checks, %d mismatches" % (len(rows), len(bad)))
     with open(os.path.join(results, "facts_compare.md"), "w") as f:

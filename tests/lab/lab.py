@@ -13,7 +13,6 @@ Nothing here needs a registry: images are built from a debootstrap root file sys
 
 from __future__ import annotations
 
-import concurrent.futures
 import hashlib
 import ipaddress
 import json

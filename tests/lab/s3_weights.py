@@ -105,7 +105,7 @@ def peer_key(directory):
 
 def main(argv=None):
     from tests.lab import lab
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     ap.add_argument("--lab", default="default")
     ap.add_argument("--vars", required=True, help="0600 vars file to write (for ansible-playbook -e @FILE)")
     ap.add_argument("--prefix", default="deepseek-ai/DeepSeek-R1/")

@@ -19,11 +19,13 @@ def run(mod, name, args, task_vars):
     return action.run(task_vars=task_vars)
 
 
-PLAN = {"deployments": {
-    "r1": {"engine": "vllm", "nodes": 2, "head": "a", "config_hash": "new", "served_model_name": "R1",
-           "hosts": {"a": {"container_name": "r1-head", "rank": 0}, "b": {"container_name": "r1-worker-1", "rank": 1}}},
-    "q": {"engine": "vllm", "nodes": 1, "head": "c", "config_hash": "qh", "served_model_name": "Q",
-          "hosts": {"c": {"container_name": "q", "rank": 0}}}},
+PLAN = {
+    "deployments": {
+        "r1": {"engine": "vllm", "nodes": 2, "head": "a", "config_hash": "new", "served_model_name": "R1",
+               "hosts": {"a": {"container_name": "r1-head", "rank": 0},
+                         "b": {"container_name": "r1-worker-1", "rank": 1}}},
+        "q": {"engine": "vllm", "nodes": 1, "head": "c", "config_hash": "qh", "served_model_name": "Q",
+              "hosts": {"c": {"container_name": "q", "rank": 0}}}},
     "hosts": {"a": [{"deployment": "r1", "container_name": "r1-head"}],
               "b": [{"deployment": "r1", "container_name": "r1-worker-1"}],
               "c": [{"deployment": "q", "container_name": "q"}]}}

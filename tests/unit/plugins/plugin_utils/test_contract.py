@@ -97,8 +97,8 @@ def test_container_spec_argv_whole_no_separator():
     assert n == len(head["entrypoint"][7:])
     assert head["command"][:3] == ["vllm", "serve", "/data/models/DeepSeek-R1"]
     assert worker["command"][:2] == ["ray", "start"]
-    assert [c["key"] for c in head["port_claims"]] == ["port", "ray_port", "ray_dashboard_port",
-                                                      "Ray client server (fixed 10001)", "Ray dashboard agent (fixed 52365)"]
+    assert [c["key"] for c in head["port_claims"]] == [
+        "port", "ray_port", "ray_dashboard_port", "Ray client server (fixed 10001)", "Ray dashboard agent (fixed 52365)"]
     assert [c["key"] for c in worker["port_claims"]] == ["Ray dashboard agent (fixed 52365)"]
 
 

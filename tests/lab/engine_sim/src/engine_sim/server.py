@@ -136,6 +136,7 @@ class SimServer(object):
         except ValueError:
             body = {}
         return await (self.chat if isinstance(body, dict) and "messages" in body else self.completions)(request)
+
     async def timeline(self, request):
         """The engine's own timeline (lab only): what it planned and sent, per request."""
         return json_response({"clock": "monotonic", "now": time.monotonic(),
