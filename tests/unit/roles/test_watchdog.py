@@ -303,3 +303,14 @@ def test_restart_group_vllm_ray_stops_waits_starts_and_others_restart():
     err, done = wd.restart_group(dual("sglang"), docker, 10, sleep=slept.append)
     assert docker.calls == [["restart", "--time", "10", "llmfleet-r1-head"]]
     assert err.startswith("docker restart llmfleet-r1-head failed: rc 1") and done == "restarted llmfleet-r1-head"
+
+
+def test_read_key_refuses_an_empty_or_blank_key_file(tmp_path):
+    f = tmp_path / "api_key"
+    dep = {"api_key": {"host_path": str(f)}}
+    f.write_text("  \n")
+    with pytest.raises(wd.WatchdogError, match="is empty"):
+        wd.read_key(dep)
+    f.write_text("k" * 32 + "\n")
+    assert wd.read_key(dep) == "k" * 32
+    assert wd.read_key({"api_key": {"host_path": None}}) is None
