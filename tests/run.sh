@@ -158,7 +158,7 @@ run_stage() {
     case "$s" in unit|e2e|nightly) counts=$(pytest_counts "$LOGS/$s.log") ;; esac
     if [ -n "$counts" ]; then
         read -r p f e <<<"$counts"
-        DETAIL[$s]="$p passed, $f failed$([ "$e" != 0 ] && echo ", $e errors")"
+        DETAIL[$s]="$p passed, $f failed$([ "$e" = 0 ] || echo ", $e errors")"
         PASSED=$(( PASSED + p )); FAILED=$(( FAILED + f + e ))
         # A pytest stage that failed without a failed test (collection, a crash) still counts.
         if [ "$rc" != 0 ] && [ $(( f + e )) = 0 ]; then FAILED=$(( FAILED + 1 )); fi
