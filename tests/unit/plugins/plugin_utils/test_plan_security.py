@@ -1,5 +1,4 @@
 """The plan's Ray security (token authentication, Ray's side listeners claimed); docs/reliability.md."""
-import pytest
 
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan
 
