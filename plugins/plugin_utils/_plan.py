@@ -807,7 +807,14 @@ def _assemble(ctx, d, group, files, settings, facts, key, wjob, sizing, warnings
         hp["env"].update(ray_env)
         hp["mounts"] = list(hp["mounts"]) + ray_mounts
         hp.update(copy.deepcopy(CONTAINER_HARDENING))
-        hp.update({"private_address": m.address, "network_interface": m.interface, "files": files.host_files(),
+        host_files = files.host_files()
+        if ray_mounts:
+            # the Ray cluster token (written by the role, content never in the plan): listed so that
+            # the state check sees it missing and teardown removes it with the deployment's files
+            host_files.insert(len(host_files) - 1, {
+                "kind": "ray_token", "path": ray_mounts[0]["source"], "mode": "0600", "owner": "root",
+                "group": "root", "container_path": RAY_TOKEN_IN_CONTAINER, "source": "ray_token", "sha256": None})
+        hp.update({"private_address": m.address, "network_interface": m.interface, "files": host_files,
                    "port_claims": [{"port": p, "key": k} for p, k in
                                    _topology.port_claims(group.engine, [x.host for x in group.members],
                                                          settings.ports)[m.host]]})

@@ -47,7 +47,8 @@ def test_files_per_host_with_paths_modes_and_container_paths():
     assert p["config_dir"] == "/opt/llmfleet" and p["files_dir"] == "/opt/llmfleet/r1"
     for h in ("gpu-a", "gpu-b"):
         files = p["hosts"][h]["files"]
-        assert [f["kind"] for f in files] == ["dir", "entrypoint", "key", "record"]
+        # R1 is a vLLM Ray group: its cluster token is one of the plan's files (teardown removes it)
+        assert [f["kind"] for f in files] == ["dir", "entrypoint", "key", "ray_token", "record"]
         by = {f["kind"]: f for f in files}
         assert (by["dir"]["path"], by["dir"]["mode"]) == ("/opt/llmfleet/r1", "0700")
         assert (by["key"]["path"], by["key"]["mode"], by["key"]["container_path"]) == (
@@ -56,6 +57,8 @@ def test_files_per_host_with_paths_modes_and_container_paths():
         assert by["entrypoint"]["sha256"] == _files.file_digest(_files.ENTRYPOINT_FILE)
         assert by["record"] == dict(by["record"], path="/opt/llmfleet/r1/deployment.json", mode="0600",
                                     container_path=None)
+        assert (by["ray_token"]["path"], by["ray_token"]["mode"], by["ray_token"]["sha256"]) == (
+            "/opt/llmfleet/r1/ray_token", "0600", None)
         assert all(f["owner"] == "root" and f["group"] == "root" for f in files)
         # every file with a container path is mounted from exactly that host path
         mounts = {m["target"]: m["source"] for m in p["hosts"][h]["mounts"]}
