@@ -308,6 +308,7 @@ def test_full_disk_is_refused_before_the_first_byte_and_the_published_model_stay
             weights.lab.sh(h, "umount /data/full", check=False)
 
 
+@pytest.mark.nightly  # 90 s of polling: the unit test (fake clock, 3,500 rounds) runs in CI
 def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weights):
     """The role's poll loop (model_sync_wait) against a slow source (bandwidth cap, about 80 s for
     the S3 download) polled every 0.05 s: past round 246 (where the old self-including poll.yml
