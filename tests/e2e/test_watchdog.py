@@ -52,9 +52,9 @@ DEPLOYMENT = {
     "env": {"LLMFLEET_SIM_LOAD_DELAY_S": "1",
             # keep serving after a Ray node died, as real vLLM does (see the module doc)
             "LLMFLEET_SIM_RAY_POLL_S": "1000000",
-            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3",
-            # a worker's raylet gives up on a stopped head after this (Ray's default: 60 s)
-            "RAY_gcs_rpc_server_reconnect_timeout_s": "10"}}
+            "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}}
+# (a worker's raylet gives up on a stopped head after the planner's RAY_gcs_rpc_server_reconnect_timeout_s,
+# 15 s; env may not override the planner's own variables)
 VARS = {"llmfleet_hosts": "lab-h1,lab-h2", "llmfleet_deployments": [DEPLOYMENT],
         "inference_server_ulimits": ["stack:67108864:67108864"]}
 
