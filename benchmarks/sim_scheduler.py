@@ -17,36 +17,15 @@ Idle 2-core machine: median well under 1 ms for both.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
 import sys
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab", "engine_sim", "src"))
 
 from engine_sim.engine import DeadlineScheduler, TimerfdScheduler  # noqa: E402
-
-
-def one_round(kind):
-    async def main():
-        sched = kind(asyncio.get_running_loop())
-        sched.start()
-        t0 = time.monotonic() + 0.01
-        late = []
-
-        async def seq(offset):
-            d = t0 + offset
-            for dummy in range(10):
-                await sched.until(d)
-                late.append(time.monotonic() - d)
-                d += 0.005
-
-        await asyncio.gather(*(seq(i * 0.0007) for i in range(20)))
-        sched.stop()
-        return late
-    return asyncio.run(main())
+from engine_sim.lateness import lateness_round  # noqa: E402
 
 
 def main():
@@ -55,7 +34,7 @@ def main():
     args = p.parse_args()
     for kind in (DeadlineScheduler, TimerfdScheduler):
         for r in range(args.rounds):
-            late = sorted(x * 1000 for x in one_round(kind))
+            late = sorted(x * 1000 for x in lateness_round(kind))
             print("%-18s round %d: median %.3f ms, p99 %.3f ms, max %.3f ms, earliest %+.3f ms" % (
                 kind.__name__, r + 1, statistics.median(late), late[int(len(late) * 0.99) - 1], late[-1], late[0]))
     return 0

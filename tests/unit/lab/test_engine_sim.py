@@ -24,6 +24,7 @@ if SRC not in sys.path:
 from engine_sim import tokenizer as tok  # noqa: E402
 from engine_sim.config import SimConfig, parse_faults  # noqa: E402
 from engine_sim.engine import DeadlineScheduler, Slots, TimerfdScheduler, make_scheduler  # noqa: E402
+from engine_sim.lateness import lateness_round  # noqa: E402
 from engine_sim.modelcheck import ModelDirError, check_model_dir  # noqa: E402
 from engine_sim.server import ServerSpec, SimServer  # noqa: E402
 
@@ -134,24 +135,7 @@ def test_model_dir_missing_config_and_weights(tmp_path):
 # ----------------------------------------------------------------------------- scheduler
 @pytest.mark.parametrize("kind", [DeadlineScheduler, TimerfdScheduler])
 def test_scheduler_meets_absolute_deadlines(kind):
-    async def main():
-        sched = kind(asyncio.get_running_loop())
-        sched.start()
-        t0 = time.monotonic() + 0.01
-        late = []
-
-        async def seq(offset):
-            d = t0 + offset
-            for dummy in range(10):
-                await sched.until(d)
-                late.append(time.monotonic() - d)
-                d += 0.005
-
-        await asyncio.gather(*(seq(i * 0.0007) for i in range(20)))
-        sched.stop()
-        return late
-
-    late = asyncio.run(main())
+    late = lateness_round(kind)
     assert len(late) == 200
     assert min(late) >= -0.0001          # released at most EARLY_S (50 us) early
     # How late is a figure of the machine (busy: tens of ms), not a test:
