@@ -10,7 +10,6 @@ import asyncio
 import json
 import os
 import sys
-import time
 
 import aiohttp
 import pytest
