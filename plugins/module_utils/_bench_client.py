@@ -84,7 +84,8 @@ class BenchConfig(object):
                  request_rate=float("inf"), burstiness=1.0, max_concurrency=None,
                  num_prompts=None, duration_s=None, warmup_requests=0, seed=0,
                  request_timeout_s=600.0, percentiles=(50, 90, 99), goodput=None,
-                 extra_headers=None, probe=True, event_loop="auto", tap_stream=True, stop_file=None):
+                 extra_headers=None, probe=True, event_loop="auto", tap_stream=True, stop_file=None,
+                 keep_texts=False):
         if endpoint not in ENDPOINT_PATHS:
             raise BenchmarkError("endpoint must be one of %s" % ", ".join(ENDPOINT_PATHS))
         if burstiness is None or burstiness <= 0:
@@ -100,6 +101,7 @@ class BenchConfig(object):
         if duration_s and math.isinf(request_rate) and not max_concurrency:
             raise BenchmarkError("duration_s with an infinite request_rate needs max_concurrency")
         self.base_url = base_url.rstrip("/")
+        self.keep_texts = bool(keep_texts)  # generated text per request (vLLM --save-detailed)
         self.model = model
         self.endpoint = endpoint
         self.api_key = api_key
@@ -193,10 +195,11 @@ class _Accumulator(object):
     reasoning chunks, errors, tool calls, unusual shapes) is decoded and classified.
     """
 
-    __slots__ = ("r", "st", "chat", "parser", "last", "error", "itl")
+    __slots__ = ("r", "st", "chat", "parser", "last", "error", "itl", "texts")
 
-    def __init__(self, r, st, chat):
+    def __init__(self, r, st, chat, keep_texts=False):
         self.r = r
+        self.texts = [] if keep_texts else None
         self.st = st
         self.chat = chat
         self.parser = SSEParser()
@@ -215,10 +218,10 @@ class _Accumulator(object):
         for ev in events:
             data = ev.data
             if ev.event == "message":
-                text_len = _fast_text_len(data, self.chat)
-                if text_len:
+                text = _fast_text(data, self.chat)
+                if text:
                     r.chunk_count += 1
-                    self._token(now, text_len)
+                    self._token(now, text)
                     continue
             for kind, payload in classify(ev):
                 if kind == JSON:
@@ -244,11 +247,11 @@ class _Accumulator(object):
                     else:
                         text = c.get("text") or ""
                     if text:
-                        self._token(now, len(text))
+                        self._token(now, text)
                 elif kind == ERROR:
                     self.error = "error event in stream: %s" % (payload,)
 
-    def _token(self, now, n_chars):
+    def _token(self, now, text):
         r = self.r
         if self.last is None:
             r.ttft = now - self.st
@@ -256,7 +259,9 @@ class _Accumulator(object):
             self.itl.append(now - self.last)
         self.last = now
         r.token_chunks += 1
-        r.generated_chars += n_chars
+        r.generated_chars += len(text)
+        if self.texts is not None:
+            self.texts.append(text)
 
     def finish(self):
         r = self.r
@@ -268,6 +273,8 @@ class _Accumulator(object):
             r.success = True
         if self.last is not None:
             r.latency = self.last - self.st
+        if self.texts is not None:
+            r.generated_text = "".join(self.texts)
 
 
 # A plain content delta, as vLLM, SGLang and most OpenAI-compatible servers write it:
@@ -279,20 +286,20 @@ _SLOW_MARKERS = ('"usage"', '"error"', '"tool_calls"', '"reasoning', '"object":"
                  '"role"')
 
 
-def _fast_text_len(data, chat):
-    """Length of the generated text of a plain content delta, or 0 to decode fully."""
+def _fast_text(data, chat):
+    """The generated text of a plain content delta (its JSON string holds no escape), or "" to decode fully."""
     key = '"content":"' if chat else '"text":"'
     i = data.find(key)
     if i < 0 or data[:1] != "{" or data.count(key) != 1:
-        return 0
+        return ""
     start = i + len(key)
     end = data.find('"', start)
     if end <= start or "\\" in data[start:end]:
-        return 0
+        return ""
     for marker in _SLOW_MARKERS:
         if marker in data:
-            return 0
-    return end - start
+            return ""
+    return data[start:end]
 
 
 _TAPS = {}
@@ -401,7 +408,7 @@ class Runner(object):
         r.prompt_len = sample.prompt_len
         st = time.perf_counter()
         r.start_time = st
-        acc = _Accumulator(r, st, self.cfg.endpoint == "chat")
+        acc = _Accumulator(r, st, self.cfg.endpoint == "chat", self.cfg.keep_texts)
         try:
             async with self.session.post(self.cfg.url, data=json.dumps(body),
                                          headers=self._headers) as resp:

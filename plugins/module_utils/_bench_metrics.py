@@ -40,7 +40,7 @@ class RequestResult(object):
     __slots__ = (
         "success", "error", "prompt_len", "output_tokens", "chunk_count", "token_chunks",
         "ttft", "itl", "latency", "start_time", "scheduled_time", "dispatch_lag",
-        "client_queue_time", "generated_chars", "usage_from_server", "status",
+        "client_queue_time", "generated_chars", "usage_from_server", "status", "generated_text",
     )
 
     def __init__(self, **kw):
@@ -60,6 +60,7 @@ class RequestResult(object):
         self.generated_chars = 0
         self.usage_from_server = False
         self.status = None
+        self.generated_text = None   # only when the run keeps texts
         for k, v in kw.items():
             setattr(self, k, v)
 
@@ -211,6 +212,8 @@ def calculate_metrics(results, duration_s, percentiles=DEFAULT_PERCENTILES, good
     res["start_times"] = [r.start_time for r in results]
     res["queue_times"] = [r.client_queue_time for r in results]
     res["errors"] = [r.error for r in results]
+    if any(r.generated_text is not None for r in results):
+        res["generated_texts"] = [r.generated_text or "" for r in results]
     res["usage_source"] = ("server" if completed and counted_by_chunks == 0
                            else "counted_chunks" if completed else "none")
     res["requests_counted_by_chunks"] = counted_by_chunks

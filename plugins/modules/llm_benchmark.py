@@ -435,7 +435,8 @@ def main():
             max_concurrency=p["max_concurrency"], num_prompts=p["num_prompts"],
             duration_s=p["duration_s"], warmup_requests=p["warmup_requests"], seed=p["seed"],
             request_timeout_s=p["request_timeout_s"], percentiles=p["percentiles"],
-            goodput=goodput, event_loop=p["event_loop"], stop_file=p["stop_file"])
+            goodput=goodput, event_loop=p["event_loop"], stop_file=p["stop_file"],
+            keep_texts=p["save_detailed"])
         levels = bc.run_benchmark(cfg, samples, rates)
     except bc.BenchmarkError as e:
         module.fail_json(msg=str(e))

@@ -297,22 +297,22 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._bench_metrics im
 from ansible_collections.llmfleet.serving.plugins.module_utils._sse import SSEEvent  # noqa: E402
 
 
-def test_fast_text_len_only_for_plain_content_deltas():
-    f = bc._fast_text_len
-    assert f('{"id":"c","choices":[{"index":0,"text":" tok","finish_reason":null}]}', False) == 4
-    assert f('{"choices":[{"index":0,"delta":{"content":"ab"},"logprobs":null}]}', True) == 2
+def test_fast_text_only_for_plain_content_deltas():
+    f = bc._fast_text
+    assert f('{"id":"c","choices":[{"index":0,"text":" tok","finish_reason":null}]}', False) == " tok"
+    assert f('{"choices":[{"index":0,"delta":{"content":"ab"},"logprobs":null}]}', True) == "ab"
     # everything else goes to json.loads + classify
-    assert f('{"choices":[{"index":0,"text":"","finish_reason":null}]}', False) == 0
-    assert f('{"choices":[],"usage":{"completion_tokens":3}}', False) == 0
-    assert f('{"choices":[{"text":"x","finish_reason":"length"}],"usage":{"a":1}}', False) == 0
-    assert f('{"error":{"message":"x"},"text":"y"}', False) == 0
-    assert f('{"object":"error","text":"y"}', False) == 0
-    assert f('{"choices":[{"delta":{"role":"assistant","content":"x"}}]}', True) == 0
-    assert f('{"choices":[{"delta":{"reasoning_content":"r","content":"x"}}]}', True) == 0
-    assert f('{"choices":[{"delta":{"content":"a\\"b"}}]}', True) == 0       # escapes
-    assert f('{"choices":[{"text":"a"},{"text":"b"}]}', False) == 0          # two choices
-    assert f('{"choices":[{"delta":{"content":"x"}}]}', False) == 0          # wrong endpoint
-    assert f('[DONE]', False) == 0
+    assert f('{"choices":[{"index":0,"text":"","finish_reason":null}]}', False) == ""
+    assert f('{"choices":[],"usage":{"completion_tokens":3}}', False) == ""
+    assert f('{"choices":[{"text":"x","finish_reason":"length"}],"usage":{"a":1}}', False) == ""
+    assert f('{"error":{"message":"x"},"text":"y"}', False) == ""
+    assert f('{"object":"error","text":"y"}', False) == ""
+    assert f('{"choices":[{"delta":{"role":"assistant","content":"x"}}]}', True) == ""
+    assert f('{"choices":[{"delta":{"reasoning_content":"r","content":"x"}}]}', True) == ""
+    assert f('{"choices":[{"delta":{"content":"a\\"b"}}]}', True) == ""       # escapes
+    assert f('{"choices":[{"text":"a"},{"text":"b"}]}', False) == ""          # two choices
+    assert f('{"choices":[{"delta":{"content":"x"}}]}', False) == ""          # wrong endpoint
+    assert f('[DONE]', False) == ""
 
 
 PAYLOADS = [
@@ -333,14 +333,14 @@ PAYLOADS = [
 def _slow_reference(events, chat):
     # the same events with the fast check disabled
     r = RequestResult()
-    acc = bc._Accumulator(r, 0.0, chat)
-    saved = bc._fast_text_len
-    bc._fast_text_len = lambda data, chat: 0
+    acc = bc._Accumulator(r, 0.0, chat, keep_texts=True)
+    saved = bc._fast_text
+    bc._fast_text = lambda data, chat: ""
     try:
         for i, ev in enumerate(events):
             acc._events([ev], float(i + 1))
     finally:
-        bc._fast_text_len = saved
+        bc._fast_text = saved
     acc.finish()
     return r
 
@@ -351,14 +351,26 @@ def test_fast_path_gives_what_full_decoding_gives(chat, seed):
     rng = random.Random(seed)
     events = [SSEEvent(data=rng.choice(PAYLOADS)) for dummy in range(rng.randint(1, 12))]
     r = RequestResult()
-    acc = bc._Accumulator(r, 0.0, chat)
+    acc = bc._Accumulator(r, 0.0, chat, keep_texts=True)
     for i, ev in enumerate(events):
         acc._events([ev], float(i + 1))
     acc.finish()
     ref = _slow_reference(events, chat)
     for k in ("success", "error", "prompt_len", "output_tokens", "chunk_count", "token_chunks",
-              "ttft", "itl", "latency", "generated_chars", "usage_from_server"):
+              "ttft", "itl", "latency", "generated_chars", "usage_from_server", "generated_text"):
         assert getattr(r, k) == getattr(ref, k), k
+    assert len(r.generated_text) == r.generated_chars
+
+
+def test_texts_kept_only_when_asked():
+    ev = SSEEvent(data='{"choices":[{"index":0,"text":" tok","finish_reason":null}]}')
+    plain, kept = RequestResult(), RequestResult()
+    for r, keep in ((plain, False), (kept, True)):
+        acc = bc._Accumulator(r, 0.0, False, keep_texts=keep)
+        acc._events([ev, ev], 1.0)
+        acc.finish()
+    assert plain.generated_text is None and plain.generated_chars == 8
+    assert kept.generated_text == " tok tok"
 
 
 class _Proto(object):

@@ -135,6 +135,17 @@ def test_result_file_has_vllm_field_names_and_no_secret(monkeypatch, tmp_path, s
     assert any(p.endswith(".svg") for p in res["report_files"])
 
 
+def test_save_detailed_keeps_vllm_per_request_lists_with_generated_texts(monkeypatch, tmp_path, server):
+    url, seen = server
+    kind, res = run_module(monkeypatch, base_args(url, tmp_path, save_detailed=True))
+    assert kind == "exit", res
+    with open(res["result_file"]) as f:
+        data = json.load(f)
+    for k in ("input_lens", "output_lens", "ttfts", "itls", "start_times", "errors", "generated_texts"):
+        assert len(data[k]) == 6, k
+    assert data["generated_texts"] == [" a a a"] * 6   # what the server streamed, as vLLM saves it
+
+
 def test_broken_threshold_fails_with_numbers(monkeypatch, tmp_path, server):
     url, dummy = server
     kind, res = run_module(monkeypatch, base_args(url, tmp_path, thresholds=[
