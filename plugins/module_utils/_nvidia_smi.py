@@ -54,6 +54,18 @@ class NvidiaSmiError(Exception):
         self.msg = msg
 
 
+def _add_usable(gpu):
+    """Set memory_reserved_mib (from total - used - free where nvidia-smi did not say it) and
+    memory_usable_mib = total - reserved: the memory CUDA reports as the device's total
+    (torch.cuda.mem_get_info), which vLLM multiplies by --gpu-memory-utilization. On an
+    H100 80GB HBM3 (driver 580) nvidia-smi says 81559 MiB total, 480 MiB reserved, CUDA 81079 MiB."""
+    total, used, free = gpu.get("memory_total_mib"), gpu.get("memory_used_mib"), gpu.get("memory_free_mib")
+    if gpu.get("memory_reserved_mib") is None and None not in (total, used, free) and total - used - free >= 0:
+        gpu["memory_reserved_mib"] = total - used - free
+    reserved = gpu.get("memory_reserved_mib")
+    gpu["memory_usable_mib"] = (total - reserved) if total is not None and reserved is not None else total
+
+
 def _int_mib(text):
     """'143771 MiB' -> 143771; 'N/A' -> None."""
     if text is None:
@@ -118,6 +130,7 @@ def parse_xml(text):
         if links:
             gpu["nvlink_links_active"] = sum(
                 1 for lk in links if (lk.findtext("state") or "").strip().lower() == "active")
+        _add_usable(gpu)
         gpus.append(gpu)
         for p in g.findall("processes/process_info"):
             processes.append({
@@ -171,6 +184,7 @@ def parse_query_csv(text, fields=None):
             "fabric_clique_id": None,
             "nvlink_links_active": None,
         })
+        _add_usable(gpus[-1])
     return {"source": "csv", "driver_version": driver, "cuda_version": None, "gpus": gpus, "processes": []}
 
 

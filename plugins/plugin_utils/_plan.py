@@ -258,9 +258,17 @@ def config_hash(obj):
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
+def gpu_memory_mib(facts):
+    """The smallest GPU's memory as CUDA sees it (nvidia-smi total less what the driver reserves,
+    ``memory_usable_mib`` of gpu_facts; the total where facts predate that field), or None."""
+    mems = [g.get("memory_usable_mib") or g.get("memory_total_mib")
+            for g in (facts or {}).get("gpus") or [] if g.get("memory_usable_mib") or g.get("memory_total_mib")]
+    return min(mems) if mems else None
+
+
 def _gpu_memory_bytes(facts):
-    mems = [g.get("memory_total_mib") for g in (facts or {}).get("gpus") or [] if g.get("memory_total_mib")]
-    return min(mems) * _sizing.MIB if mems else None
+    mib = gpu_memory_mib(facts)
+    return mib * _sizing.MIB if mib else None
 
 
 class _Ctx(object):

@@ -74,8 +74,10 @@ def main(results, smi_dir):
     check("cuda_version", "NVML cudaDriverVersion", nvml.get("cuda_version"), xml["cuda_version"], csv["cuda_version"])
     check("source", "XML first, CSV when -q -x fails", None, xml["source"], csv["source"])
     rows[-1].update(expected="xml / csv", ok=(xml["source"], csv["source"]) == ("xml", "csv"))
-    check("memory_total_mib (sum)", "torch total_memory / MiB", sum(g["memory_total_mib"] for g in torch["gpus"]),
-          xml["memory_total_mib"], csv["memory_total_mib"])
+    # CUDA's total is nvidia-smi's total less what the driver reserves (480 MiB on an H100 80GB):
+    # gpu_facts reports it per GPU as memory_usable_mib, and the planner sizes against it
+    check("sum of gpus[].memory_usable_mib", "torch total_memory / MiB", sum(g["memory_total_mib"] for g in torch["gpus"]),
+          sum(g.get("memory_usable_mib") or 0 for g in xml["gpus"]), sum(g.get("memory_usable_mib") or 0 for g in csv["gpus"]))
     check("mig_enabled", "NVML", any(g.get("mig_mode") == "Enabled" for g in nvml.get("gpus", [])),
           xml["mig_enabled"], csv["mig_enabled"])
     check("persistence_mode_all", "NVML", all(g.get("persistence_mode") == "Enabled" for g in nvml.get("gpus", [])),
@@ -90,8 +92,8 @@ def main(results, smi_dir):
                     "nvlink_links_active"):
             check("gpus[%d].%s" % (i, key), "nvidia-smi", ref[key], gx.get(key), gc.get(key))
         check("gpus[%d].name" % i, "torch", t.get("name"), gx["name"], gc["name"])
-        check("gpus[%d].memory_total_mib" % i, "torch total_memory", t.get("memory_total_mib"),
-              gx["memory_total_mib"], gc["memory_total_mib"])
+        check("gpus[%d].memory_usable_mib" % i, "torch total_memory", t.get("memory_total_mib"),
+              gx.get("memory_usable_mib"), gc.get("memory_usable_mib"))
         if t.get("uuid"):
             check("gpus[%d].uuid" % i, "torch", t["uuid"], gx["uuid"], gc["uuid"])
         for key in ("uuid", "name", "pci_bus_id", "memory_total_mib", "persistence_mode", "ecc_mode", "mig_mode",

@@ -285,3 +285,29 @@ def test_fake_reproduces_real_csv_with_units_from_xml():
     assert out == "memory.total [MiB], pstate, clocks.max.mem [MHz]\n81559 MiB, P0, 2619 MHz\n"
     rc, out, dummy = fake_smi("h100x1")(["nvidia-smi", "--query-gpu=no.such.field", "--format=csv"])
     assert rc == 2
+
+
+# ------------------------------------------------------------------ memory as CUDA sees it (real H100, 2026-12-06)
+def test_usable_memory_is_what_cuda_reports_on_a_real_h100():
+    """h100x1-cuda/ was captured on a lent H100 by tests/gpu/run_all.sh: nvidia-smi says 81559 MiB total
+    and 480 MiB reserved; torch.cuda (mem_get_info, the total vLLM multiplies by
+    --gpu-memory-utilization) says 81079 MiB. gpu_facts' memory_usable_mib must be the latter, from
+    the XML and from the CSV fallback (which has no reserved column: total - used - free)."""
+    import json
+    with open(os.path.join(FIXTURES, "h100x1-cuda", "torch_facts.json")) as f:
+        cuda = json.load(f)["torch"]["gpus"][0]
+    cuda_mib = cuda["mem_get_info_total_bytes"] // (1024 * 1024)
+    x = ns.parse_xml(_read("h100x1-cuda", "nvidia-smi-q.xml"))["gpus"][0]
+    c = ns.parse_query_csv(_read("h100x1-cuda", "query-gpu-module.csv"))["gpus"][0]
+    assert x["memory_total_mib"] == c["memory_total_mib"] == 81559
+    assert x["memory_reserved_mib"] == c["memory_reserved_mib"] == 480
+    assert x["memory_usable_mib"] == c["memory_usable_mib"] == cuda_mib == 81079
+
+
+def test_usable_memory_without_reserved_figures_is_the_total():
+    g = {"memory_total_mib": 1000, "memory_used_mib": None, "memory_free_mib": 10}
+    ns._add_usable(g)
+    assert g["memory_usable_mib"] == 1000 and g.get("memory_reserved_mib") is None
+    g = {"memory_total_mib": 1000, "memory_used_mib": 600, "memory_free_mib": 500}   # inconsistent
+    ns._add_usable(g)
+    assert g["memory_usable_mib"] == 1000
