@@ -155,7 +155,8 @@ world_size:
   type: int
 single_rank:
   description:
-    - True when only one rank took part. The all-reduce is then a local copy on one GPU; bus bandwidth
+    - True when only one rank took part. The all-reduce then moves nothing (NCCL returns an in-place
+      all-reduce of one rank at once); bandwidths (C(busbw_gbps), C(algbw_gbps) per size are null)
       and transport are not defined, O(min_busbw_gbps) and O(require_transport) are not checked (a
       warning says so) and the task does not fail for them.
   returned: always
