@@ -123,7 +123,7 @@ ansible_facts:
           description:
             - Per GPU C(index), C(uuid), C(name), C(architecture), C(pci_bus_id), C(memory_total_mib),
               C(memory_used_mib), C(memory_free_mib), C(memory_reserved_mib) (from the XML, or total - used - free),
-              C(memory_usable_mib) (total - reserved: what CUDA reports and the planner sizes against), C(persistence_mode),
+              C(memory_usable_mib) (total - reserved, what CUDA reports and the planner sizes against), C(persistence_mode),
               C(mig_mode), C(ecc_mode), C(compute_mode), C(fabric_state), C(fabric_status),
               C(fabric_clique_id), C(nvlink_links_active) (null when unknown).
           type: list

@@ -278,7 +278,6 @@ def test_declared_gpu_memory_above_facts_refused():
     assert any("below the 79.6 GiB" in w for w in p["warnings"])
 
 
-
 def test_sizing_uses_the_memory_cuda_reports_not_the_nvidia_smi_total():
     # a real H100 80GB HBM3: nvidia-smi 81559 MiB total, 480 reserved; CUDA (and vLLM) 81079 MiB
     hv = dict(HV, a=dict(HV["a"], llmfleet_gpu_facts=facts(8, "10.0.0.11")))
@@ -290,6 +289,7 @@ def test_sizing_uses_the_memory_cuda_reports_not_the_nvidia_smi_total():
     errs = _plan.PlanErrors(pytest.raises(_plan.PlanErrors, _plan.build_plan, [dict(D7, gpu_memory_gib=80)],
                                           hv, GROUPS, CATALOG).value.errors)
     assert "the GPU facts say 79.2 GiB" in str(errs)
+
 
 def test_max_model_len_above_the_model_refused_unless_rope_scaling():
     errs = refused([dict(D7, max_model_len=262144)])
