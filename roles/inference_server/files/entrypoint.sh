@@ -103,7 +103,8 @@ exec_engine() {
 # Ray workers on every host, unless listed in $VLLM_CONFIG_ROOT/ray_non_carry_over_env_vars.json:
 # keep the API key on the head, and each host's own interface settings on its host.
 keep_on_head() {
-    python3 - "${VLLM_CONFIG_ROOT:-${HOME:-/root}/.config/vllm}" <<'PY'
+    # where vLLM looks (vllm/envs.py): $VLLM_CONFIG_ROOT, else $XDG_CONFIG_HOME/vllm, else ~/.config/vllm
+    python3 - "${VLLM_CONFIG_ROOT:-${XDG_CONFIG_HOME:-${HOME:-/root}/.config}/vllm}" <<'PY'
 import json, os, sys
 keep = ["VLLM_API_KEY", "LLMFLEET_API_KEY_FILE", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA"]
 os.makedirs(sys.argv[1], exist_ok=True)

@@ -276,6 +276,12 @@ async def _serve(engine, opts, cfg, spec, sock, host, port, log, node_rank):
                     None, ray_cluster.connect_and_wait, world, cfg.ray_wait_s, log)
             except ray_cluster.RayStartError as exc:
                 logs.die(str(exc))
+            try:
+                await loop.run_in_executor(None, ray_cluster.start_workers, ray, _pg, log, dict(os.environ))
+            except Exception as exc:  # pylint: disable=broad-except
+                logs.die(logs.traceback_text(
+                    [(logs.PY + "/vllm/v1/executor/ray_executor.py", 341, "_init_workers_ray", "")],
+                    "%s: %s" % (type(exc).__name__, exc)))
             ray_cluster.watch_nodes(ray, node_ids, cfg.ray_poll_s, fatal)
         elif world > cfg.local_gpus and not nnodes:
             logs.die(logs.traceback_text(
