@@ -66,8 +66,8 @@ def checked_keys(tasks):
         args = t.get("llmfleet.serving.signing_key")
         if args:
             m = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", str(args.get("fingerprints", "")).strip())
-            assert m, "signing_key %s: fingerprints must be one role variable, got %r" % (args.get("dest"),
-                                                                                         args.get("fingerprints"))
+            assert m, "signing_key %s: fingerprints must be one role variable, got %r" % (
+                args.get("dest"), args.get("fingerprints"))
             out[args["dest"]] = m.group(1)
     return out
 
