@@ -85,7 +85,9 @@ ALLOWED_FILES = {
 # While a sync runs: the role's 0600 file that hands the source's secret to model_sync.
 SYNC_CREDENTIALS = {R1_PATH + ".llmfleet-credentials.json": "s3_secret",
                     QWQ_PATH + ".llmfleet-credentials.json": "hub_token"}
-ANSIBLE_TRANSFER = re.compile(r"^/root/\.ansible/tmp/ansible-tmp-[^/]+/source$")
+# Ansible's copy action hands a file's content over as <remote tmp>/.source<suffix of dest>
+# (ansible/plugins/action/copy.py), inside the task's own directory of ~/.ansible/tmp (0700 root).
+ANSIBLE_TRANSFER = re.compile(r"^/root/\.ansible/tmp/ansible-tmp-[^/]+/\.source(\.[^/]*)?$")
 DURING_DIRS = ["/root/.ansible", "/tmp", "/data/models", "/etc/llmfleet", "/opt/llmfleet", "/var/lib/docker/containers"]
 RAY_TOKEN = "/etc/llmfleet/sec-r1/ray_token"
 # Processes that may hold an API key in their environment: the vLLM engine that the entrypoint
@@ -545,9 +547,10 @@ def test_no_secret_anywhere_while_the_weights_sync(sec):
         for path, mode, uid, names in smp["files"]:
             if ANSIBLE_TRANSFER.match(path):
                 # Ansible's own hand-over of a no_log copy's content (the key files, the credentials
-                # file): in the task's 0700 remote tmp dir for the length of that task
-                assert (mode, uid) == ("600", 0), (h, path, mode, uid, names)
-                seen_files.add((h, "~/.ansible/tmp/ansible-tmp-*/source"))
+                # file): in the task's remote tmp dir (~/.ansible/tmp is 0700 root: ansible_tmp_clean)
+                # for the length of that task
+                assert uid == 0, (h, path, mode, uid, names)
+                seen_files.add((h, "~/.ansible/tmp/ansible-tmp-*/.source* (%s)" % mode))
                 continue
             allowed = ALLOWED_FILES.get(path) or SYNC_CREDENTIALS.get(path)
             assert allowed and names == [allowed], "secret %s in %s on %s during the deploy" % (names, path, h)
