@@ -1,20 +1,28 @@
-"""Issue 9, secrets and exposure, in its own lab ("sec": 3 hosts, 172.31.150.0/24 management,
+"""Issues 9 and 15, secrets and exposure, in its own lab ("sec": 3 hosts, 172.31.150.0/24 management,
 172.31.151.0/24 private, ssh 3121-3123).
 
-One run of tests/e2e/playbooks/secrets-deploy.yml with ``-vvv`` uses every secret at once:
+One run of tests/e2e/playbooks/secrets-deploy.yml with ``-vvv`` uses every secret at once, both
+engines, single host and multi-node:
   * S3 access key + secret: lab-h1 and lab-h2 fetch the Ray deployment's weights from moto's S3
     server (credentials checked: moto's IAM auth is on) on this machine's management gateway,
   * a hub token: lab-h3 fetches the single-host weights with the real ``huggingface_hub`` client
-    from a Hugging-Face-compatible server (tests/unit/.../hub_server.py's handler, token checked)
-    on the same gateway,
-  * API keys: ``sec-r1`` (vLLM TP 8 x PP 2 over Ray on lab-h1 + lab-h2, exposure private) gets
-    its key from a variable (``api_key: "{{ secrets_api_key }}"``), ``sec-pub`` (exposure public
-    on lab-h3) from ``api_key_file``; ``sec-local`` (exposure localhost on lab-h3) has none.
-Every value is random. Then every place a secret could end up is read and each must be absent
-except where it is meant to be (ALLOWED_FILES, mode 0600 root, and the engine process's own
-environment, where the entrypoint exports the key just before exec):
+    from a Hugging-Face-compatible server (tests/unit/.../hub_server.py's handler, token checked,
+    each file served after HUB_DELAY_S so that the sync is watched while it runs) on the same gateway,
+  * API keys, one per deployment, each random: ``sec-r1`` (vLLM TP 4 x PP 2 over Ray on lab-h1 +
+    lab-h2, exposure private) from a variable, ``sec-sgl`` (SGLang TP 8 over the same two hosts,
+    --nnodes 2 / --node-rank) from a variable, ``sec-pub`` (vLLM, exposure public on lab-h3)
+    from ``api_key_file``, ``sec-local`` (SGLang, exposure localhost on lab-h3) from a variable.
+While the playbook runs, every host is sampled about once a second (every process's argv and
+environment, the files under DURING_DIRS): the weight syncs are seen running and no secret is
+anywhere but where it is meant to be (ALLOWED_FILES and the 0600 credentials file the role hands
+to model_sync). Then every place a secret could end up is read and each must be absent
+except where it is meant to be (ALLOWED_FILES, mode 0600 root, and the vLLM engine process's own
+environment, where the entrypoint exports the key just before exec; SGLang holds its key in its
+own memory only, docs/planner.md):
   * the ``-vvv`` output, the control node's build/lab/sec (except the lab's own key file) and
-    ~/.ansible on the control node,
+    ~/.ansible on the control node, the plan and the deployment records,
+  * ``docker logs`` of every engine container (SGLang logs its server_args, key included, unless
+    the entrypoint hides it: the simulator does as SGLang does),
   * on every lab host: ``ps auxww``, /proc/*/cmdline and /proc/*/environ of every process
     (inner engine containers included: they live in child PID namespaces, visible from the lab
     host, which the test checks), ``docker inspect`` of every inner container, and every file of
@@ -64,17 +72,27 @@ HUB_REPO = "Qwen/QwQ-32B-sec"
 R1_PATH = "/data/models/sec-r1"
 QWQ_PATH = "/data/models/sec-qwq"
 KiB = 1024
+HUB_DELAY_S = 3.0  # before each file the hub serves: the hub sync lasts long enough to be watched
 
 # Files on the lab hosts that may hold a secret, and which one (each must be 0600 root).
 ALLOWED_FILES = {
     "/etc/llmfleet/sec-r1/api_key": "api_key_var",   # lab-h1 (head) and lab-h2 (worker)
     "/etc/llmfleet/sec-r1/ray_token": "ray_token",   # the Ray cluster's token, same two hosts
+    "/etc/llmfleet/sec-sgl/api_key": "api_key_sgl",  # SGLang over lab-h1 (rank 0) and lab-h2 (rank 1)
     "/etc/llmfleet/sec-pub/api_key": "api_key_file",  # lab-h3
+    "/etc/llmfleet/sec-local/api_key": "api_key_local",  # lab-h3, SGLang
 }
+# While a sync runs: the role's 0600 file that hands the source's secret to model_sync.
+SYNC_CREDENTIALS = {R1_PATH + ".llmfleet-credentials.json": "s3_secret",
+                    QWQ_PATH + ".llmfleet-credentials.json": "hub_token"}
+# Ansible's copy action hands a file's content over as <remote tmp>/.source<suffix of dest>
+# (ansible/plugins/action/copy.py), inside the task's own directory of ~/.ansible/tmp (0700 root).
+ANSIBLE_TRANSFER = re.compile(r"^/root/\.ansible/tmp/ansible-tmp-[^/]+/\.source(\.[^/]*)?$")
+DURING_DIRS = ["/root/.ansible", "/tmp", "/data/models", "/etc/llmfleet", "/opt/llmfleet", "/var/lib/docker/containers"]
 RAY_TOKEN = "/etc/llmfleet/sec-r1/ray_token"
-# Processes that may hold an API key in their environment: the engine that the entrypoint
+# Processes that may hold an API key in their environment: the vLLM engine that the entrypoint
 # exec'd with VLLM_API_KEY (design: not in argv, not in docker inspect; /proc/PID/environ is
-# readable by root only). {deployment container: (variable, secret name)}
+# readable by root only). No SGLang process, no Ray worker. {deployment container: (variable, secret name)}
 ALLOWED_ENVIRON = {
     "llmfleet-sec-r1-head": ("VLLM_API_KEY", "api_key_var"),
     "llmfleet-sec-pub": ("VLLM_API_KEY", "api_key_file"),
@@ -188,12 +206,14 @@ def deployments():
     common = {"engine": "vllm", "image": "llmfleet-lab/engine-sim:latest", "max_model_len": 32768,
               "gpu_runtime": "none", "env": {"LLMFLEET_SIM_LOAD_DELAY_S": "1"}}
     return [
-        dict(common, name="sec-r1", hosts="lab_dual", model="deepseek-r1", model_path=R1_PATH, tensor_parallel=8,
-             pipeline_parallel=2, port=8000, exposure="private", api_key="{{ secrets_api_key }}",
+        dict(common, name="sec-r1", hosts="lab_dual", model="deepseek-r1", model_path=R1_PATH, tensor_parallel=4,
+             pipeline_parallel=2, gpus_per_host=4, port=8000, exposure="private", api_key="{{ secrets_api_key }}",
              env={"LLMFLEET_SIM_LOAD_DELAY_S": "1", "RAY_health_check_period_ms": "1000",
                   "RAY_health_check_failure_threshold": "3"}),
-        dict(common, name="sec-local", hosts="lab_single", model="qwq-32b", model_path=QWQ_PATH, gpus_per_host=4,
-             port=8000, exposure="localhost"),
+        dict(common, name="sec-sgl", engine="sglang", hosts="lab_dual", model="deepseek-r1", model_path=R1_PATH,
+             tensor_parallel=8, gpus_per_host=4, port=8100, exposure="private", api_key="{{ secrets_api_key_sgl }}"),
+        dict(common, name="sec-local", engine="sglang", hosts="lab_single", model="qwq-32b", model_path=QWQ_PATH,
+             gpus_per_host=4, port=8000, exposure="localhost", api_key="{{ secrets_api_key_local }}"),
         dict(common, name="sec-pub", hosts="lab_single", model="qwq-32b", model_path=QWQ_PATH, gpus_per_host=4,
              port=8001, exposure="public", api_key_file="{{ secrets_api_key_path }}"),
     ]
@@ -201,6 +221,99 @@ def deployments():
 
 class Secrets(object):
     pass
+
+
+class SlowHub(hub_server._Handler):
+    """The unit tests' hub handler; each file download starts after HUB_DELAY_S."""
+
+    def do_GET(self):
+        if "/resolve/" in self.path:
+            time.sleep(HUB_DELAY_S)
+        return super().do_GET()
+
+
+SAMPLE = r'''
+import base64, json, os, stat, sys
+secrets = json.loads(sys.stdin.readline())
+dirs = json.loads(sys.stdin.readline())
+needles = {}
+for name, value in secrets.items():
+    raw = value.encode()
+    forms = [raw]
+    for k in range(3):
+        enc = base64.b64encode(b"\0" * k + raw)
+        forms.append(enc[4 if k else 0:-4])
+    needles[name] = forms
+def hits(data):
+    return sorted(n for n, forms in needles.items() if any(f in data for f in forms))
+files = []
+for top in dirs:
+    for root, ds, names in os.walk(top):
+        for n in names:
+            p = os.path.join(root, n)
+            try:
+                st = os.lstat(p)
+                if not stat.S_ISREG(st.st_mode) or st.st_size > 64 << 20:
+                    continue
+                with open(p, "rb") as fh:
+                    h = hits(fh.read())
+            except OSError:
+                continue
+            if h:
+                files.append([p, "%o" % stat.S_IMODE(st.st_mode), st.st_uid, h])
+procs, syncing = [], False
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        cmdline = open("/proc/%s/cmdline" % pid, "rb").read()
+        environ = open("/proc/%s/environ" % pid, "rb").read()
+        cgroup = open("/proc/%s/cgroup" % pid).read()
+        comm = open("/proc/%s/comm" % pid).read().strip()
+    except OSError:
+        continue
+    syncing = syncing or b"model_sync" in cmdline
+    env = [[v.split(b"=", 1)[0].decode(errors="replace"), n] for v in environ.split(b"\0") for n in hits(v)]
+    if hits(cmdline) or env:
+        procs.append({"pid": int(pid), "comm": comm, "cmdline": hits(cmdline), "environ": env, "cgroup": cgroup})
+print(json.dumps({"files": files, "procs": procs, "syncing": syncing}))
+'''
+
+
+class Sampler(object):
+    """Every host sampled about once a second while the playbook runs (one thread; the hosts of
+    a round in parallel): the files under DURING_DIRS and every process's argv and environment."""
+
+    def __init__(self, lab, values):
+        self.lab, self.values = lab, values
+        self.samples, self.errors = [], []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="secret-sampler", daemon=True)
+
+    def start(self):
+        self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(timeout=120)
+
+    def _one(self, h):
+        res = docker(h, "python3", "-c", SAMPLE, input=json.dumps(self.values) + "\n" + json.dumps(DURING_DIRS) + "\n",
+                     timeout=60)
+        if res.returncode != 0:
+            return h.name, None, res.stderr[-500:]
+        return h.name, json.loads(res.stdout), None
+
+    def _run(self):
+        with concurrent.futures.ThreadPoolExecutor(len(self.lab.hosts)) as pool:
+            while not self._stop.is_set():
+                t = time.monotonic()
+                for name, sample, err in pool.map(self._one, self.lab.hosts):
+                    if sample is None:
+                        self.errors.append((name, err))
+                    else:
+                        self.samples.append((t, name, sample))
+                self._stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
 
 
 @pytest.fixture(scope="module")
@@ -214,6 +327,8 @@ def sec(tmp_path_factory):
     s.values = {
         "api_key_var": "sec-apikey-var-" + uuid.uuid4().hex,
         "api_key_file": "sec-apikey-file-" + uuid.uuid4().hex,
+        "api_key_sgl": "sec-apikey-sgl-" + uuid.uuid4().hex,
+        "api_key_local": "sec-apikey-local-" + uuid.uuid4().hex,
         "hub_token": "hf_sec" + uuid.uuid4().hex,
     }
     labmod.down(LAB)
@@ -237,7 +352,7 @@ def sec(tmp_path_factory):
         for name, data in s.r1_files.items():
             s3.put_object(Bucket=BUCKET, Key=S3_PREFIX + name, Body=data)
         # The hub: the unit tests' handler (real HF routes and headers), token required.
-        httpd = ThreadingHTTPServer((GATEWAY, 0), hub_server._Handler)
+        httpd = ThreadingHTTPServer((GATEWAY, 0), SlowHub)
         httpd.daemon_threads = True
         httpd.repos, httpd.token, httpd.requests = {}, s.values["hub_token"], []
         s.qwq_files = model_files("Qwen2ForCausalLM", 2, 48 * KiB)
@@ -252,17 +367,23 @@ def sec(tmp_path_factory):
             "secrets_hub": {"endpoint": "http://%s:%d" % (GATEWAY, httpd.server_address[1]), "repo_id": HUB_REPO,
                             "token": s.values["hub_token"], "path": QWQ_PATH},
             "secrets_api_key": s.values["api_key_var"],
+            "secrets_api_key_sgl": s.values["api_key_sgl"],
+            "secrets_api_key_local": s.values["api_key_local"],
             "secrets_api_key_path": key_path,
             "llmfleet_deployments": deployments(),
         }
         vars_file = os.path.join(work, "vars.json")
         private_file(vars_file, json.dumps(variables))
         t0 = time.monotonic()
+        sampler = Sampler(s.lab, dict(s.values))
+        sampler.start()
         try:
             rc, out, recap = s.lab.playbook(PLAYBOOK, "-e", "@" + vars_file, "-vvv", check=False)
         finally:
+            sampler.stop()
             os.unlink(vars_file)
         s.deploy_s = time.monotonic() - t0
+        s.during = sampler
         with open(os.path.join(work, "deploy-vvv.log"), "w") as fh:
             fh.write(out)
         assert rc == 0, "deploy failed (rc %d):\n%s" % (rc, out[-8000:])
@@ -326,6 +447,8 @@ def test_deploy_served_with_every_secret_in_use(sec):
 def test_no_secret_in_the_vvv_output_nor_on_the_control_node(sec):
     assert found_in(sec.output, sec.values) == []
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in sec.output or "censored" in sec.output
+    # the output holds the plan (the planner's result, every deployment) and the roles' reports
+    assert "TASK [Plan (fails with every error" in sec.output and '"sec-sgl"' in sec.output
     leaks = []
     lab_dir = os.path.join(REPO, "build", "lab", LAB)
     own_key = os.path.realpath(os.path.join(lab_dir, "api_key"))
@@ -396,8 +519,11 @@ def test_secrets_only_in_their_0600_files_and_the_engine_environment(sec):
     where = sorted((h, f["path"], f["secrets"][0]) for h, s in report.items() for f in s["files"])
     assert where == [("lab-h1", "/etc/llmfleet/sec-r1/api_key", "api_key_var"),
                      ("lab-h1", RAY_TOKEN, "ray_token"),
+                     ("lab-h1", "/etc/llmfleet/sec-sgl/api_key", "api_key_sgl"),
                      ("lab-h2", "/etc/llmfleet/sec-r1/api_key", "api_key_var"),
                      ("lab-h2", RAY_TOKEN, "ray_token"),
+                     ("lab-h2", "/etc/llmfleet/sec-sgl/api_key", "api_key_sgl"),
+                     ("lab-h3", "/etc/llmfleet/sec-local/api_key", "api_key_local"),
                      ("lab-h3", "/etc/llmfleet/sec-pub/api_key", "api_key_file")]
     envs = sorted((h, p["comm"], tuple(e)) for h, s in report.items() for p in s["procs"] for e in p["environ"])
     assert {(h, e[1]) for h, _c, e in envs} == {("lab-h1", "api_key_var"), ("lab-h3", "api_key_file")}
@@ -405,6 +531,112 @@ def test_secrets_only_in_their_0600_files_and_the_engine_environment(sec):
                         for h, s in sorted(report.items()))
     print("scanned in %.1f s (all checks %.1f s): %s; API key in the environment of %s" % (
         scan_s, time.monotonic() - t0, summary, envs))
+
+
+def test_no_secret_anywhere_while_the_weights_sync(sec):
+    """The samples taken while the playbook ran: the hub sync (slowed) was seen running, and no
+    secret was in any argv, in an environment but the vLLM engines' own key, or in a file under
+    DURING_DIRS but the key files and the role's 0600 credentials file for model_sync."""
+    during = sec.during
+    assert not during.errors, during.errors[:3]
+    rounds = {t for t, _h, _s in during.samples}
+    syncing = sorted({h for _t, h, smp in during.samples if smp["syncing"]})
+    assert "lab-h3" in syncing, "the hub sync on lab-h3 was never seen running (%d rounds)" % len(rounds)
+    seen_files = set()
+    for t, h, smp in during.samples:
+        for path, mode, uid, names in smp["files"]:
+            if ANSIBLE_TRANSFER.match(path):
+                # Ansible's own hand-over of a no_log copy's content (the key files, the credentials
+                # file): in the task's remote tmp dir (~/.ansible/tmp is 0700 root: ansible_tmp_clean)
+                # for the length of that task
+                assert uid == 0, (h, path, mode, uid, names)
+                seen_files.add((h, "~/.ansible/tmp/ansible-tmp-*/.source* (%s)" % mode))
+                continue
+            allowed = ALLOWED_FILES.get(path) or SYNC_CREDENTIALS.get(path)
+            assert allowed and names == [allowed], "secret %s in %s on %s during the deploy" % (names, path, h)
+            assert (mode, uid) == ("600", 0), (h, path, mode, uid)
+            seen_files.add((h, path))
+        for p in smp["procs"]:
+            assert not p["cmdline"], "secret in argv on %s during the deploy: pid %d %s" % (h, p["pid"], p["comm"])
+            for var, name in p["environ"]:
+                owner = [n for n, (cid, _pid) in inner_containers(sec, h).items() if cid in p["cgroup"]]
+                assert owner and ALLOWED_ENVIRON.get(owner[0]) == (var, name), \
+                    "secret %s in the environment (%s) of pid %d %s on %s during the deploy (container %s)" % (
+                        name, var, p["pid"], p["comm"], h, owner)
+    print("during the deploy: %d rounds over %d hosts, weight syncs seen running on %s; files holding a "
+          "secret at some point: %s" % (len(rounds), len(sec.lab.hosts), syncing, sorted(seen_files)))
+
+
+def test_no_secret_in_docker_logs_and_sglang_logged_its_arguments_hidden(sec):
+    """``docker logs`` of every container on every host: no secret. SGLang (the simulator does as
+    SGLang 0.5.x) logs ``server_args={...}`` with its key: the entrypoint's launcher shows ``***``."""
+    sglang = []
+    for h in sec.lab.hosts:
+        for name in inner_containers(sec, h.name):
+            logs_text = sec.lab.sh(h.name, "docker logs %s 2>&1" % name)
+            assert found_in(logs_text, sec.values) == [], (h.name, name, found_in(logs_text, sec.values))
+            args = [line for line in logs_text.splitlines() if "server_args={" in line]
+            if args:
+                assert "'api_key': '***'" in args[0], (h.name, name, args[0][:300])
+                sglang.append((h.name, name))
+    assert sorted(sglang) == [("lab-h1", "llmfleet-sec-sgl-head"), ("lab-h2", "llmfleet-sec-sgl-worker-1"),
+                              ("lab-h3", "llmfleet-sec-local")], sglang
+    # and they serve with their keys: 401 without, 200 with (rank 0 of the two-node group)
+    url = "http://%s:8100/v1/models" % labmod.host_of(sec.lab.state, "lab-h1").private_ip
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(url, timeout=30)
+    assert err.value.code == 401
+    req = urllib.request.Request(url, headers={"Authorization": "Bearer " + sec.values["api_key_sgl"]})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        assert json.load(resp)["data"]
+    # the localhost one, from lab-h3 itself, the key read from its file in the client's memory (not argv)
+    local = sec.lab.sh("lab-h3", "python3 -c 'import urllib.request as u; k = open(\"/etc/llmfleet/sec-local/api_key\")"
+                                 ".read().strip(); print(u.urlopen(u.Request(\"http://127.0.0.1:8000/v1/models\", "
+                                 "headers={\"Authorization\": \"Bearer \" + k}), timeout=30).status)'")
+    assert local.strip() == "200", local
+    print("SGLang logged server_args with the key hidden: %s" % sglang)
+
+
+HELPERS = r'''
+import json, os
+out = []
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        cmd = open("/proc/%s/cmdline" % pid, "rb").read()
+        if not cmd.endswith(b"\0compile_worker\0"):
+            continue
+        env = open("/proc/%s/environ" % pid, "rb").read().split(b"\0")
+        out.append({"pid": int(pid), "cgroup": open("/proc/%s/cgroup" % pid).read(),
+                    "names": sorted(v.split(b"=", 1)[0].decode() for v in env if b"=" in v)})
+    except OSError:
+        continue
+print(json.dumps(out))
+'''
+
+
+def test_vllm_api_key_stays_on_the_head_not_in_the_ray_workers_of_the_worker_host(sec):
+    """vLLM over Ray sends its driver's variables to its Ray workers (the simulator as vLLM 0.32,
+    docs/engine-simulator.md): the head's log lists what it sent, without VLLM_API_KEY, and the
+    worker on lab-h2 (a process started with what it was sent) has no key in its environment."""
+    head_log = sec.lab.sh("lab-h1", "docker logs llmfleet-sec-r1-head 2>&1")
+    copied = [line for line in head_log.splitlines() if "Copying the following environment variables to workers" in line]
+    assert copied, head_log[-3000:]
+    assert "VLLM_API_KEY" not in copied[-1] and "'NCCL_DEBUG'" in copied[-1], copied[-1]
+    found = {}
+    for host in ("lab-h1", "lab-h2"):
+        inner = inner_containers(sec, host)
+        res = docker(labmod.host_of(sec.lab.state, host), "python3", "-c", HELPERS, timeout=60)
+        assert res.returncode == 0, res.stderr
+        for helper in json.loads(res.stdout):
+            owner = [n for n, (cid, _pid) in inner.items() if cid in helper["cgroup"]]
+            assert "VLLM_API_KEY" not in helper["names"], (host, owner, helper["names"])
+            assert "NCCL_DEBUG" in helper["names"], (host, owner, helper["names"])
+            found.setdefault(host, []).append(owner[0] if owner else None)
+    # one worker per node of the group, in the Ray containers: the one on lab-h2 is the worker host's
+    assert found == {"lab-h1": ["llmfleet-sec-r1-head"], "lab-h2": ["llmfleet-sec-r1-worker-1"]}, found
+    print("Ray workers' helpers: %s; head sent: %s" % (found, copied[-1].split("workers: ", 1)[-1][:300]))
 
 
 def listening(s, host):
@@ -435,7 +667,8 @@ def test_listening_sockets_follow_the_exposure(sec):
     for h in sec.lab.hosts:
         rows = listening(sec, h.name)
         inner = inner_containers(sec, h.name)
-        engine = {"lab-h1": {8000: private["lab-h1"]}, "lab-h2": {}, "lab-h3": {8000: "127.0.0.1", 8001: "0.0.0.0"}}
+        engine = {"lab-h1": {8000: private["lab-h1"], 8100: private["lab-h1"]}, "lab-h2": {},
+                  "lab-h3": {8000: "127.0.0.1", 8001: "0.0.0.0"}}
         for port, addr in engine[h.name].items():
             bound = sorted(a for a, p, _n, _pid in rows if p == port)
             assert bound == [addr], (h.name, port, bound)
@@ -546,6 +779,7 @@ def test_ray_refuses_a_client_without_the_token(sec):
 DOCUMENTED_OPEN_HTTP = {
     ("engine", "vllm"): "vLLM checks its key on /v1 only: /health, /ping, /version, /metrics, /tokenize, "
                         "/detokenize and /invocations answer without it",
+    ("engine", "sglang"): "SGLang checks its key on every path but /health* and /metrics (sglang/srt/utils/auth.py)",
     ("ray", "autoscaler metrics"): "Ray's autoscaler Prometheus metrics (monitor.py, port 44217), read-only",
     ("ray", "dashboard metrics"): "Ray's dashboard Prometheus metrics (dashboard.py, port 44227), read-only",
     ("ray", "agent metrics"): "the dashboard agent's Prometheus metrics export (a port of Ray's choosing), read-only",
@@ -620,7 +854,11 @@ def test_every_listener_off_loopback_is_authenticated_or_documented(sec):
             if not open_paths:
                 authed.append((h.name, port, name, sorted(set(c.values()), key=str)))
                 continue
-            if owner and (" serve " in cmd or "vllm" in cmd):
+            if owner and "sglang" in cmd:
+                kind = ("engine", "sglang")
+                assert c["/v1/models"] == 401, where
+                assert set(open_paths) <= {"/metrics"}, where
+            elif owner and (" serve " in cmd or "vllm" in cmd):
                 kind = ("engine", "vllm")
                 # the key guards /v1: what answers without it is exactly vLLM's open set
                 assert c["/v1/models"] == 401, where
@@ -649,6 +887,8 @@ def test_every_listener_off_loopback_is_authenticated_or_documented(sec):
         assert json.load(r)["object"] == "text_completion"
     assert ("engine", "vllm") in found
     assert {h for h, _t, _p in found[("engine", "vllm")]} == {"lab-h1", "lab-h3"}
+    # SGLang's rank 0 on its private address (the localhost one is not off loopback)
+    assert [t for h, t, _p in found[("engine", "sglang")]] == ["%s:8100" % labmod.host_of(sec.lab.state, "lab-h1").private_ip]
     print("authenticated HTTP: %s\nnon-HTTP (Ray gRPC, token-checked): %s\nunauthenticated, documented:\n  %s" % (
         authed, sorted(set(grpc)), "\n  ".join("%s: %s" % (k, v) for k, v in sorted(found.items()))))
 
@@ -674,5 +914,5 @@ def test_engine_containers_have_no_capabilities_and_no_privilege_gain(sec):
                 assert p[p.index("NoNewPrivs:") + 1] == "1", (h.name, name, p)
             seen.append((h.name, name, len(procs)))
     assert {n for _h, n, _c in seen} >= {"llmfleet-sec-r1-head", "llmfleet-sec-r1-worker-1", "llmfleet-sec-pub",
-                                         "llmfleet-sec-local"}, seen
+                                         "llmfleet-sec-local", "llmfleet-sec-sgl-head", "llmfleet-sec-sgl-worker-1"}, seen
     print("no capabilities, no-new-privileges: %s" % seen)

@@ -11,9 +11,9 @@
 #
 # The API key is read from the 0600 file named by LLMFLEET_API_KEY_FILE just before `exec`,
 # so it is neither in argv (ps) nor in the container's configuration (docker inspect):
-# vLLM gets it as VLLM_API_KEY; SGLang through a private --config file. A key file that is
-# named but missing, unreadable, empty or whitespace only stops the start: an empty key never
-# means "no authentication".
+# vLLM gets it as VLLM_API_KEY; SGLang in its own process only (SGLANG_LAUNCHER below), never
+# in a file, its argv or its environment. A key file that is named but missing, unreadable,
+# empty or whitespace only stops the start: an empty key never means "no authentication".
 set -eu
 
 log() { echo "llmfleet-entrypoint: $*" >&2; }
@@ -36,17 +36,63 @@ export_key() {
     export VLLM_API_KEY
 }
 
-# exec the engine; SGLang reads the key from a YAML --config file in a private directory.
+# SGLang (0.5.x) has no way to take its key but --api-key, directly or through a --config YAML
+# file that it merges into its argument list, and it logs its arguments at start, the key in
+# clear: `server_args={..., 'api_key': '...'}` (sglang/srt/entrypoints/engine.py, INFO), so the
+# key would be in `docker logs` whatever the way in. So SGLang runs under this launcher, in its
+# own process: it reads the 0600 key file, makes every log record and everything written to
+# stdout/stderr of that process show `***` for the key (SGLang logs server_args from this
+# process only; its scheduler processes never log it), adds `--api-key KEY` to sys.argv in
+# memory (/proc/PID/cmdline keeps the exec'd argv) and runs sglang.launch_server as
+# `python3 -m` would. No file holds the key but the mounted 0600 one: a rotation leaves no
+# old key behind in the container.
+SGLANG_LAUNCHER='
+import logging, os, runpy, sys
+with open(os.environ["LLMFLEET_API_KEY_FILE"]) as f:
+    key = f.read().rstrip("\n")
+forms = sorted({key, repr(key)[1:-1], __import__("json").dumps(key)[1:-1]}, key=len, reverse=True)
+def redact(text):
+    for form in forms:
+        text = text.replace(form, "***")
+    return text
+make_record = logging.getLogRecordFactory()
+def record(*args, **kwargs):
+    r = make_record(*args, **kwargs)
+    try:
+        msg = r.getMessage()
+    except Exception:
+        return r
+    if redact(msg) != msg:
+        r.msg, r.args = redact(msg), None
+    return r
+logging.setLogRecordFactory(record)
+class Redacted(object):
+    def __init__(self, stream):
+        self._stream = stream
+    def write(self, text):
+        return self._stream.write(redact(text) if isinstance(text, str) else text)
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+sys.stdout, sys.stderr = Redacted(sys.stdout), Redacted(sys.stderr)
+sys.argv = [sys.argv[0]] + sys.argv[1:] + ["--api-key", key]
+del key
+runpy.run_module("sglang.launch_server", run_name="__main__", alter_sys=True)
+'
+
+# exec the engine (SGLang with a key: through SGLANG_LAUNCHER, never with the key in its environment)
 exec_engine() {
     export_key
     case " $* " in
     *" sglang.launch_server "*)
         if [ -n "${VLLM_API_KEY:-}" ]; then
-            umask 077
-            dir=$(mktemp -d /tmp/llmfleet.XXXXXX)
-            printf "api-key: '%s'\n" "$(printf '%s' "$VLLM_API_KEY" | sed "s/'/''/g")" > "$dir/sglang.yaml"
             unset VLLM_API_KEY
-            exec "$@" --config "$dir/sglang.yaml"
+            if [ $# -lt 3 ] || [ "$2" != -m ] || [ "$3" != sglang.launch_server ]; then
+                log "SGLang with an API key runs as PYTHON -m sglang.launch_server ARGS only: refusing to start"
+                exit 78
+            fi
+            py=$1
+            shift 3
+            exec "$py" -c "$SGLANG_LAUNCHER" "$@"
         fi
         ;;
     esac
@@ -57,7 +103,8 @@ exec_engine() {
 # Ray workers on every host, unless listed in $VLLM_CONFIG_ROOT/ray_non_carry_over_env_vars.json:
 # keep the API key on the head, and each host's own interface settings on its host.
 keep_on_head() {
-    python3 - "${VLLM_CONFIG_ROOT:-${HOME:-/root}/.config/vllm}" <<'PY'
+    # where vLLM looks (vllm/envs.py): $VLLM_CONFIG_ROOT, else $XDG_CONFIG_HOME/vllm, else ~/.config/vllm
+    python3 - "${VLLM_CONFIG_ROOT:-${XDG_CONFIG_HOME:-${HOME:-/root}/.config}/vllm}" <<'PY'
 import json, os, sys
 keep = ["VLLM_API_KEY", "LLMFLEET_API_KEY_FILE", "NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME", "NCCL_IB_HCA"]
 os.makedirs(sys.argv[1], exist_ok=True)

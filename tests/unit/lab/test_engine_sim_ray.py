@@ -89,7 +89,7 @@ def test_waits_for_ray_gpus_then_dies_with_a_dead_node(tmp_path):
     model.mkdir()
     (model / "config.json").write_text(json.dumps({"architectures": ["DeepseekV3ForCausalLM"]}))
     (model / "model.safetensors").write_bytes(b"")
-    renv = _ray_env()
+    renv = dict(_ray_env(), PYTHONPATH=os.pathsep.join([SRC, COLLECTIONS]))  # the workers import the simulator
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats", "--block"]
     procs = []
     head = subprocess.Popen([RAY, "start", "--head", "--port=%d" % gcs, "--num-gpus=1", "--temp-dir=" + temp,
@@ -97,9 +97,15 @@ def test_waits_for_ray_gpus_then_dies_with_a_dead_node(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     procs.append(head)
     try:
+        # the driver's environment: a key that the entrypoint's list keeps on the head, and a
+        # variable vLLM copies to its workers (their raylets never had it: the positive control)
+        vcfg = tmp_path / "vllm-config"
+        vcfg.mkdir()
+        (vcfg / "ray_non_carry_over_env_vars.json").write_text(json.dumps(["VLLM_API_KEY"]))
         senv = dict(renv, RAY_ADDRESS="127.0.0.1:%d" % gcs, PYTHONPATH=os.pathsep.join([SRC, COLLECTIONS]),
                     LLMFLEET_SIM_LOAD_DELAY_S="0", LLMFLEET_SIM_RAY_WAIT_S="240", LLMFLEET_SIM_RAY_POLL_S="0.2",
-                    LLMFLEET_SIM_LOCAL_GPUS="1")
+                    LLMFLEET_SIM_LOCAL_GPUS="1", VLLM_API_KEY="sk-stays-on-the-driver-0123456789",
+                    VLLM_SEC_MARK="copied-to-workers", VLLM_CONFIG_ROOT=str(vcfg))
         port = free_port()
         out_path, err_path = str(tmp_path / "sim.out"), str(tmp_path / "sim.err")
         sim = subprocess.Popen([sys.executable, "-c",
@@ -128,6 +134,17 @@ def test_waits_for_ray_gpus_then_dies_with_a_dead_node(tmp_path):
         while time.monotonic() < end and not healthy(port) and sim.poll() is None:
             time.sleep(0.2)
         ready_with_two = healthy(port)
+        # the simulated workers' helper processes (one per node), started with the copied variables
+        helpers = {}
+        for pid in _session_members({head.pid, worker.pid}):
+            try:
+                with open("/proc/%d/cmdline" % pid, "rb") as fh:
+                    if not fh.read().endswith(b"\0compile_worker\0"):
+                        continue
+                with open("/proc/%d/environ" % pid, "rb") as fh:
+                    helpers[pid] = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+            except OSError:
+                continue
         _killpg(worker, signal.SIGKILL)          # the worker host dies
         sim.wait(timeout=120)
     finally:
@@ -155,5 +172,12 @@ def test_waits_for_ray_gpus_then_dies_with_a_dead_node(tmp_path):
     assert ready_with_two
     assert "Waiting for creating a placement group of specs" in out
     assert "Placement group of 2 GPU bundles ready on 2 node(s)." in out
+    # vLLM's copy of the driver's environment reached a worker on each node, but for the listed key
+    copying = [line for line in out.splitlines() if "Copying the following environment variables to workers" in line]
+    assert copying and "VLLM_SEC_MARK" in copying[0] and "VLLM_API_KEY" not in copying[0]
+    assert len(helpers) == 2, helpers
+    for env in helpers.values():
+        assert env.get(b"VLLM_SEC_MARK") == b"copied-to-workers"
+        assert b"VLLM_API_KEY" not in env
     assert sim.returncode == 1
     assert "ray.exceptions.ActorDiedError" in err and "RayWorkerWrapper" in err

@@ -46,3 +46,12 @@ def test_a_users_list_is_kept_and_vllm_config_root_is_honoured(tmp_path):
     assert proc.returncode == 0, proc.stderr
     names = json.loads((root / "ray_non_carry_over_env_vars.json").read_text())
     assert "MY_VAR" in names and "VLLM_API_KEY" in names
+
+
+def test_xdg_config_home_is_where_vllm_looks_without_vllm_config_root(tmp_path):
+    """vllm/envs.py: VLLM_CONFIG_ROOT defaults to $XDG_CONFIG_HOME/vllm when that is set."""
+    xdg = tmp_path / "xdg"
+    proc = run_head(tmp_path, {"XDG_CONFIG_HOME": str(xdg)})
+    assert proc.returncode == 0, proc.stderr
+    names = json.loads((xdg / "vllm" / "ray_non_carry_over_env_vars.json").read_text())
+    assert "VLLM_API_KEY" in names

@@ -197,11 +197,14 @@ def run(engine, argv, prog):
             shown["api_key"] = "***"
         log.info("non-default args: %s" % shown, "utils.py:328")
     else:
-        log.info("server_args=ServerArgs(model_path=%r, served_model_name=%r, host=%r, port=%d, tp_size=%s, "
-                 "nnodes=%s, node_rank=%s, api_key=%s)" % (
-                     model, served[0], host, port, opts.get("tp_size", "tp", default=1),
-                     opts.get("nnodes", default=1), opts.get("node_rank", default=0),
-                     "'***'" if api_key else None))
+        # SGLang 0.5.x (sglang/srt/entrypoints/engine.py) logs its resolved arguments at INFO with
+        # the keys in clear: logger.info(f"server_args={...}"), only the watermark secrets redacted
+        log.info("server_args=%s" % {
+            "model_path": model, "served_model_name": served[0], "host": host, "port": port,
+            "tp_size": int(opts.get("tp_size", "tp", default=1)), "nnodes": int(opts.get("nnodes", default=1)),
+            "node_rank": int(opts.get("node_rank", default=0)), "dist_init_addr": opts.get("dist_init_addr"),
+            "api_key": api_key, "admin_api_key": opts.get("admin_api_key"),
+            "enable_metrics": _bool(opts.get("enable_metrics", default=False))})
 
     if "port_in_use" in cfg.faults:
         logs.die(logs.port_in_use_message(engine))
@@ -273,6 +276,12 @@ async def _serve(engine, opts, cfg, spec, sock, host, port, log, node_rank):
                     None, ray_cluster.connect_and_wait, world, cfg.ray_wait_s, log)
             except ray_cluster.RayStartError as exc:
                 logs.die(str(exc))
+            try:
+                await loop.run_in_executor(None, ray_cluster.start_workers, ray, _pg, log, dict(os.environ))
+            except Exception as exc:  # pylint: disable=broad-except
+                logs.die(logs.traceback_text(
+                    [(logs.PY + "/vllm/v1/executor/ray_executor.py", 341, "_init_workers_ray", "")],
+                    "%s: %s" % (type(exc).__name__, exc)))
             ray_cluster.watch_nodes(ray, node_ids, cfg.ray_poll_s, fatal)
         elif world > cfg.local_gpus and not nnodes:
             logs.die(logs.traceback_text(

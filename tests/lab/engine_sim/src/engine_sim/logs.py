@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -9,12 +10,21 @@ import time
 
 class Log(object):
     """``(APIServer pid=N) INFO 11-23 10:35:01 [file.py:123] msg`` (vLLM) or
-    ``[2025-11-23 10:35:01] msg`` (SGLang) on stdout, flushed per line."""
+    ``[2025-11-23 10:35:01] msg`` (SGLang) on stdout, flushed per line.
+
+    SGLang's lines go through Python's ``logging`` as in SGLang (``logging.basicConfig(force=True)``
+    with the format ``[%(asctime)s] %(message)s``, logger ``sglang.srt.entrypoints.engine``), so
+    whatever a launcher does to SGLang's logging applies to the simulator the same way."""
 
     def __init__(self, engine, process="APIServer"):
         self.engine = engine
         self.process = process
         self.pid = os.getpid()
+        self.logger = None
+        if engine == "sglang":
+            logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s",
+                                datefmt="%Y-%m-%d %H:%M:%S", force=True, stream=sys.stdout)
+            self.logger = logging.getLogger("sglang.srt.entrypoints.engine")
 
     def _line(self, level, where, msg):
         now = time.localtime()
@@ -24,10 +34,16 @@ class Log(object):
             self.process, self.pid, level, time.strftime("%m-%d %H:%M:%S", now), where, msg)
 
     def info(self, msg, where="api_server.py:1881"):
+        if self.logger:
+            self.logger.info(msg)
+            return
         sys.stdout.write(self._line("INFO", where, msg) + "\n")
         sys.stdout.flush()
 
     def warning(self, msg, where="api_server.py:1881"):
+        if self.logger:
+            self.logger.warning(msg)
+            return
         sys.stdout.write(self._line("WARNING", where, msg) + "\n")
         sys.stdout.flush()
 

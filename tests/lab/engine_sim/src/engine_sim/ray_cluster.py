@@ -132,3 +132,89 @@ def watch_nodes(ray, node_ids, poll_s, on_dead, stop_event=None):
     thread = threading.Thread(target=loop, name="ray-node-watch", daemon=True)
     thread.start()
     return stop_event
+
+
+# -- the driver's environment, copied to the Ray workers as vLLM 0.32 does ---------------------
+# vllm/ray/ray_env.py get_env_vars_to_copy() and vllm/v1/executor/ray_executor.py: vLLM's
+# registered variables (VLLM_API_KEY among them) and every variable with one of these prefixes,
+# minus the worker-specific ones and the names listed in $VLLM_CONFIG_ROOT/ray_non_carry_over_env_vars.json,
+# are sent to each worker (update_environment_variables: os.environ of the worker process, so
+# inherited by every process it starts, e.g. torch's compile workers).
+ENV_PREFIXES = ("VLLM_", "FLASH_ATTENTION_", "LMCACHE_", "NCCL_", "UCX_", "HF_", "HUGGING_FACE_")
+REGISTERED = ("VLLM_API_KEY", "VLLM_HOST_IP", "VLLM_CONFIG_ROOT", "VLLM_LOGGING_LEVEL", "VLLM_USE_V1")
+EXTRA = ("PYTHONHASHSEED",)
+WORKER_SPECIFIC = {"VLLM_HOST_IP", "VLLM_HOST_PORT", "VLLM_NIXL_SIDE_CHANNEL_HOST", "LOCAL_RANK",
+                   "CUDA_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES"}
+
+
+def config_root(environ):
+    """vllm/envs.py VLLM_CONFIG_ROOT: $VLLM_CONFIG_ROOT, else $XDG_CONFIG_HOME/vllm, else ~/.config/vllm."""
+    import os  # pylint: disable=import-outside-toplevel
+    root = environ.get("VLLM_CONFIG_ROOT") or os.path.join(
+        environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config"), "vllm")
+    return os.path.expanduser(root)
+
+
+def env_vars_to_copy(environ, log=None):
+    """{name: value} the driver sends to its Ray workers (vLLM 0.32, V1 Ray executor)."""
+    import json  # pylint: disable=import-outside-toplevel
+    import os  # pylint: disable=import-outside-toplevel
+    path = os.path.join(config_root(environ), "ray_non_carry_over_env_vars.json")
+    try:
+        with open(path) as fh:
+            non_carry_over = set(json.load(fh))
+    except (OSError, ValueError, TypeError):
+        non_carry_over = set()
+    names = set(REGISTERED) | set(EXTRA) | {n for n in environ if n.startswith(ENV_PREFIXES)}
+    names -= WORKER_SPECIFIC | non_carry_over
+    copied = {n: environ[n] for n in sorted(names) if n in environ}
+    if log:
+        log.info("Copying the following environment variables to workers: %s" % sorted(copied), "ray_env.py:91")
+        if non_carry_over:
+            log.info("RAY_NON_CARRY_OVER_ENV_VARS from config: %s" % sorted(non_carry_over), "ray_env.py:96")
+    return copied
+
+
+class RayWorkerWrapper(object):
+    """A vLLM Ray worker, without a GPU: it takes the driver's variables into its own
+    environment and starts a helper process, as a real worker's torch compile workers are
+    started, which inherits them (visible in its /proc/PID/environ). The helper ends with
+    the worker."""
+
+    def __init__(self):
+        self.helper = None
+
+    def update_environment_variables(self, envs):
+        import os  # pylint: disable=import-outside-toplevel
+        import subprocess  # pylint: disable=import-outside-toplevel
+        import sys  # pylint: disable=import-outside-toplevel
+        os.environ.update(envs)
+        if self.helper is None:
+            self.helper = subprocess.Popen(
+                [sys.executable, "-c", "import os, time\nparent = os.getppid()\n"
+                 "while os.getppid() == parent:\n    time.sleep(1)\n", "compile_worker"],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return {"ip": os.environ.get("VLLM_HOST_IP") or "", "pid": os.getpid(), "helper_pid": self.helper.pid}
+
+
+_WORKERS = []  # the driver keeps its workers alive
+
+
+def start_workers(ray, pg, log, environ):
+    """One worker per node of the placement group (vLLM starts one per GPU; one per node shows
+    what each host's workers get), each given the driver's variables."""
+    from ray.util.placement_group import placement_group_table  # noqa pylint: disable=import-outside-toplevel
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy  # noqa pylint: disable=import-outside-toplevel
+    bundles = (placement_group_table(pg).get("bundles_to_node_id") or {})
+    first = {}
+    for index, node in sorted(bundles.items()):
+        first.setdefault(node, index)
+    envs = env_vars_to_copy(environ, log)
+    remote = ray.remote(RayWorkerWrapper)
+    workers = [remote.options(num_cpus=0, num_gpus=1, scheduling_strategy=PlacementGroupSchedulingStrategy(
+        placement_group=pg, placement_group_bundle_index=int(index))).remote() for index in sorted(first.values())]
+    infos = ray.get([w.update_environment_variables.remote(envs) for w in workers], timeout=120)
+    _WORKERS.extend(workers)
+    log.info("Ray workers started on %d node(s): %s" % (len(infos), sorted(
+        "pid %d (helper %d)" % (i["pid"], i["helper_pid"]) for i in infos)), "ray_executor.py:341")
+    return infos
