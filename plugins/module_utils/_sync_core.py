@@ -1294,14 +1294,18 @@ class SyncEngine(object):
         new = os.path.join(versions, version)
         os.makedirs(new)
         current = self.dest if os.path.isdir(self.dest) else None
+        self._previous = os.path.basename(os.path.realpath(self.dest)) if os.path.islink(self.dest) else None
         fetched = set(rf.path for rf in to_fetch)
         touched = {new}
         for rf in files:
             target = os.path.join(new, rf.path)
             os.makedirs(os.path.dirname(target), exist_ok=True)
             touched.add(os.path.dirname(target))
-            if rf.path in fetched:
-                os.replace(self._staged(rf.path), target)
+            if rf.path in fetched:  # a link: staging keeps the file until the switch is done
+                try:
+                    os.link(self._staged(rf.path), target)
+                except OSError:
+                    os.replace(self._staged(rf.path), target)
             else:
                 self._link_or_copy(self._published(rf.path), target)
         if current:  # files no sync recorded (the user's own): carried over, never dropped
@@ -1348,6 +1352,7 @@ class SyncEngine(object):
         if os.path.isdir(self.dest) and not os.path.islink(self.dest):
             legacy = os.path.join(self._versions_dir(), "0-before-versions-%s" % time.strftime(
                 "%Y%m%dT%H%M%SZ", time.gmtime()))
+            self._previous = os.path.basename(legacy)
             if exchange_paths(link, self.dest):
                 os.rename(link, legacy)  # ``link`` now names the old directory
             else:  # no renameat2 here: a moment without ``path`` (documented)
@@ -1369,7 +1374,15 @@ class SyncEngine(object):
         except OSError:
             return []
         older = [n for n in names if n != current]
-        keep = set(older[len(older) - self.keep_versions:] if self.keep_versions else [])
+        keep = set()
+        if self.keep_versions:  # the version switched away from first (an engine may still run on it)
+            previous = getattr(self, "_previous", None)
+            if previous in older:
+                keep.add(previous)
+            for name in reversed(older):  # then the newest
+                if len(keep) >= self.keep_versions:
+                    break
+                keep.add(name)
         in_use = versions_in_use(versions)
         removed = []
         for name in older:
