@@ -105,7 +105,7 @@ class S5cmdRun(object):
                     env[key] = os.environ[key]
         return env
 
-    def run(self, items, on_done, cancel=None):
+    def run(self, items, on_done):
         """Copy ``items`` ([(key, destination)]); return the set of indexes s5cmd reported
         copied. Raises nothing for a failed file: the caller fetches the others again."""
         private = tempfile.mkdtemp(prefix="llmfleet-s5cmd-")  # mode 0700
@@ -143,8 +143,6 @@ class S5cmdRun(object):
                 if index is not None and index not in done:
                     done.add(index)
                     on_done(index)
-                if cancel is not None and cancel.is_set():
-                    self.proc.kill()
             self.proc.wait()
             reader.join()
             self.stderr = b"".join(err)

