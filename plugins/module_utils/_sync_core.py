@@ -1246,7 +1246,7 @@ class SyncEngine(object):
             shutil.rmtree(self.staging, ignore_errors=True)
             return
         for rf in fetched:
-            for leftover in (".part", ".part.json"):
+            for leftover in ("", ".part", ".part.json"):  # "": a staged file linked into a version
                 try:
                     os.unlink(self._staged(rf.path) + leftover)
                 except OSError:
