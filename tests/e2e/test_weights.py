@@ -386,8 +386,8 @@ class VersionWatcher(object):
                 out = self.weights.lab.sh(h.name, "d=$(readlink -f %s) && cd \"$d\" && find . -type f "
                                                   "! -name '.llmfleet-state.json*' -exec sha256sum {} + || true"
                                           % self.path, check=False)
-                snap = frozenset((rel[2:], digest) for digest, rel in (line.split(None, 1) for line in
-                                                                      out.splitlines() if line.strip()))
+                pairs = [line.split(None, 1) for line in out.splitlines() if line.strip()]
+                snap = frozenset((rel[2:], digest) for digest, rel in pairs)
                 self.snapshots.append((h.name, snap))
             self.stop.wait(0.1)
 
