@@ -1126,6 +1126,8 @@ class SyncEngine(object):
         watcher.start()
         try:
             mover.run(items, on_done)
+        except OSError as exc:  # s5cmd would not start (a binary for another platform...): Python does it all
+            self.log("s5cmd could not run (%s); fetching with the Python engine" % exc)
         finally:
             stop.set()
             watcher.join()

@@ -266,3 +266,15 @@ def test_run_file_lines_names_and_written_bytes(tmp_path):
     assert written_bytes(dest, 10 * MiB) == 10 * MiB
     env = run.environment()
     assert "AK" not in json.dumps(env) and env["AWS_REGION"] == "us-east-1"
+
+
+def test_an_s5cmd_that_cannot_run_leaves_the_job_to_the_python_engine(moto, tmp_path):
+    files = {"a.bin": os.urandom(3000), "b.bin": os.urandom(5000)}
+    _upload(_client(moto), "broken", "m/", files, tmp_path)
+    broken = tmp_path / "s5cmd"
+    broken.write_bytes(b"\x7fELF\x02not a binary for this machine")
+    broken.chmod(0o755)
+    logs = []
+    res = SyncEngine(_source(moto, "broken"), str(tmp_path / "pub"), s5cmd_path=str(broken), log=logs.append).run()
+    assert _tree(str(tmp_path / "pub")) == _expected(files) and res["files_fetched"] == 2
+    assert any("s5cmd could not run" in m for m in logs), logs
