@@ -127,7 +127,7 @@ def main(argv=None):
         if a.profile:
             s, rc, out = _run([play, "-i", inv, "playbooks/deploy.yml"],
                               env={"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks",
-                                   "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "40"})
+                                   "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "100"})
             m = re.search(r"^=+\s*$(.*)", out, re.S | re.M)
             print("profiled no-op deploy: %.2f s\n%s" % (s, (m.group(1) if m else out[-6000:]).strip()))
     finally:

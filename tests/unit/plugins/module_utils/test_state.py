@@ -159,3 +159,78 @@ def test_read_returns_a_record_content_only_when_asked(tmp_path):
     assert "content" not in _state.file_state({"path": str(f)})
     res = _state.file_state({"path": str(f), "read": True, "kind": "record"})
     assert base64.b64decode(res["content"]) == b'{"name": "q"}\n'
+
+
+class _FakeNodeInfo(object):
+    """A GcsNodeInfo as ray._raylet.GcsClient returns it (protobuf: state and its enum on the message)."""
+    ALIVE, DEAD = 0, 1
+
+    def __init__(self, state):
+        self.state = state
+
+
+def _run_ray_snippet(code, nodes, address_file_text="172.31.0.1:6379\n", fail=None):
+    """Run the Ray node-count line as the head container would, against a fake ray._raylet."""
+    import io
+    import sys
+    import types
+    seen = {}
+
+    class GcsClient(object):
+        def __init__(self, address):
+            seen["address"] = address
+
+        def get_all_node_info(self, timeout=None):
+            seen["timeout"] = timeout
+            if fail:
+                raise fail
+            return {i: _FakeNodeInfo(s) for i, s in enumerate(nodes)}
+
+    def fake_open(path, *a, **k):
+        seen["file"] = path
+        return io.StringIO(address_file_text)
+
+    raylet = types.ModuleType("ray._raylet")
+    raylet.GcsClient = GcsClient
+    ray = types.ModuleType("ray")
+    ray._raylet = raylet
+    old = {k: sys.modules.get(k) for k in ("ray", "ray._raylet")}
+    sys.modules.update({"ray": ray, "ray._raylet": raylet})
+    out = io.StringIO()
+    try:
+        stdout, sys.stdout = sys.stdout, out
+        try:
+            exec(compile(code, "<ray-nodes>", "exec"), {"open": fake_open, "__name__": "__main__"})
+        finally:
+            sys.stdout = stdout
+    finally:
+        for k, v in old.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+    return out.getvalue(), seen
+
+
+def test_ray_node_count_asks_the_gcs_at_the_recorded_address_without_a_driver():
+    assert "ray.init" not in _state.RAY_ALIVE_NODES_PY
+    out, seen = _run_ray_snippet(_state.RAY_ALIVE_NODES_PY, [0, 1, 0])
+    assert out == "2\n"  # dead nodes are not counted
+    assert seen == {"file": "/tmp/ray/ray_current_cluster", "address": "172.31.0.1:6379", "timeout": 20}
+    out, _seen = _run_ray_snippet(_state.RAY_ALIVE_NODES_PY, [])
+    assert out == "0\n"
+
+
+def test_ray_node_count_failure_is_an_error_not_a_count():
+    class AuthenticationError(Exception):
+        pass
+    with pytest.raises(AuthenticationError):  # python3 exits 1: ray_nodes() reports rc 1, never a count
+        _run_ray_snippet(_state.RAY_ALIVE_NODES_PY, [0, 0], fail=AuthenticationError("InvalidAuthToken"))
+
+
+def test_the_role_waits_for_workers_with_the_same_ray_line():
+    import yaml
+    role_vars = os.path.join(os.path.dirname(os.path.dirname(_state.__file__)), "..", "roles", "inference_server",
+                             "vars", "main.yml")
+    with open(role_vars) as f:
+        assert yaml.safe_load(f)["__inference_server_ray_alive_nodes_py"] == _state.RAY_ALIVE_NODES_PY
