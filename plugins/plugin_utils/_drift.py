@@ -57,6 +57,9 @@ def expected_containers(plan, host):
         c = {"name": hp["container_name"], "config_hash": dep["config_hash"], "deployment": name}
         if dep.get("engine") == "vllm" and int(dep.get("nodes") or 1) > 1 and int(hp.get("rank") or 0) == 0:
             c["ray_nodes"] = int(dep["nodes"])
+            ray = dep.get("ray") or {}
+            if ray.get("dashboard") and ray.get("token_path"):
+                c.update(ray_dashboard=ray["dashboard"], ray_token_file=ray["token_path"])
         out.append(c)
     return out
 

@@ -55,7 +55,7 @@ def test_one_inspect_for_every_container_and_ray_only_for_a_matching_running_hea
     assert head == {"exists": True, "config_hash": "h1", "running": True, "status": "running",
                     "started_at": "2026-12-06T02:00:00.1Z", "id": "0123456789ab"}
     assert st["containers"]["gone"] == {"exists": False}
-    assert st["ray"] == {"head": {"rc": 0, "nodes": 2, "error": ""}}
+    assert st["ray"] == {"head": {"rc": 0, "nodes": 2, "error": "", "via": "gcs"}}
     execs = [c for c in d.calls if c[1] == "exec"]
     assert execs == [["docker", "exec", "head", "timeout", "30", "python3", "-c", _state.RAY_ALIVE_NODES_PY]]
     assert st["in_sync"] is False and st["differences"] == ["gone: absent -> running, config hash h3"]
@@ -76,7 +76,7 @@ def test_ray_missing_nodes_or_failing_is_a_difference():
     assert st["differences"] == ["head: Ray holds 1 of 2 nodes"] and not st["in_sync"]
     st = _state.read_state(Docker([("head", "h", True)], ray=(124, "", "Traceback\nTimeout")),
                            [{"name": "head", "config_hash": "h", "ray_nodes": 2}], [])
-    assert st["ray"]["head"] == {"rc": 124, "nodes": None, "error": "Traceback\nTimeout"}
+    assert st["ray"]["head"] == {"rc": 124, "nodes": None, "error": "Traceback\nTimeout", "via": "gcs"}
     st = _state.read_state(Docker([("head", "h", True)], ray=(0, "warning only", "")),
                            [{"name": "head", "config_hash": "h", "ray_nodes": 2}], [])
     assert st["ray"]["head"]["rc"] == 1 and "unexpected output" in st["ray"]["head"]["error"]
@@ -234,3 +234,93 @@ def test_the_role_waits_for_workers_with_the_same_ray_line():
                              "vars", "main.yml")
     with open(role_vars) as f:
         assert yaml.safe_load(f)["__inference_server_ray_alive_nodes_py"] == _state.RAY_ALIVE_NODES_PY
+
+
+def _nodes_answer(*states, total=None):
+    nodes = [{"node_id": "n%d" % i, "state": st} for i, st in enumerate(states)]
+    return {"result": True, "msg": "", "data": {"result": {
+        "total": len(nodes) if total is None else total, "num_after_truncation": len(nodes), "result": nodes}}}
+
+
+def test_dashboard_alive_nodes_reads_rays_state_api_answer():
+    assert _state.dashboard_alive_nodes(_nodes_answer("ALIVE", "DEAD", "ALIVE")) == 2
+    assert _state.dashboard_alive_nodes(_nodes_answer()) == 0
+    assert _state.dashboard_alive_nodes(_nodes_answer("ALIVE", total=5)) is None  # truncated: not a count
+    assert _state.dashboard_alive_nodes({"result": False, "msg": "boom", "data": {}}) is None
+    assert _state.dashboard_alive_nodes({"detail": "Unauthorized"}) is None
+    assert _state.dashboard_alive_nodes([]) is None
+
+
+HEAD = [{"name": "head", "config_hash": "h", "ray_nodes": 2}]
+
+
+def test_ray_nodes_asked_of_the_dashboard_with_the_token_and_no_docker_exec(tmp_path):
+    tok = tmp_path / "ray_token"
+    tok.write_text("s3cret-token\n")
+    calls = []
+
+    def http_get(url, token, timeout):
+        calls.append((url, token, timeout))
+        return _nodes_answer("ALIVE", "ALIVE")
+    d = Docker([("head", "h", True)])
+    c = [dict(HEAD[0], ray_dashboard="127.0.0.1:8265", ray_token_file=str(tok))]
+    st = _state.read_state(d, c, [], http_get=http_get)
+    assert calls == [("http://127.0.0.1:8265/api/v0/nodes?limit=10000&detail=false", "s3cret-token", 10)]
+    assert st["ray"] == {"head": {"rc": 0, "nodes": 2, "error": "", "via": "dashboard"}} and st["in_sync"]
+    assert [x for x in d.calls if x[1] == "exec"] == []
+    assert "s3cret" not in json.dumps(st)
+
+    def one_alive(url, token, timeout):
+        return _nodes_answer("ALIVE", "DEAD")
+    st = _state.read_state(Docker([("head", "h", True)]), c, [], http_get=one_alive)
+    assert st["differences"] == ["head: Ray holds 1 of 2 nodes"] and not st["in_sync"]
+
+
+@pytest.mark.parametrize("failure", ["refused", "unauthorized", "not ray", "no token file"])
+def test_ray_nodes_fall_back_to_the_gcs_when_the_dashboard_does_not_answer(tmp_path, failure):
+    tok = tmp_path / "ray_token"
+    if failure != "no token file":
+        tok.write_text("t")
+
+    def http_get(url, token, timeout):
+        if failure == "refused":
+            raise ConnectionRefusedError(111, "Connection refused")
+        if failure == "unauthorized":
+            raise OSError("HTTP Error 401: Unauthorized")
+        return {"hello": "world"}
+    d = Docker([("head", "h", True)], ray=(0, "1\n", ""))
+    c = [dict(HEAD[0], ray_dashboard="127.0.0.1:8265", ray_token_file=str(tok))]
+    st = _state.read_state(d, c, [], http_get=http_get)
+    r = st["ray"]["head"]
+    assert r["via"] == "gcs" and r["nodes"] == 1 and r["fallback"].startswith("dashboard: ")
+    assert len([x for x in d.calls if x[1] == "exec"]) == 1
+    assert st["differences"] == ["head: Ray holds 1 of 2 nodes"]  # the GCS's count decides, not the failure
+
+
+def test_dashboard_get_sends_the_token_as_bearer_on_loopback():
+    import http.server
+    import threading
+    seen = {}
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            seen["auth"], seen["path"] = self.headers.get("Authorization"), self.path
+            body = json.dumps(_nodes_answer("ALIVE")).encode()
+            self.send_response(200 if seen["auth"] == "Bearer tok" else 401)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        url = "http://127.0.0.1:%d/api/v0/nodes" % srv.server_address[1]
+        assert _state.dashboard_alive_nodes(_state._dashboard_get(url, "tok", 5)) == 1
+        assert seen == {"auth": "Bearer tok", "path": "/api/v0/nodes"}
+        with pytest.raises(OSError):  # 401: urllib raises HTTPError, ray_nodes() falls back to the GCS
+            _state._dashboard_get(url, "wrong", 5)
+    finally:
+        srv.shutdown()
+        srv.server_close()

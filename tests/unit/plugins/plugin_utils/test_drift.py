@@ -184,6 +184,16 @@ def test_expected_containers_ask_ray_only_on_multi_node_vllm_heads():
     assert _drift.expected_containers(p, "nowhere") == []
 
 
+def test_expected_containers_count_ray_nodes_through_the_plans_dashboard_and_token():
+    p = plan()
+    p["deployments"]["r1"]["ray"] = {"address": "10.0.0.1:6379", "dashboard": "127.0.0.1:8265",
+                                     "auth": "token", "token_path": "/etc/llmfleet/r1/ray_token"}
+    assert _drift.expected_containers(p, H1)[0] == {
+        "name": "r1-head", "config_hash": "r1hash", "deployment": "r1", "ray_nodes": 2,
+        "ray_dashboard": "127.0.0.1:8265", "ray_token_file": "/etc/llmfleet/r1/ray_token"}
+    assert "ray_dashboard" not in _drift.expected_containers(p, H2)[0]  # a worker is not asked
+
+
 def test_role_settings_outside_the_plan_take_the_host_out_of_sync_without_restarting():
     st = states()
     st[H2]["containers"]["r1-worker-1"]["settings_diff"] = ["restart_policy no -> unless-stopped"]
