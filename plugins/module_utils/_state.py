@@ -169,6 +169,26 @@ def ray_nodes(run, container, docker="docker", timeout_s=30, dashboard=None, tok
     return res
 
 
+def _health_status(url, timeout_s):
+    """HTTP status of a GET of ``url`` (urllib raises for 4xx/5xx: their code is returned)."""
+    from urllib.error import HTTPError  # pylint: disable=import-outside-toplevel
+    from urllib.request import urlopen  # pylint: disable=import-outside-toplevel
+    try:
+        with urlopen(url, timeout=timeout_s) as resp:  # nosec: the plan's endpoint of this host's engine
+            return resp.status
+    except HTTPError as e:
+        return e.code
+
+
+def health(url, timeout_s=5, health_get=None):
+    """{ok, status, error}: one GET of an engine's health URL (200 = ok); never raises."""
+    try:
+        code = (health_get or _health_status)(url, timeout_s)
+        return {"ok": code == 200, "status": code, "error": ""}
+    except Exception as e:  # pylint: disable=broad-except  # refused, timeout: not healthy
+        return {"ok": False, "status": None, "error": "%s: %s" % (type(e).__name__, str(e)[-200:])}
+
+
 def _name(getter, num):
     try:
         return getter(num)[0]
@@ -259,9 +279,11 @@ def find(specs):
     return out
 
 
-def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes=None, finds=None, http_get=None):
+def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes=None, finds=None, http_get=None,
+               health_get=None):
     """Everything ``serving_state_info`` returns. ``containers``: [{name, config_hash, ray_nodes?,
-    ray_dashboard?, ray_token_file?}] (``ray_nodes``: count them, see ``ray_nodes()``);
+    ray_dashboard?, ray_token_file?, health_url?}] (``ray_nodes``: count them, see ``ray_nodes()``;
+    ``health_url``: one GET of it when the container runs with the planned hash, in ``health``);
     ``settings`` (optional, per container): the role-level settings docker_container would apply
     ({image, restart_policy, ipc_mode, log_max_size, log_max_file, ulimits}); a difference makes
     the container differ (``settings_diff``) although its hash matches.
@@ -284,6 +306,11 @@ def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes
             ray[c["name"]] = ray_nodes(run, c["name"], docker=docker, timeout_s=ray_timeout_s,
                                        dashboard=c.get("ray_dashboard"), token_file=c.get("ray_token_file"),
                                        http_get=http_get)
+    checked = {}
+    for c in containers:
+        s = cstate[c["name"]]
+        if c.get("health_url") and s.get("exists") and s.get("running") and s.get("config_hash") == c.get("config_hash"):
+            checked[c["name"]] = health(c["health_url"], health_get=health_get)
     fstate = [file_state(f) for f in files]
     reasons, before, after = [], [], []
     for c in containers:
@@ -308,6 +335,6 @@ def read_state(run, containers, files, docker="docker", ray_timeout_s=30, probes
             reasons.append("%s: %s" % (f["path"], ", ".join(f["why"])))
             before.append("%s: %s" % (f["path"], _file_view(f)))
             after.append("%s: %s" % (f["path"], ", ".join(f["why"])))
-    return {"containers": cstate, "ray": ray, "files": fstate, "in_sync": not reasons, "differences": reasons,
+    return {"containers": cstate, "ray": ray, "health": checked, "files": fstate, "in_sync": not reasons, "differences": reasons,
             "probes": {p: os.path.exists(p) for p in probes or []}, "found": find(finds),
             "diff": {"before": "".join(x + "\n" for x in before), "after": "".join(x + "\n" for x in after)}}

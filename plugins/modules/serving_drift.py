@@ -74,6 +74,15 @@ restart:
   type: list
   elements: str
   sample: ["r1"]
+proven_ready:
+  description:
+    - This host's deployments that this run changes nothing of (every member reported and matches the plan,
+      no group restart, no role setting to apply) and whose head answered the health GET of
+      M(llmfleet.serving.serving_state_info) with 200. C(playbooks/deploy.yml) skips their readiness wait.
+  returned: success
+  type: list
+  elements: str
+  sample: ["qwq"]
 group_why:
   description: Per deployment of this host whose members all match the plan but whose group is broken, why.
   returned: success

@@ -62,6 +62,13 @@ options:
       ray_token_file:
         description: The Ray cluster token file on this host (the plan's C(ray.token_path)); read, never returned.
         type: path
+      health_url:
+        description:
+          - The engine's health URL (the plan's endpoint + C(/health)), for the container that serves the API.
+            When the container runs with the planned hash, one GET of it is returned in RV(health); it changes
+            nothing of RV(in_sync) (a no-op deploy uses it to skip the readiness wait of a deployment that
+            nothing changed, M(llmfleet.serving.serving_drift) returns it as C(proven_ready)).
+        type: str
       deployment:
         description: Deployment name (returned as is).
         type: str
@@ -183,6 +190,11 @@ files:
   type: list
   elements: dict
   sample: [{"path": "/etc/llmfleet/r1/api_key", "exists": true, "mode": "0600", "in_sync": true, "why": []}]
+health:
+  description: Per container with O(containers[].health_url) that runs with the planned hash, C(ok) (HTTP 200), C(status), C(error).
+  returned: success
+  type: dict
+  sample: {"llmfleet-r1-head": {"ok": true, "status": 200, "error": ""}}
 probes:
   description: Per path of O(probes), whether it exists.
   returned: success
@@ -206,7 +218,7 @@ def main():
             containers=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True), config_hash=dict(type="str", required=True),
                 ray_nodes=dict(type="int"), ray_dashboard=dict(type="str"), ray_token_file=dict(type="path"),
-                deployment=dict(type="str"), settings=dict(type="dict"))),
+                health_url=dict(type="str"), deployment=dict(type="str"), settings=dict(type="dict"))),
             files=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), state=dict(type="str", choices=["file", "directory"], default="file"),
                 sha256=dict(type="str", no_log=True), mode=dict(type="str"), owner=dict(type="str"),

@@ -20,6 +20,10 @@ each multi-node group. The rules, each with a unit test (tests/unit/plugins/plug
    head's Ray), or when the head's Ray does not answer or holds fewer nodes than the plan.
 4. Every member of a restarting group gets a reason: its own, else the group's, else
    "member of a changed group".
+5. A deployment is proven ready (``proven_ready``: its readiness wait is skipped) only when this
+   run changes none of its containers (every member host reported, no member changed, restarting,
+   in a broken group or with a role setting to apply) and the one GET of its head's health URL in
+   the same state read answered 200. Anything else keeps the full readiness wait.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ def expected_containers(plan, host):
     out = []
     for name, dep, hp in deployments_of(plan, host):
         c = {"name": hp["container_name"], "config_hash": dep["config_hash"], "deployment": name}
+        base = (dep.get("endpoint") or {}).get("base_url")
+        if base and int(hp.get("rank") or 0) == 0:
+            c["health_url"] = health_url(dep)
         if dep.get("engine") == "vllm" and int(dep.get("nodes") or 1) > 1 and int(hp.get("rank") or 0) == 0:
             c["ray_nodes"] = int(dep["nodes"])
             ray = dep.get("ray") or {}
@@ -62,6 +69,26 @@ def expected_containers(plan, host):
                 c.update(ray_dashboard=ray["dashboard"], ray_token_file=ray["token_path"])
         out.append(c)
     return out
+
+
+def health_url(dep):
+    """The URL whose GET 200 says the deployment's API server is up: the plan's endpoint + /health."""
+    return dep["endpoint"]["base_url"].rstrip("/") + "/health"
+
+
+def proven_ready(name, dep, states, why, restart, group_why):
+    """Rule 5: True when this run changes nothing of deployment ``name`` and its head answered
+    its health GET with 200 in the same state read."""
+    if name in restart or name in group_why:
+        return False
+    for h, hp in dep["hosts"].items():
+        st = states.get(h)
+        if st is None or hp["container_name"] in (why.get(h) or {}):
+            return False
+        if ((st.get("containers") or {}).get(hp["container_name"]) or {}).get("settings_diff"):
+            return False
+    head = dep["hosts"][dep["head"]]["container_name"]
+    return bool(((states[dep["head"]].get("health") or {}).get(head) or {}).get("ok"))
 
 
 def container_reason(state, want_hash, key_changed=False):
@@ -116,6 +143,7 @@ def decide(plan, states, key_changed=None):
     ``key``, the plan's name, or ``api_key``).
 
     Returns {host: {"why": {container: reason}, "restart": [deployments restarting as a whole],
+    "proven_ready": [deployments whose readiness wait can be skipped, rule 5],
     "group_why": {deployment: reason}, "drift": {deployment: {container: reason}},
     "in_sync": bool}} plus, under the key None, the fleet-wide ``restart`` and ``group_why``."""
     deps = plan.get("deployments") or {}
@@ -163,6 +191,7 @@ def decide(plan, states, key_changed=None):
         settings = {c: s["settings_diff"] for c, s in sorted((states[h].get("containers") or {}).items())
                     if s.get("settings_diff")}
         out[h] = {"why": w, "restart": [n for n, _d, _hp in mine if n in restart],
+                  "proven_ready": [n for n, d, _hp in mine if proven_ready(n, d, states, why, restart, group_why)],
                   "group_why": {n: group_why[n] for n, _d, _hp in mine if n in group_why},
                   "drift": drift, "settings": settings, "in_sync": not drift and files_ok and not settings}
     out[None] = {"restart": restart, "group_why": group_why}

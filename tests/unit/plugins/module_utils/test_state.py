@@ -324,3 +324,51 @@ def test_dashboard_get_sends_the_token_as_bearer_on_loopback():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_health_asked_once_of_a_matching_running_api_server_only():
+    asked = []
+
+    def health_get(url, timeout):
+        asked.append(url)
+        return 200 if "good" in url else 503
+    d = Docker([("ok", "h", True), ("sick", "h", True), ("stale", "old", True), ("down", "h", False)])
+    c = [{"name": n, "config_hash": "h", "health_url": "http://127.0.0.1:1/%s" % ("good" if n == "ok" else n)}
+         for n in ("ok", "sick", "stale", "down")]
+    st = _state.read_state(d, c, [], health_get=health_get)
+    assert asked == ["http://127.0.0.1:1/good", "http://127.0.0.1:1/sick"]
+    assert st["health"] == {"ok": {"ok": True, "status": 200, "error": ""}, "sick": {"ok": False, "status": 503, "error": ""}}
+    assert st["differences"] == ["stale: running, config hash old -> running, config hash h",
+                                 "down: not running (exited), config hash h -> running, config hash h"]
+
+
+def test_health_refused_is_not_healthy_and_changes_no_decision():
+    def refused(url, timeout):
+        raise ConnectionRefusedError(111, "Connection refused")
+    st = _state.read_state(Docker([("e", "h", True)]), [{"name": "e", "config_hash": "h", "health_url": "http://x/health"}],
+                           [], health_get=refused)
+    assert st["health"]["e"]["ok"] is False and "ConnectionRefusedError" in st["health"]["e"]["error"]
+    assert st["in_sync"]  # health only feeds the readiness skip, never the drift
+
+
+def test_health_get_on_loopback_200_and_503():
+    import http.server
+    import threading
+
+    class H(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(200 if self.path == "/health" else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+    srv = http.server.HTTPServer(("127.0.0.1", 0), H)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        base = "http://127.0.0.1:%d" % srv.server_address[1]
+        assert _state.health(base + "/health") == {"ok": True, "status": 200, "error": ""}
+        assert _state.health(base + "/other") == {"ok": False, "status": 503, "error": ""}
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -44,7 +44,8 @@ def states(**over):
 def test_all_in_sync_changes_nothing():
     out = _drift.decide(plan(), states())
     for h in (H1, H2, H3):
-        assert out[h] == {"why": {}, "restart": [], "group_why": {}, "drift": {}, "settings": {}, "in_sync": True}
+        assert out[h] == {"why": {}, "restart": [], "proven_ready": [], "group_why": {}, "drift": {}, "settings": {},
+                          "in_sync": True}
     assert out[None] == {"restart": [], "group_why": {}}
 
 
@@ -201,3 +202,68 @@ def test_role_settings_outside_the_plan_take_the_host_out_of_sync_without_restar
     assert out[H2]["why"] == {} and out[H2]["restart"] == [] and out[H2]["drift"] == {}
     assert out[H2]["settings"] == {"r1-worker-1": ["restart_policy no -> unless-stopped"]}
     assert out[H2]["in_sync"] is False and out[H1]["in_sync"] is True
+
+
+def healthy(st, *heads):
+    """The state read's health GET answered 200 for these (host, container) heads."""
+    for h, c in heads:
+        st[h].setdefault("health", {})[c] = {"ok": True, "status": 200, "error": ""}
+    return st
+
+
+ALL_HEADS = ((H1, "r1-head"), (H1, "small"), (H3, "qwq"))
+
+
+def test_rule5_unchanged_and_healthy_deployments_are_proven_ready_on_every_member():
+    out = _drift.decide(plan(), healthy(states(), *ALL_HEADS))
+    assert out[H1]["proven_ready"] == ["r1", "small"]
+    assert out[H2]["proven_ready"] == ["r1"]  # the worker's host skips its wait too
+    assert out[H3]["proven_ready"] == ["qwq"]
+
+
+def test_rule5_no_health_answer_means_the_full_readiness_wait():
+    out = _drift.decide(plan(), states())  # no health GET made (or none asked)
+    assert all(out[h]["proven_ready"] == [] for h in (H1, H2, H3))
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["health"]["qwq"] = {"ok": False, "status": 503, "error": ""}
+    assert _drift.decide(plan(), st)[H3]["proven_ready"] == []
+
+
+def test_rule5_anything_this_run_changes_is_not_proven():
+    # a changed worker: the whole group restarts, the head's earlier 200 proves nothing
+    st = healthy(states(), *ALL_HEADS)
+    st[H2]["containers"]["r1-worker-1"] = running("old")
+    out = _drift.decide(plan(), st)
+    assert "r1" not in out[H1]["proven_ready"] and out[H2]["proven_ready"] == [] and out[H1]["proven_ready"] == ["small"]
+    # a broken Ray group (rule 3)
+    st = healthy(states(), *ALL_HEADS)
+    st[H1]["ray"]["r1-head"] = {"rc": 0, "nodes": 1, "error": ""}
+    assert _drift.decide(plan(), st)[H2]["proven_ready"] == []
+    # a member host not in this play
+    st = healthy(states(), *ALL_HEADS)
+    del st[H2]
+    assert _drift.decide(plan(), st)[H1]["proven_ready"] == ["small"]
+    # a role setting docker_container will apply (it may recreate the container)
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["containers"]["qwq"]["settings_diff"] = ["image a -> b"]
+    assert _drift.decide(plan(), st)[H3]["proven_ready"] == []
+    # a new API key restarts the engine
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["files"] = [{"kind": "key", "deployment": "qwq", "in_sync": False}]
+    assert _drift.decide(plan(), st)[H3]["proven_ready"] == []
+
+
+def test_rule5_a_file_rewritten_without_restart_keeps_the_proof():
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["files"] = [{"path": "/etc/llmfleet/qwq/deployment.json", "kind": "record", "in_sync": False}]
+    out = _drift.decide(plan(), st)
+    assert out[H3]["in_sync"] is False and out[H3]["proven_ready"] == ["qwq"]
+
+
+def test_expected_containers_ask_the_health_of_the_api_server_only():
+    p = plan()
+    for d in p["deployments"].values():
+        d["endpoint"] = {"base_url": "http://10.0.0.9:8000/"}
+    c1 = _drift.expected_containers(p, H1)
+    assert [c.get("health_url") for c in c1] == ["http://10.0.0.9:8000/health", "http://10.0.0.9:8000/health"]
+    assert "health_url" not in _drift.expected_containers(p, H2)[0]  # a worker serves no API
