@@ -27,6 +27,7 @@ import pwd
 import stat
 
 HASH_LABEL = "llmfleet.config-hash"
+DEPLOYMENT_LABEL = "llmfleet.deployment"
 MAX_READ = 1 << 20  # files[].read: larger files are not returned
 # The Ray nodes alive, asked of the head's GCS directly (Ray 2.60: ray._raylet.GcsClient, what
 # ray.nodes() reads) at the address `ray start --head` recorded (what address='auto' reads),
@@ -90,7 +91,8 @@ def parse_inspect(stdout):
         name = (c.get("Name") or "").lstrip("/")
         st = c.get("State") or {}
         labels = (c.get("Config") or {}).get("Labels") or {}
-        out[name] = {"exists": True, "config_hash": labels.get(HASH_LABEL), "running": bool(st.get("Running")),
+        out[name] = {"exists": True, "config_hash": labels.get(HASH_LABEL), "deployment_label": labels.get(DEPLOYMENT_LABEL),
+                     "running": bool(st.get("Running")),
                      "status": st.get("Status"), "started_at": st.get("StartedAt"), "id": (c.get("Id") or "")[:12],
                      "settings": settings_of(c)}
     return out

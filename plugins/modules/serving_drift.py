@@ -48,6 +48,15 @@ options:
     type: list
     elements: str
     default: the hosts of the play (C(ansible_play_hosts))
+  teardown:
+    description:
+      - Decide instead what a teardown of this host removes (C(roles/inference_server) C(tasks/absent.yml)):
+        only the plan's containers whose C(llmfleet.deployment) label is the planned deployment, the plan's
+        files, and the plan's folders that hold nothing but the plan's files (from the folder listing of
+        M(llmfleet.serving.serving_state_info) O(llmfleet.serving.serving_state_info#module:finds)).
+        Returns RV(containers), RV(files), RV(dirs), RV(kept) only.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -103,6 +112,25 @@ in_sync:
   returned: success
   type: bool
   sample: true
+containers:
+  description: With O(teardown), the containers to remove (the plan's names carrying the planned deployment label).
+  returned: with O(teardown)
+  type: list
+  elements: str
+files:
+  description: With O(teardown), the plan's files of this host to remove.
+  returned: with O(teardown)
+  type: list
+  elements: str
+dirs:
+  description: With O(teardown), the plan's folders that hold nothing but the plan's files (removed after them).
+  returned: with O(teardown)
+  type: list
+  elements: str
+kept:
+  description: With O(teardown), what stays and why (a container labelled for another deployment, a folder with other files).
+  returned: with O(teardown)
+  type: dict
 fleet:
   description: The fleet-wide C(restart) and C(group_why).
   returned: success

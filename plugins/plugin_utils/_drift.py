@@ -196,3 +196,55 @@ def decide(plan, states, key_changed=None):
                   "drift": drift, "settings": settings, "in_sync": not drift and files_ok and not settings}
     out[None] = {"restart": restart, "group_why": group_why}
     return out
+
+
+DEPLOYMENT_LABEL = "llmfleet.deployment"
+
+
+def teardown_reads(plan, host):
+    """What ``serving_state_info`` reads on ``host`` before a teardown: the plan's containers of
+    this host (their deployment label is compared, nothing else) and the plan's folders, listed."""
+    containers = [{"name": hp["container_name"], "config_hash": dep["config_hash"], "deployment": name}
+                  for name, dep, hp in deployments_of(plan, host)]
+    finds = [{"path": f["path"], "pattern": "*"} for _n, _d, hp in deployments_of(plan, host)
+             for f in hp.get("files") or [] if f.get("kind") == "dir"]
+    return {"containers": containers, "finds": finds}
+
+
+def teardown(plan, host, state):
+    """What a teardown removes on ``host``: only what this inventory's plan started there.
+
+    - ``containers``: the plan's container names on this host whose ``llmfleet.deployment`` label
+      (``state.containers[name].deployment_label``) is the planned deployment; another
+      inventory's or a user's container of the same name stays.
+    - ``files``: the plan's files (not folders) of this host's deployments.
+    - ``dirs``: the plan's deployment folders that hold nothing but the plan's files
+      (``state.found[folder]``: what the folder holds now); a folder with anything else stays,
+      and a folder the plan does not list is never named.
+    - ``kept``: {path or container: why it stays}, for the operator."""
+    cstate = state.get("containers") or {}
+    found = state.get("found") or {}
+    containers, files, dirs, kept = [], [], [], {}
+    for name, _dep, hp in deployments_of(plan, host):
+        c = hp["container_name"]
+        st = cstate.get(c) or {}
+        if st.get("exists"):
+            label = st.get("deployment_label")
+            if label == name:
+                containers.append(c)
+            else:
+                kept[c] = "its %s label is %s, not %s" % (DEPLOYMENT_LABEL, label or "missing", name)
+        planned = hp.get("files") or []
+        mine = [f["path"] for f in planned if f.get("kind") != "dir"]
+        files.extend(mine)
+        for f in planned:
+            if f.get("kind") != "dir":
+                continue
+            if f["path"] not in found:
+                continue  # not listed: absent, or not read; never removed blindly
+            other = sorted(x for x in found[f["path"]] if x not in mine)
+            if other:
+                kept[f["path"]] = "holds files the plan did not write: %s" % ", ".join(other[:5])
+            else:
+                dirs.append(f["path"])
+    return {"containers": containers, "files": files, "dirs": dirs, "kept": kept}

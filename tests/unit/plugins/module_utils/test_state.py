@@ -52,7 +52,7 @@ def test_one_inspect_for_every_container_and_ray_only_for_a_matching_running_hea
     assert len(inspects) == 1 and inspects[0][4:] == ["head", "small", "gone"]
     head = dict(st["containers"]["head"])
     assert head.pop("settings")["restart_policy"] is None and head.pop("settings_diff") == []
-    assert head == {"exists": True, "config_hash": "h1", "running": True, "status": "running",
+    assert head == {"exists": True, "config_hash": "h1", "deployment_label": None, "running": True, "status": "running",
                     "started_at": "2026-12-06T02:00:00.1Z", "id": "0123456789ab"}
     assert st["containers"]["gone"] == {"exists": False}
     assert st["ray"] == {"head": {"rc": 0, "nodes": 2, "error": "", "via": "gcs"}}
@@ -372,3 +372,9 @@ def test_health_get_on_loopback_200_and_503():
     finally:
         srv.shutdown()
         srv.server_close()
+
+
+def test_the_deployment_label_is_read_for_teardown():
+    c = {"Name": "/e", "Config": {"Labels": {_state.HASH_LABEL: "h", _state.DEPLOYMENT_LABEL: "lab-r1"}},
+         "State": {"Running": True, "Status": "running"}}
+    assert _state.parse_inspect(json.dumps([c]))["e"]["deployment_label"] == "lab-r1"

@@ -267,3 +267,51 @@ def test_expected_containers_ask_the_health_of_the_api_server_only():
     c1 = _drift.expected_containers(p, H1)
     assert [c.get("health_url") for c in c1] == ["http://10.0.0.9:8000/health", "http://10.0.0.9:8000/health"]
     assert "health_url" not in _drift.expected_containers(p, H2)[0]  # a worker serves no API
+
+
+def teardown_plan():
+    p = plan()
+    for name, d in p["deployments"].items():
+        for h, hp in d["hosts"].items():
+            base = "/etc/llmfleet/%s" % name
+            hp["files"] = [{"kind": "dir", "path": base}, {"kind": "entrypoint", "path": base + "/entrypoint.sh"},
+                           {"kind": "key", "path": base + "/api_key"}, {"kind": "record", "path": base + "/deployment.json"}]
+    return p
+
+
+def labelled(dep):
+    return {"exists": True, "config_hash": "x", "deployment_label": dep, "running": True}
+
+
+def test_teardown_reads_only_the_plans_containers_and_folders_of_the_host():
+    r = _drift.teardown_reads(teardown_plan(), H1)
+    assert r == {"containers": [{"name": "r1-head", "config_hash": "r1hash", "deployment": "r1"},
+                                {"name": "small", "config_hash": "smallhash", "deployment": "small"}],
+                 "finds": [{"path": "/etc/llmfleet/r1", "pattern": "*"}, {"path": "/etc/llmfleet/small", "pattern": "*"}]}
+    assert _drift.teardown_reads(teardown_plan(), "not-planned") == {"containers": [], "finds": []}
+
+
+def test_teardown_removes_containers_only_with_the_planned_deployment_label():
+    st = {"containers": {"r1-head": labelled("r1"), "small": labelled("other-inventory")}, "found": {}}
+    out = _drift.teardown(teardown_plan(), H1, st)
+    assert out["containers"] == ["r1-head"]
+    assert out["kept"]["small"] == "its llmfleet.deployment label is other-inventory, not small"
+    st = {"containers": {"r1-head": dict(labelled(None)), "small": {"exists": False}}, "found": {}}
+    out = _drift.teardown(teardown_plan(), H1, st)
+    assert out["containers"] == [] and "label is missing" in out["kept"]["r1-head"] and "small" not in out["kept"]
+
+
+def test_teardown_removes_the_plans_files_and_only_folders_holding_nothing_else():
+    base = "/etc/llmfleet/r1"
+    st = {"containers": {}, "found": {
+        base: [base + "/api_key", base + "/deployment.json", base + "/entrypoint.sh"],
+        "/etc/llmfleet/small": ["/etc/llmfleet/small/entrypoint.sh", "/etc/llmfleet/small/notes.txt"]}}
+    out = _drift.teardown(teardown_plan(), H1, st)
+    assert out["files"] == [base + "/entrypoint.sh", base + "/api_key", base + "/deployment.json",
+                            "/etc/llmfleet/small/entrypoint.sh", "/etc/llmfleet/small/api_key",
+                            "/etc/llmfleet/small/deployment.json"]
+    assert out["dirs"] == [base]  # empty once the plan's files are gone
+    assert out["kept"] == {"/etc/llmfleet/small": "holds files the plan did not write: /etc/llmfleet/small/notes.txt"}
+    # a folder not listed (absent, or not read) is never named; config_dir never is
+    out = _drift.teardown(teardown_plan(), H1, {"containers": {}, "found": {}})
+    assert out["dirs"] == [] and all(not p.endswith("/etc/llmfleet") for p in out["files"] + out["dirs"])
