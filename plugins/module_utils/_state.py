@@ -36,8 +36,7 @@ MAX_READ = 1 << 20  # files[].read: larger files are not returned
 # RAY_AUTH_TOKEN_PATH (a wrong or missing token fails with AuthenticationError, rc 1).
 # roles/inference_server/vars/main.yml carries the same line (workers.yml; a unit test keeps them equal).
 RAY_ALIVE_NODES_PY = ("from ray._raylet import GcsClient; "
-                      "n = GcsClient(address=open('/tmp/ray/ray_current_cluster').read().strip())"
-                      ".get_all_node_info(timeout=20); "
+                      "n = GcsClient(address=open('/tmp/ray/ray_current_cluster').read().strip()).get_all_node_info(timeout=20); "
                       "print(sum(1 for v in n.values() if v.state == v.ALIVE))")
 
 

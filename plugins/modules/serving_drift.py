@@ -50,11 +50,11 @@ options:
     default: the hosts of the play (C(ansible_play_hosts))
   teardown:
     description:
-      - Decide instead what a teardown of this host removes (C(roles/inference_server) C(tasks/absent.yml)):
-        only the plan's containers whose C(llmfleet.deployment) label is the planned deployment, the plan's
+      - Decide instead what a teardown of this host removes (C(roles/inference_server) C(tasks/absent.yml)),
+        that is only the plan's containers whose C(llmfleet.deployment) label is the planned deployment, the plan's
         files, and the plan's folders that hold nothing but the plan's files (from the folder listing of
         M(llmfleet.serving.serving_state_info) O(llmfleet.serving.serving_state_info#module:finds)).
-        Returns RV(containers), RV(files), RV(dirs), RV(kept) only.
+      - Returns RV(containers), RV(files), RV(dirs), RV(kept) only.
     type: bool
     default: false
 """

@@ -55,8 +55,8 @@ options:
       ray_dashboard:
         description:
           - With O(containers[].ray_token_file), the head's loopback dashboard C(127.0.0.1:PORT) (the plan's
-            C(ray.dashboard)): the nodes are counted with one GET of Ray's state API (C(/api/v0/nodes)) with the
-            cluster token as bearer token. When it does not answer so, they are counted by asking the head's
+            C(ray.dashboard)). The nodes are then counted with one GET of Ray's state API (C(/api/v0/nodes)) with
+            the cluster token as bearer token. When it does not answer so, they are counted by asking the head's
             GCS from inside the container (C(docker exec), no C(ray.init)).
         type: str
       ray_token_file:

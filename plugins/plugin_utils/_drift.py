@@ -71,6 +71,51 @@ def expected_containers(plan, host):
     return out
 
 
+def expected_files(plan, host, key_digest, record_digest, read_records=False, watchdog=None):
+    """What ``serving_state_info`` compares on ``host``: the plan's files of this host
+    (``hosts.<h>.files``) with what each would hold, and the watchdog's script and folders.
+
+    ``key_digest(deployment)`` / ``record_digest(deployment)``: sha256 of the API key and of the
+    deployment record as the role writes them (computed on the control node, never returned by
+    the host); the entrypoint's sha256 is the plan's; a Ray token's content is random, so only
+    its presence, owner and mode are compared. ``read_records``: the records' content comes back
+    (reconfigure diffs against them). ``watchdog``: {script, state_dir, sha256} or None."""
+    out = []
+    for name, _dep, hp in deployments_of(plan, host):
+        for f in hp.get("files") or []:
+            kind = f.get("kind")
+            e = {"path": f["path"], "mode": f.get("mode"), "owner": f.get("owner"), "group": f.get("group"),
+                 "kind": kind, "deployment": name, "state": "directory" if kind == "dir" else "file"}
+            if kind == "entrypoint":
+                e["sha256"] = f.get("sha256")
+            elif kind == "key":
+                e["sha256"] = key_digest(name)
+            elif kind == "record":
+                e.update(sha256=record_digest(name), read=bool(read_records))
+            out.append(e)
+    if watchdog:
+        wd = {"owner": "root", "group": "root", "kind": "watchdog"}
+        script = watchdog["script"]
+        out.append(dict(wd, path=script.rsplit("/", 1)[0] or "/", state="directory", mode="0700"))
+        out.append(dict(wd, path=watchdog["state_dir"], state="directory", mode="0700"))
+        out.append(dict(wd, path=script, state="file", mode="0644", sha256=watchdog["sha256"]))
+    return out
+
+
+def expected_reads(plan, host, settings=None):
+    """``expected_containers`` with the role-level settings each container gets (``settings``:
+    restart_policy, ipc_mode, log_max_size, log_max_file, ulimits; the image is the plan's)."""
+    out = []
+    hosts = {n: hp for n, _d, hp in deployments_of(plan, host)}
+    for c in expected_containers(plan, host):
+        if settings is not None:
+            c["settings"] = dict(settings, image=hosts[c["deployment"]].get("image"))
+            if c["settings"].get("log_max_file") is not None:
+                c["settings"]["log_max_file"] = str(c["settings"]["log_max_file"])
+        out.append(c)
+    return out
+
+
 def health_url(dep):
     """The URL whose GET 200 says the deployment's API server is up: the plan's endpoint + /health."""
     return dep["endpoint"]["base_url"].rstrip("/") + "/health"

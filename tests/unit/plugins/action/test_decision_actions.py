@@ -141,3 +141,27 @@ def test_rollout_plan_reads_the_running_plan_from_the_heads_state_call():
     res = run(rollout_plan, "rollout_plan", {"plan": PLAN}, {"hostvars": hv})
     assert res["before"]["q"]["config_hash"] == "old"
     assert res["batches"][0]["rollback_plan"]["deployments"]["q"]["config_hash"] == "old"
+
+
+def test_state_reads_filter_hashes_key_and_record_as_the_role_writes_them(tmp_path):
+    import hashlib
+    from ansible.errors import AnsibleFilterError
+    from ansible.plugins.filter.core import to_nice_json
+    from ansible_collections.llmfleet.serving.plugins.filter.state_reads import state_reads
+    key_file = tmp_path / "key"
+    key_file.write_text("lab-key-0123456789abcdef\n")
+    key_file.chmod(0o600)
+    p = json.loads(json.dumps(PLAN))
+    p["deployments"]["q"]["api_key"] = {"source": "file", "control_path": str(key_file)}
+    p["deployments"]["q"]["hosts"]["c"]["files"] = [{"kind": "key", "path": "/e/q/api_key"},
+                                                   {"kind": "record", "path": "/e/q/deployment.json"}]
+    out = state_reads(p, "c", watchdog_script="/usr/local/lib/llmfleet/llmfleet-watchdog", watchdog_state_dir="/s")
+    by = {f["path"]: f for f in out["files"]}
+    assert by["/e/q/api_key"]["sha256"] == hashlib.sha256(b"lab-key-0123456789abcdef").hexdigest()
+    assert by["/e/q/deployment.json"]["sha256"] == hashlib.sha256(
+        (to_nice_json(p["deployments"]["q"]) + "\n").encode()).hexdigest()
+    assert "lab-key" not in json.dumps(out)
+    assert out["containers"] == [{"name": "q", "config_hash": "qh", "deployment": "q"}]
+    with pytest.raises(AnsibleFilterError):
+        state_reads([], "c")
+

@@ -315,3 +315,33 @@ def test_teardown_removes_the_plans_files_and_only_folders_holding_nothing_else(
     # a folder not listed (absent, or not read) is never named; config_dir never is
     out = _drift.teardown(teardown_plan(), H1, {"containers": {}, "found": {}})
     assert out["dirs"] == [] and all(not p.endswith("/etc/llmfleet") for p in out["files"] + out["dirs"])
+
+
+def test_expected_files_carry_what_each_task_writes_and_the_watchdog():
+    p = teardown_plan()
+    p["deployments"]["qwq"]["hosts"][H3]["files"][1]["sha256"] = "e" * 64
+    p["deployments"]["qwq"]["hosts"][H3]["files"].append({"kind": "ray_token", "path": "/etc/llmfleet/qwq/ray_token"})
+    out = _drift.expected_files(p, H3, key_digest=lambda d: "k-" + d, record_digest=lambda d: "r-" + d,
+                                read_records=True, watchdog={"script": "/usr/local/lib/llmfleet/llmfleet-watchdog",
+                                                             "state_dir": "/var/lib/llmfleet/watchdog", "sha256": "w"})
+    by = {f["path"]: f for f in out}
+    assert by["/etc/llmfleet/qwq"]["state"] == "directory" and "sha256" not in by["/etc/llmfleet/qwq"]
+    assert by["/etc/llmfleet/qwq/entrypoint.sh"]["sha256"] == "e" * 64
+    assert by["/etc/llmfleet/qwq/api_key"]["sha256"] == "k-qwq" and by["/etc/llmfleet/qwq/api_key"]["deployment"] == "qwq"
+    assert by["/etc/llmfleet/qwq/deployment.json"]["sha256"] == "r-qwq" and by["/etc/llmfleet/qwq/deployment.json"]["read"]
+    assert "sha256" not in by["/etc/llmfleet/qwq/ray_token"]  # random content: presence, owner and mode only
+    assert by["/usr/local/lib/llmfleet"] == {"owner": "root", "group": "root", "kind": "watchdog",
+                                             "path": "/usr/local/lib/llmfleet", "state": "directory", "mode": "0700"}
+    assert by["/usr/local/lib/llmfleet/llmfleet-watchdog"]["sha256"] == "w"
+    assert by["/var/lib/llmfleet/watchdog"]["state"] == "directory"
+    # no key lookup for a deployment without a key file in the plan; nothing for another host's plan
+    assert all(f["deployment"] == "qwq" for f in out if f["kind"] != "watchdog")
+    assert _drift.expected_files(p, "elsewhere", key_digest=None, record_digest=None) == []
+
+
+def test_expected_reads_add_the_role_settings_with_the_plans_image():
+    p = plan()
+    p["deployments"]["qwq"]["hosts"][H3]["image"] = "vllm:1"
+    c = _drift.expected_reads(p, H3, {"restart_policy": "unless-stopped", "log_max_file": 5, "ulimits": []})
+    assert c[0]["settings"] == {"restart_policy": "unless-stopped", "log_max_file": "5", "ulimits": [], "image": "vllm:1"}
+    assert "settings" not in _drift.expected_reads(p, H3)[0]
