@@ -26,6 +26,9 @@ import os
 import pwd
 import stat
 
+from urllib.error import HTTPError
+from ansible.module_utils.urls import open_url
+
 HASH_LABEL = "llmfleet.config-hash"
 DEPLOYMENT_LABEL = "llmfleet.deployment"
 MAX_READ = 1 << 20  # files[].read: larger files are not returned
@@ -113,10 +116,11 @@ def read_containers(run, names, docker="docker"):
 
 def _dashboard_get(url, token, timeout_s):
     """GET ``url`` with the Ray token as a bearer token; the parsed JSON (urllib, no dependency)."""
-    from urllib.request import Request, urlopen  # pylint: disable=import-outside-toplevel
-    req = Request(url, headers={"Authorization": "Bearer " + token})
-    with urlopen(req, timeout=timeout_s) as resp:  # nosec: a loopback URL of the plan
+    resp = open_url(url, headers={"Authorization": "Bearer " + token}, timeout=timeout_s, use_proxy=False)
+    try:
         return json.loads(resp.read().decode("utf-8"))
+    finally:
+        resp.close()
 
 
 def dashboard_alive_nodes(data):
@@ -172,13 +176,14 @@ def ray_nodes(run, container, docker="docker", timeout_s=30, dashboard=None, tok
 
 def _health_status(url, timeout_s):
     """HTTP status of a GET of ``url`` (urllib raises for 4xx/5xx: their code is returned)."""
-    from urllib.error import HTTPError  # pylint: disable=import-outside-toplevel
-    from urllib.request import urlopen  # pylint: disable=import-outside-toplevel
     try:
-        with urlopen(url, timeout=timeout_s) as resp:  # nosec: the plan's endpoint of this host's engine
-            return resp.status
+        resp = open_url(url, timeout=timeout_s, use_proxy=False, validate_certs=False)
     except HTTPError as e:
         return e.code
+    try:
+        return resp.getcode()
+    finally:
+        resp.close()
 
 
 def health(url, timeout_s=5, health_get=None):

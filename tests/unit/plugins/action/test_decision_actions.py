@@ -153,8 +153,8 @@ def test_state_reads_filter_hashes_key_and_record_as_the_role_writes_them(tmp_pa
     key_file.chmod(0o600)
     p = json.loads(json.dumps(PLAN))
     p["deployments"]["q"]["api_key"] = {"source": "file", "control_path": str(key_file)}
-    p["deployments"]["q"]["hosts"]["c"]["files"] = [{"kind": "key", "path": "/e/q/api_key"},
-                                                   {"kind": "record", "path": "/e/q/deployment.json"}]
+    p["deployments"]["q"]["hosts"]["c"]["files"] = [
+        {"kind": "key", "path": "/e/q/api_key"}, {"kind": "record", "path": "/e/q/deployment.json"}]
     out = state_reads(p, "c", watchdog_script="/usr/local/lib/llmfleet/llmfleet-watchdog", watchdog_state_dir="/s")
     by = {f["path"]: f for f in out["files"]}
     assert by["/e/q/api_key"]["sha256"] == hashlib.sha256(b"lab-key-0123456789abcdef").hexdigest()
@@ -164,4 +164,3 @@ def test_state_reads_filter_hashes_key_and_record_as_the_role_writes_them(tmp_pa
     assert out["containers"] == [{"name": "q", "config_hash": "qh", "deployment": "q"}]
     with pytest.raises(AnsibleFilterError):
         state_reads([], "c")
-
