@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin of llmfleet.serving.serving_drift: decides on the controller which engine
 containers of this host restart and why, from what serving_state_info reported on every host of
-the play; contacts no host. Logic: plugin_utils/_drift.py."""
+the play; with teardown: true, what a teardown of this host removes. Contacts no host. Logic:
+plugin_utils/_drift.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("plan", "state_var", "hosts"))
+    _VALID_ARGS = frozenset(("plan", "state_var", "hosts", "teardown"))
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -45,6 +46,13 @@ class ActionModule(ActionBase):
         if me not in states:
             result.update(failed=True, msg="serving_drift: no %s for %s: run llmfleet.serving.serving_state_info "
                                            "first (register: %s)" % (var, me, var))
+            return result
+        if args.get("teardown"):
+            # what a teardown of this host removes (only what this inventory's plan started there)
+            try:
+                result.update(_drift.teardown(plan, me, states[me]))
+            except (KeyError, TypeError, ValueError) as e:
+                result.update(failed=True, msg="serving_drift: the plan and the reported state do not fit: %r" % (e,))
             return result
         try:
             out = _drift.decide(plan, states)

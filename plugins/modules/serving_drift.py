@@ -48,6 +48,15 @@ options:
     type: list
     elements: str
     default: the hosts of the play (C(ansible_play_hosts))
+  teardown:
+    description:
+      - Decide instead what a teardown of this host removes (C(roles/inference_server) C(tasks/absent.yml)),
+        that is only the plan's containers whose C(llmfleet.deployment) label is the planned deployment, the plan's
+        files, and the plan's folders that hold nothing but the plan's files (from the folder listing of
+        M(llmfleet.serving.serving_state_info) O(llmfleet.serving.serving_state_info#module:finds)).
+      - Returns RV(containers), RV(files), RV(dirs), RV(kept) only.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -74,6 +83,15 @@ restart:
   type: list
   elements: str
   sample: ["r1"]
+proven_ready:
+  description:
+    - This host's deployments that this run changes nothing of (every member reported and matches the plan,
+      no group restart, no role setting to apply) and whose head answered the health GET of
+      M(llmfleet.serving.serving_state_info) with 200. C(playbooks/deploy.yml) skips their readiness wait.
+  returned: success
+  type: list
+  elements: str
+  sample: ["qwq"]
 group_why:
   description: Per deployment of this host whose members all match the plan but whose group is broken, why.
   returned: success
@@ -94,6 +112,25 @@ in_sync:
   returned: success
   type: bool
   sample: true
+containers:
+  description: With O(teardown), the containers to remove (the plan's names carrying the planned deployment label).
+  returned: with O(teardown)
+  type: list
+  elements: str
+files:
+  description: With O(teardown), the plan's files of this host to remove.
+  returned: with O(teardown)
+  type: list
+  elements: str
+dirs:
+  description: With O(teardown), the plan's folders that hold nothing but the plan's files (removed after them).
+  returned: with O(teardown)
+  type: list
+  elements: str
+kept:
+  description: With O(teardown), what stays and why (a container labelled for another deployment, a folder with other files).
+  returned: with O(teardown)
+  type: dict
 fleet:
   description: The fleet-wide C(restart) and C(group_why).
   returned: success

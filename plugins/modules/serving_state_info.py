@@ -12,7 +12,8 @@ short_description: Read in one call what the inference_server role compares with
 description:
   - Reads every planned engine container with one C(docker inspect) (exists, C(llmfleet.config-hash) label,
     running, status, start time), the Ray node count of each running head that matches the plan and has
-    O(containers[].ray_nodes) set (one C(docker exec) per such head), and every planned file or folder
+    O(containers[].ray_nodes) set (one loopback GET of Ray's state API, else one C(docker exec) asking the
+    head's GCS), and every planned file or folder
     (exists, sha256, mode, owner, group).
   - Returns what differs from what is expected (O(containers), O(files)) and RV(in_sync). Changes nothing.
     One round trip per host, so a run with nothing to change costs almost nothing
@@ -51,6 +52,23 @@ options:
       ray_nodes:
         description: For the head of a multi-node vLLM group, the Ray nodes it must hold.
         type: int
+      ray_dashboard:
+        description:
+          - With O(containers[].ray_token_file), the head's loopback dashboard C(127.0.0.1:PORT) (the plan's
+            C(ray.dashboard)). The nodes are then counted with one GET of Ray's state API (C(/api/v0/nodes)) with
+            the cluster token as bearer token. When it does not answer so, they are counted by asking the head's
+            GCS from inside the container (C(docker exec), no C(ray.init)).
+        type: str
+      ray_token_file:
+        description: The Ray cluster token file on this host (the plan's C(ray.token_path)); read, never returned.
+        type: path
+      health_url:
+        description:
+          - The engine's health URL (the plan's endpoint + C(/health)), for the container that serves the API.
+            When the container runs with the planned hash, one GET of it is returned in RV(health); it changes
+            nothing of RV(in_sync) (a no-op deploy uses it to skip the readiness wait of a deployment that
+            nothing changed, M(llmfleet.serving.serving_drift) returns it as C(proven_ready)).
+        type: str
       deployment:
         description: Deployment name (returned as is).
         type: str
@@ -158,10 +176,12 @@ containers:
   sample: {"llmfleet-r1-head": {"exists": true, "config_hash": "3f2a9c01d4e5b6a7", "running": true,
            "status": "running", "started_at": "2026-12-06T02:03:04.123456789Z", "id": "0123456789ab"}}
 ray:
-  description: Per checked head, C(rc), C(nodes) (alive Ray nodes) and C(error).
+  description: >-
+    Per checked head, C(rc), C(nodes) (alive Ray nodes), C(error), C(via) (C(dashboard) or C(gcs)) and, when
+    the dashboard did not answer, C(fallback) (why).
   returned: success
   type: dict
-  sample: {"llmfleet-r1-head": {"rc": 0, "nodes": 2, "error": ""}}
+  sample: {"llmfleet-r1-head": {"rc": 0, "nodes": 2, "error": "", "via": "dashboard"}}
 files:
   description: >-
     Per expected file, C(path), C(exists), C(mode), C(owner), C(group), C(in_sync), C(why), the C(kind) and
@@ -170,6 +190,11 @@ files:
   type: list
   elements: dict
   sample: [{"path": "/etc/llmfleet/r1/api_key", "exists": true, "mode": "0600", "in_sync": true, "why": []}]
+health:
+  description: Per container with O(containers[].health_url) that runs with the planned hash, C(ok) (HTTP 200), C(status), C(error).
+  returned: success
+  type: dict
+  sample: {"llmfleet-r1-head": {"ok": true, "status": 200, "error": ""}}
 probes:
   description: Per path of O(probes), whether it exists.
   returned: success
@@ -192,7 +217,8 @@ def main():
         argument_spec=dict(
             containers=dict(type="list", elements="dict", default=[], options=dict(
                 name=dict(type="str", required=True), config_hash=dict(type="str", required=True),
-                ray_nodes=dict(type="int"), deployment=dict(type="str"), settings=dict(type="dict"))),
+                ray_nodes=dict(type="int"), ray_dashboard=dict(type="str"), ray_token_file=dict(type="path"),
+                health_url=dict(type="str"), deployment=dict(type="str"), settings=dict(type="dict"))),
             files=dict(type="list", elements="dict", default=[], options=dict(
                 path=dict(type="str", required=True), state=dict(type="str", choices=["file", "directory"], default="file"),
                 sha256=dict(type="str", no_log=True), mode=dict(type="str"), owner=dict(type="str"),

@@ -20,6 +20,10 @@ each multi-node group. The rules, each with a unit test (tests/unit/plugins/plug
    head's Ray), or when the head's Ray does not answer or holds fewer nodes than the plan.
 4. Every member of a restarting group gets a reason: its own, else the group's, else
    "member of a changed group".
+5. A deployment is proven ready (``proven_ready``: its readiness wait is skipped) only when this
+   run changes none of its containers (every member host reported, no member changed, restarting,
+   in a broken group or with a role setting to apply) and the one GET of its head's health URL in
+   the same state read answered 200. Anything else keeps the full readiness wait.
 """
 
 from __future__ import annotations
@@ -55,10 +59,81 @@ def expected_containers(plan, host):
     out = []
     for name, dep, hp in deployments_of(plan, host):
         c = {"name": hp["container_name"], "config_hash": dep["config_hash"], "deployment": name}
+        base = (dep.get("endpoint") or {}).get("base_url")
+        if base and int(hp.get("rank") or 0) == 0:
+            c["health_url"] = health_url(dep)
         if dep.get("engine") == "vllm" and int(dep.get("nodes") or 1) > 1 and int(hp.get("rank") or 0) == 0:
             c["ray_nodes"] = int(dep["nodes"])
+            ray = dep.get("ray") or {}
+            if ray.get("dashboard") and ray.get("token_path"):
+                c.update(ray_dashboard=ray["dashboard"], ray_token_file=ray["token_path"])
         out.append(c)
     return out
+
+
+def expected_files(plan, host, key_digest, record_digest, read_records=False, watchdog=None):
+    """What ``serving_state_info`` compares on ``host``: the plan's files of this host
+    (``hosts.<h>.files``) with what each would hold, and the watchdog's script and folders.
+
+    ``key_digest(deployment)`` / ``record_digest(deployment)``: sha256 of the API key and of the
+    deployment record as the role writes them (computed on the control node, never returned by
+    the host); the entrypoint's sha256 is the plan's; a Ray token's content is random, so only
+    its presence, owner and mode are compared. ``read_records``: the records' content comes back
+    (reconfigure diffs against them). ``watchdog``: {script, state_dir, sha256} or None."""
+    out = []
+    for name, _dep, hp in deployments_of(plan, host):
+        for f in hp.get("files") or []:
+            kind = f.get("kind")
+            e = {"path": f["path"], "mode": f.get("mode"), "owner": f.get("owner"), "group": f.get("group"),
+                 "kind": kind, "deployment": name, "state": "directory" if kind == "dir" else "file"}
+            if kind == "entrypoint":
+                e["sha256"] = f.get("sha256")
+            elif kind == "key":
+                e["sha256"] = key_digest(name)
+            elif kind == "record":
+                e.update(sha256=record_digest(name), read=bool(read_records))
+            out.append(e)
+    if watchdog:
+        wd = {"owner": "root", "group": "root", "kind": "watchdog"}
+        script = watchdog["script"]
+        out.append(dict(wd, path=script.rsplit("/", 1)[0] or "/", state="directory", mode="0700"))
+        out.append(dict(wd, path=watchdog["state_dir"], state="directory", mode="0700"))
+        out.append(dict(wd, path=script, state="file", mode="0644", sha256=watchdog["sha256"]))
+    return out
+
+
+def expected_reads(plan, host, settings=None):
+    """``expected_containers`` with the role-level settings each container gets (``settings``:
+    restart_policy, ipc_mode, log_max_size, log_max_file, ulimits; the image is the plan's)."""
+    out = []
+    hosts = {n: hp for n, _d, hp in deployments_of(plan, host)}
+    for c in expected_containers(plan, host):
+        if settings is not None:
+            c["settings"] = dict(settings, image=hosts[c["deployment"]].get("image"))
+            if c["settings"].get("log_max_file") is not None:
+                c["settings"]["log_max_file"] = str(c["settings"]["log_max_file"])
+        out.append(c)
+    return out
+
+
+def health_url(dep):
+    """The URL whose GET 200 says the deployment's API server is up: the plan's endpoint + /health."""
+    return dep["endpoint"]["base_url"].rstrip("/") + "/health"
+
+
+def proven_ready(name, dep, states, why, restart, group_why):
+    """Rule 5: True when this run changes nothing of deployment ``name`` and its head answered
+    its health GET with 200 in the same state read."""
+    if name in restart or name in group_why:
+        return False
+    for h, hp in dep["hosts"].items():
+        st = states.get(h)
+        if st is None or hp["container_name"] in (why.get(h) or {}):
+            return False
+        if ((st.get("containers") or {}).get(hp["container_name"]) or {}).get("settings_diff"):
+            return False
+    head = dep["hosts"][dep["head"]]["container_name"]
+    return bool(((states[dep["head"]].get("health") or {}).get(head) or {}).get("ok"))
 
 
 def container_reason(state, want_hash, key_changed=False):
@@ -113,6 +188,7 @@ def decide(plan, states, key_changed=None):
     ``key``, the plan's name, or ``api_key``).
 
     Returns {host: {"why": {container: reason}, "restart": [deployments restarting as a whole],
+    "proven_ready": [deployments whose readiness wait can be skipped, rule 5],
     "group_why": {deployment: reason}, "drift": {deployment: {container: reason}},
     "in_sync": bool}} plus, under the key None, the fleet-wide ``restart`` and ``group_why``."""
     deps = plan.get("deployments") or {}
@@ -160,7 +236,60 @@ def decide(plan, states, key_changed=None):
         settings = {c: s["settings_diff"] for c, s in sorted((states[h].get("containers") or {}).items())
                     if s.get("settings_diff")}
         out[h] = {"why": w, "restart": [n for n, _d, _hp in mine if n in restart],
+                  "proven_ready": [n for n, d, _hp in mine if proven_ready(n, d, states, why, restart, group_why)],
                   "group_why": {n: group_why[n] for n, _d, _hp in mine if n in group_why},
                   "drift": drift, "settings": settings, "in_sync": not drift and files_ok and not settings}
     out[None] = {"restart": restart, "group_why": group_why}
     return out
+
+
+DEPLOYMENT_LABEL = "llmfleet.deployment"
+
+
+def teardown_reads(plan, host):
+    """What ``serving_state_info`` reads on ``host`` before a teardown: the plan's containers of
+    this host (their deployment label is compared, nothing else) and the plan's folders, listed."""
+    containers = [{"name": hp["container_name"], "config_hash": dep["config_hash"], "deployment": name}
+                  for name, dep, hp in deployments_of(plan, host)]
+    finds = [{"path": f["path"], "pattern": "*"} for _n, _d, hp in deployments_of(plan, host)
+             for f in hp.get("files") or [] if f.get("kind") == "dir"]
+    return {"containers": containers, "finds": finds}
+
+
+def teardown(plan, host, state):
+    """What a teardown removes on ``host``: only what this inventory's plan started there.
+
+    - ``containers``: the plan's container names on this host whose ``llmfleet.deployment`` label
+      (``state.containers[name].deployment_label``) is the planned deployment; another
+      inventory's or a user's container of the same name stays.
+    - ``files``: the plan's files (not folders) of this host's deployments.
+    - ``dirs``: the plan's deployment folders that hold nothing but the plan's files
+      (``state.found[folder]``: what the folder holds now); a folder with anything else stays,
+      and a folder the plan does not list is never named.
+    - ``kept``: {path or container: why it stays}, for the operator."""
+    cstate = state.get("containers") or {}
+    found = state.get("found") or {}
+    containers, files, dirs, kept = [], [], [], {}
+    for name, _dep, hp in deployments_of(plan, host):
+        c = hp["container_name"]
+        st = cstate.get(c) or {}
+        if st.get("exists"):
+            label = st.get("deployment_label")
+            if label == name:
+                containers.append(c)
+            else:
+                kept[c] = "its %s label is %s, not %s" % (DEPLOYMENT_LABEL, label or "missing", name)
+        planned = hp.get("files") or []
+        mine = [f["path"] for f in planned if f.get("kind") != "dir"]
+        files.extend(mine)
+        for f in planned:
+            if f.get("kind") != "dir":
+                continue
+            if f["path"] not in found:
+                continue  # not listed: absent, or not read; never removed blindly
+            other = sorted(x for x in found[f["path"]] if x not in mine)
+            if other:
+                kept[f["path"]] = "holds files the plan did not write: %s" % ", ".join(other[:5])
+            else:
+                dirs.append(f["path"])
+    return {"containers": containers, "files": files, "dirs": dirs, "kept": kept}

@@ -201,6 +201,7 @@ def test_systemd_timer_fires_the_watchdog_service(tmp_path):
                    "      ansible_host: %s\n      ansible_python_interpreter: /usr/bin/python3\n" % root)
     plan = {"hosts": {"ns": [{"deployment": NSPAWN_DEP}]},
             "deployments": {NSPAWN_DEP: {"nodes": 1, "engine": "vllm", "head": "ns", "config_hash": "x",
+                                         "config_dir": "/etc/llmfleet",
                                          "hosts": {"ns": {"rank": 0, "role": "single", "container_name": "llmfleet-wd-ns"}}}}}
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",

@@ -8,6 +8,8 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.playbook.task import Task
 from ansible.template import Templar
 
+import pytest
+
 from ansible_collections.llmfleet.serving.plugins.action import canary_verdict, rollout_plan, serving_drift
 
 
@@ -59,6 +61,29 @@ def test_serving_drift_decides_for_this_host_from_every_host_of_the_play():
     res = run(serving_drift, "serving_drift", {"plan": PLAN},
               {"inventory_hostname": "a", "ansible_play_hosts": ["a", "b", "c"], "hostvars": hv})
     assert res["restart"] == [] and res["in_sync"] is True
+
+
+def test_serving_drift_teardown_mode_decides_removals_from_this_hosts_read_only():
+    st = {"containers": {"q": dict(up("qh"), deployment_label="q")}, "ray": {}, "files": [], "found": {}}
+    hv = {"c": {"_inference_server_absent_state": st}}
+    res = run(serving_drift, "serving_drift", {"plan": PLAN, "state_var": "_inference_server_absent_state", "teardown": True},
+              {"inventory_hostname": "c", "ansible_play_hosts": ["c"], "hostvars": hv})
+    assert not res.get("failed"), res
+    assert res["containers"] == ["q"] and res["files"] == [] and res["dirs"] == [] and res["changed"] is False
+    assert "restart" not in res  # the drift decision is not made in teardown mode
+    st["containers"]["q"]["deployment_label"] = "someone-else"
+    res = run(serving_drift, "serving_drift", {"plan": PLAN, "state_var": "_inference_server_absent_state", "teardown": True},
+              {"inventory_hostname": "c", "ansible_play_hosts": ["c"], "hostvars": hv})
+    assert res["containers"] == [] and "someone-else" in res["kept"]["q"]
+
+
+def test_teardown_reads_filter_refuses_what_is_not_a_plan():
+    from ansible.errors import AnsibleFilterError
+    from ansible_collections.llmfleet.serving.plugins.filter.teardown_reads import teardown_reads
+    assert teardown_reads(PLAN, "c")["containers"] == [{"name": "q", "config_hash": "qh", "deployment": "q"}]
+    with pytest.raises(AnsibleFilterError) as e:
+        teardown_reads({"nope": 1}, "c")
+    assert "must be the plan" in str(e.value)
 
 
 def test_serving_drift_refuses_bad_input():
@@ -116,3 +141,26 @@ def test_rollout_plan_reads_the_running_plan_from_the_heads_state_call():
     res = run(rollout_plan, "rollout_plan", {"plan": PLAN}, {"hostvars": hv})
     assert res["before"]["q"]["config_hash"] == "old"
     assert res["batches"][0]["rollback_plan"]["deployments"]["q"]["config_hash"] == "old"
+
+
+def test_state_reads_filter_hashes_key_and_record_as_the_role_writes_them(tmp_path):
+    import hashlib
+    from ansible.errors import AnsibleFilterError
+    from ansible.plugins.filter.core import to_nice_json
+    from ansible_collections.llmfleet.serving.plugins.filter.state_reads import state_reads
+    key_file = tmp_path / "key"
+    key_file.write_text("lab-key-0123456789abcdef\n")
+    key_file.chmod(0o600)
+    p = json.loads(json.dumps(PLAN))
+    p["deployments"]["q"]["api_key"] = {"source": "file", "control_path": str(key_file)}
+    p["deployments"]["q"]["hosts"]["c"]["files"] = [
+        {"kind": "key", "path": "/e/q/api_key"}, {"kind": "record", "path": "/e/q/deployment.json"}]
+    out = state_reads(p, "c", watchdog_script="/usr/local/lib/llmfleet/llmfleet-watchdog", watchdog_state_dir="/s")
+    by = {f["path"]: f for f in out["files"]}
+    assert by["/e/q/api_key"]["sha256"] == hashlib.sha256(b"lab-key-0123456789abcdef").hexdigest()
+    assert by["/e/q/deployment.json"]["sha256"] == hashlib.sha256(
+        (to_nice_json(p["deployments"]["q"]) + "\n").encode()).hexdigest()
+    assert "lab-key" not in json.dumps(out)
+    assert out["containers"] == [{"name": "q", "config_hash": "qh", "deployment": "q"}]
+    with pytest.raises(AnsibleFilterError):
+        state_reads([], "c")

@@ -44,7 +44,8 @@ def states(**over):
 def test_all_in_sync_changes_nothing():
     out = _drift.decide(plan(), states())
     for h in (H1, H2, H3):
-        assert out[h] == {"why": {}, "restart": [], "group_why": {}, "drift": {}, "settings": {}, "in_sync": True}
+        assert out[h] == {"why": {}, "restart": [], "proven_ready": [], "group_why": {}, "drift": {}, "settings": {},
+                          "in_sync": True}
     assert out[None] == {"restart": [], "group_why": {}}
 
 
@@ -184,6 +185,16 @@ def test_expected_containers_ask_ray_only_on_multi_node_vllm_heads():
     assert _drift.expected_containers(p, "nowhere") == []
 
 
+def test_expected_containers_count_ray_nodes_through_the_plans_dashboard_and_token():
+    p = plan()
+    p["deployments"]["r1"]["ray"] = {"address": "10.0.0.1:6379", "dashboard": "127.0.0.1:8265",
+                                     "auth": "token", "token_path": "/etc/llmfleet/r1/ray_token"}
+    assert _drift.expected_containers(p, H1)[0] == {
+        "name": "r1-head", "config_hash": "r1hash", "deployment": "r1", "ray_nodes": 2,
+        "ray_dashboard": "127.0.0.1:8265", "ray_token_file": "/etc/llmfleet/r1/ray_token"}
+    assert "ray_dashboard" not in _drift.expected_containers(p, H2)[0]  # a worker is not asked
+
+
 def test_role_settings_outside_the_plan_take_the_host_out_of_sync_without_restarting():
     st = states()
     st[H2]["containers"]["r1-worker-1"]["settings_diff"] = ["restart_policy no -> unless-stopped"]
@@ -191,3 +202,146 @@ def test_role_settings_outside_the_plan_take_the_host_out_of_sync_without_restar
     assert out[H2]["why"] == {} and out[H2]["restart"] == [] and out[H2]["drift"] == {}
     assert out[H2]["settings"] == {"r1-worker-1": ["restart_policy no -> unless-stopped"]}
     assert out[H2]["in_sync"] is False and out[H1]["in_sync"] is True
+
+
+def healthy(st, *heads):
+    """The state read's health GET answered 200 for these (host, container) heads."""
+    for h, c in heads:
+        st[h].setdefault("health", {})[c] = {"ok": True, "status": 200, "error": ""}
+    return st
+
+
+ALL_HEADS = ((H1, "r1-head"), (H1, "small"), (H3, "qwq"))
+
+
+def test_rule5_unchanged_and_healthy_deployments_are_proven_ready_on_every_member():
+    out = _drift.decide(plan(), healthy(states(), *ALL_HEADS))
+    assert out[H1]["proven_ready"] == ["r1", "small"]
+    assert out[H2]["proven_ready"] == ["r1"]  # the worker's host skips its wait too
+    assert out[H3]["proven_ready"] == ["qwq"]
+
+
+def test_rule5_no_health_answer_means_the_full_readiness_wait():
+    out = _drift.decide(plan(), states())  # no health GET made (or none asked)
+    assert all(out[h]["proven_ready"] == [] for h in (H1, H2, H3))
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["health"]["qwq"] = {"ok": False, "status": 503, "error": ""}
+    assert _drift.decide(plan(), st)[H3]["proven_ready"] == []
+
+
+def test_rule5_anything_this_run_changes_is_not_proven():
+    # a changed worker: the whole group restarts, the head's earlier 200 proves nothing
+    st = healthy(states(), *ALL_HEADS)
+    st[H2]["containers"]["r1-worker-1"] = running("old")
+    out = _drift.decide(plan(), st)
+    assert "r1" not in out[H1]["proven_ready"] and out[H2]["proven_ready"] == [] and out[H1]["proven_ready"] == ["small"]
+    # a broken Ray group (rule 3)
+    st = healthy(states(), *ALL_HEADS)
+    st[H1]["ray"]["r1-head"] = {"rc": 0, "nodes": 1, "error": ""}
+    assert _drift.decide(plan(), st)[H2]["proven_ready"] == []
+    # a member host not in this play
+    st = healthy(states(), *ALL_HEADS)
+    del st[H2]
+    assert _drift.decide(plan(), st)[H1]["proven_ready"] == ["small"]
+    # a role setting docker_container will apply (it may recreate the container)
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["containers"]["qwq"]["settings_diff"] = ["image a -> b"]
+    assert _drift.decide(plan(), st)[H3]["proven_ready"] == []
+    # a new API key restarts the engine
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["files"] = [{"kind": "key", "deployment": "qwq", "in_sync": False}]
+    assert _drift.decide(plan(), st)[H3]["proven_ready"] == []
+
+
+def test_rule5_a_file_rewritten_without_restart_keeps_the_proof():
+    st = healthy(states(), *ALL_HEADS)
+    st[H3]["files"] = [{"path": "/etc/llmfleet/qwq/deployment.json", "kind": "record", "in_sync": False}]
+    out = _drift.decide(plan(), st)
+    assert out[H3]["in_sync"] is False and out[H3]["proven_ready"] == ["qwq"]
+
+
+def test_expected_containers_ask_the_health_of_the_api_server_only():
+    p = plan()
+    for d in p["deployments"].values():
+        d["endpoint"] = {"base_url": "http://10.0.0.9:8000/"}
+    c1 = _drift.expected_containers(p, H1)
+    assert [c.get("health_url") for c in c1] == ["http://10.0.0.9:8000/health", "http://10.0.0.9:8000/health"]
+    assert "health_url" not in _drift.expected_containers(p, H2)[0]  # a worker serves no API
+
+
+def teardown_plan():
+    p = plan()
+    for name, d in p["deployments"].items():
+        for h, hp in d["hosts"].items():
+            base = "/etc/llmfleet/%s" % name
+            hp["files"] = [{"kind": "dir", "path": base}, {"kind": "entrypoint", "path": base + "/entrypoint.sh"},
+                           {"kind": "key", "path": base + "/api_key"}, {"kind": "record", "path": base + "/deployment.json"}]
+    return p
+
+
+def labelled(dep):
+    return {"exists": True, "config_hash": "x", "deployment_label": dep, "running": True}
+
+
+def test_teardown_reads_only_the_plans_containers_and_folders_of_the_host():
+    r = _drift.teardown_reads(teardown_plan(), H1)
+    assert r == {"containers": [{"name": "r1-head", "config_hash": "r1hash", "deployment": "r1"},
+                                {"name": "small", "config_hash": "smallhash", "deployment": "small"}],
+                 "finds": [{"path": "/etc/llmfleet/r1", "pattern": "*"}, {"path": "/etc/llmfleet/small", "pattern": "*"}]}
+    assert _drift.teardown_reads(teardown_plan(), "not-planned") == {"containers": [], "finds": []}
+
+
+def test_teardown_removes_containers_only_with_the_planned_deployment_label():
+    st = {"containers": {"r1-head": labelled("r1"), "small": labelled("other-inventory")}, "found": {}}
+    out = _drift.teardown(teardown_plan(), H1, st)
+    assert out["containers"] == ["r1-head"]
+    assert out["kept"]["small"] == "its llmfleet.deployment label is other-inventory, not small"
+    st = {"containers": {"r1-head": dict(labelled(None)), "small": {"exists": False}}, "found": {}}
+    out = _drift.teardown(teardown_plan(), H1, st)
+    assert out["containers"] == [] and "label is missing" in out["kept"]["r1-head"] and "small" not in out["kept"]
+
+
+def test_teardown_removes_the_plans_files_and_only_folders_holding_nothing_else():
+    base = "/etc/llmfleet/r1"
+    st = {"containers": {}, "found": {
+        base: [base + "/api_key", base + "/deployment.json", base + "/entrypoint.sh"],
+        "/etc/llmfleet/small": ["/etc/llmfleet/small/entrypoint.sh", "/etc/llmfleet/small/notes.txt"]}}
+    out = _drift.teardown(teardown_plan(), H1, st)
+    assert out["files"] == [base + "/entrypoint.sh", base + "/api_key", base + "/deployment.json",
+                            "/etc/llmfleet/small/entrypoint.sh", "/etc/llmfleet/small/api_key",
+                            "/etc/llmfleet/small/deployment.json"]
+    assert out["dirs"] == [base]  # empty once the plan's files are gone
+    assert out["kept"] == {"/etc/llmfleet/small": "holds files the plan did not write: /etc/llmfleet/small/notes.txt"}
+    # a folder not listed (absent, or not read) is never named; config_dir never is
+    out = _drift.teardown(teardown_plan(), H1, {"containers": {}, "found": {}})
+    assert out["dirs"] == [] and all(not p.endswith("/etc/llmfleet") for p in out["files"] + out["dirs"])
+
+
+def test_expected_files_carry_what_each_task_writes_and_the_watchdog():
+    p = teardown_plan()
+    p["deployments"]["qwq"]["hosts"][H3]["files"][1]["sha256"] = "e" * 64
+    p["deployments"]["qwq"]["hosts"][H3]["files"].append({"kind": "ray_token", "path": "/etc/llmfleet/qwq/ray_token"})
+    out = _drift.expected_files(p, H3, key_digest=lambda d: "k-" + d, record_digest=lambda d: "r-" + d,
+                                read_records=True, watchdog={"script": "/usr/local/lib/llmfleet/llmfleet-watchdog",
+                                                             "state_dir": "/var/lib/llmfleet/watchdog", "sha256": "w"})
+    by = {f["path"]: f for f in out}
+    assert by["/etc/llmfleet/qwq"]["state"] == "directory" and "sha256" not in by["/etc/llmfleet/qwq"]
+    assert by["/etc/llmfleet/qwq/entrypoint.sh"]["sha256"] == "e" * 64
+    assert by["/etc/llmfleet/qwq/api_key"]["sha256"] == "k-qwq" and by["/etc/llmfleet/qwq/api_key"]["deployment"] == "qwq"
+    assert by["/etc/llmfleet/qwq/deployment.json"]["sha256"] == "r-qwq" and by["/etc/llmfleet/qwq/deployment.json"]["read"]
+    assert "sha256" not in by["/etc/llmfleet/qwq/ray_token"]  # random content: presence, owner and mode only
+    assert by["/usr/local/lib/llmfleet"] == {"owner": "root", "group": "root", "kind": "watchdog",
+                                             "path": "/usr/local/lib/llmfleet", "state": "directory", "mode": "0700"}
+    assert by["/usr/local/lib/llmfleet/llmfleet-watchdog"]["sha256"] == "w"
+    assert by["/var/lib/llmfleet/watchdog"]["state"] == "directory"
+    # no key lookup for a deployment without a key file in the plan; nothing for another host's plan
+    assert all(f["deployment"] == "qwq" for f in out if f["kind"] != "watchdog")
+    assert _drift.expected_files(p, "elsewhere", key_digest=None, record_digest=None) == []
+
+
+def test_expected_reads_add_the_role_settings_with_the_plans_image():
+    p = plan()
+    p["deployments"]["qwq"]["hosts"][H3]["image"] = "vllm:1"
+    c = _drift.expected_reads(p, H3, {"restart_policy": "unless-stopped", "log_max_file": 5, "ulimits": []})
+    assert c[0]["settings"] == {"restart_policy": "unless-stopped", "log_max_file": "5", "ulimits": [], "image": "vllm:1"}
+    assert "settings" not in _drift.expected_reads(p, H3)[0]
