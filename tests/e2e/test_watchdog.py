@@ -27,6 +27,7 @@ import urllib.request
 
 import pytest
 
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan
 from tests.lab import lab as labmod
 
 from .conftest import REPO, running_lab
@@ -184,24 +185,30 @@ def nspawn_rootfs(root):
         subprocess.run(["docker", "rm", cid], capture_output=True, check=False)
 
 
+def nspawn_plan():
+    """The plan of one single-host deployment on the chroot host "ns", made by the planner
+    (plugins/plugin_utils/_plan.py) as playbooks/prelude.yml would make it."""
+    dep = {"name": NSPAWN_DEP, "hosts": "ns", "engine": "vllm", "image": "llmfleet-lab/engine-sim:latest",
+           "model": "deepseek-r1-distill-qwen-7b", "model_path": "/srv/models/m", "gpus_per_host": 1,
+           "max_model_len": 4096, "exposure": "localhost", "gpu_runtime": "none"}
+    return _plan.build_plan([dep], {"ns": {"ansible_host": "127.0.0.1"}}, {}, _catalog.load_catalog())
+
+
 def test_systemd_timer_fires_the_watchdog_service(tmp_path):
     if not shutil.which("systemd-nspawn"):
         pytest.skip("systemd-nspawn is absent (Debian package systemd-container)")
     root = str(tmp_path / "root")
     nspawn_rootfs(root)
-    etc = os.path.join(root, "etc", "llmfleet", NSPAWN_DEP)
-    os.makedirs(etc)
-    with open(os.path.join(etc, "deployment.json"), "w") as f:
-        json.dump({"name": NSPAWN_DEP, "engine": "vllm", "nodes": 1, "head": "ns", "exposure": "localhost",
-                   "served_model_name": "m", "endpoint": {"host": "127.0.0.1", "port": 8000},
-                   "api_key": {"host_path": None},
-                   "hosts": {"ns": {"container_name": "llmfleet-wd-ns", "role": "single", "rank": 0}}}, f)
+    # The plan from the planner itself (no hand-made copy that drifts from its schema), and its
+    # deployment record written where the role would write it (the watchdog reads that record).
+    plan = nspawn_plan()
+    record = next(f for f in plan["deployments"][NSPAWN_DEP]["hosts"]["ns"]["files"] if f["kind"] == "record")
+    os.makedirs(os.path.join(root, os.path.dirname(record["path"]).lstrip("/")))
+    with open(os.path.join(root, record["path"].lstrip("/")), "w") as f:
+        json.dump(plan["deployments"][NSPAWN_DEP], f)
     inv = tmp_path / "hosts.yml"
     inv.write_text("all:\n  hosts:\n    ns:\n      ansible_connection: community.general.chroot\n"
                    "      ansible_host: %s\n      ansible_python_interpreter: /usr/bin/python3\n" % root)
-    plan = {"hosts": {"ns": [{"deployment": NSPAWN_DEP}]},
-            "deployments": {NSPAWN_DEP: {"nodes": 1, "engine": "vllm", "head": "ns", "config_hash": "x",
-                                         "hosts": {"ns": {"rank": 0, "role": "single", "container_name": "llmfleet-wd-ns"}}}}}
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
                            str(inv), PLAYBOOK, "-e", json.dumps({"inference_server_plan": plan,
