@@ -55,7 +55,7 @@ DEPLOYMENT = {
             "LLMFLEET_SIM_RAY_POLL_S": "1000000",
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}}
 # (a worker's raylet gives up on a stopped head after the planner's RAY_gcs_rpc_server_reconnect_timeout_s,
-# 15 s; env may not override the planner's own variables)
+# 15 s, and the watchdog waits that + 5 s; env may not override the planner's own variables)
 VARS = {"llmfleet_hosts": "lab-h1,lab-h2", "llmfleet_deployments": [DEPLOYMENT],
         "inference_server_ulimits": ["stack:67108864:67108864"]}
 
@@ -138,7 +138,10 @@ def test_a_dead_worker_restarts_the_whole_group_and_it_serves_again(wd):
             restart_line, decided = line, time.time()
     assert restart_line, "\n".join(lines)
     assert "died since the engine started" in restart_line
-    assert "result=\"stopped %s, waited 15s for the Ray workers to leave, started it\"" % HEAD in restart_line
+    # the settle time is the planner's reconnect timeout of the workers (their env in the plan) + 5 s
+    record = json.loads(lab.sh("lab-h1", "cat /etc/llmfleet/%s/deployment.json" % DEP))
+    settle = int(float(record["hosts"]["lab-h2"]["env"]["RAY_gcs_rpc_server_reconnect_timeout_s"])) + 5
+    assert "result=\"stopped %s, waited %ds for the Ray workers to leave, started it\"" % (HEAD, settle) in restart_line
     assert any("action=failing" in line and "failures=1/2" in line for line in lines), lines
     detect = decided - killed
     # the group serves again: the new head waited for both nodes
@@ -147,8 +150,8 @@ def test_a_dead_worker_restarts_the_whole_group_and_it_serves_again(wd):
         time.sleep(1)
     back = time.time() - decided
     assert serves(lab), "the group did not serve again within %.0f s" % back
-    print("worker raylet killed -> group restart done (the run that decided it: stop, settle 15 s, start) in "
-          "%.1f s (checks: %d); head started -> serving again in %.1f s" % (detect, len(lines), back))
+    print("worker raylet killed -> group restart done (the run that decided it: stop, settle %d s, start) in "
+          "%.1f s (checks: %d); head started -> serving again in %.1f s" % (settle, detect, len(lines), back))
     assert started_at(lab, "lab-h1", HEAD) != old_head
     nodes = lab.sh("lab-h1", "docker exec %s python3 -c \"import ray; ray.init(address='auto', logging_level='ERROR'); "
                              "print(sum(1 for n in ray.nodes() if n['Alive']), len(ray.nodes()))\"" % HEAD)
