@@ -13,7 +13,7 @@ description:
   - Runs on the control node (action plugin) and contacts no host. Used by C(playbooks/preflight.yml), the step
     after the plan in C(playbooks/deploy.yml).
   - Reads the plan (C(llmfleet_plan), made by C(llmfleet.serving.serving_plan) in C(playbooks/prelude.yml)) and
-    nothing else: hosts, engine image, model path, weight size, ports and private addresses are the planner's
+    nothing else. Hosts, engine image, model path, weight size, ports and private addresses are the planner's
     decisions, checked against the hosts here.
   - With O(phase=targets), returns per host what the host tasks must look at (engine images, model paths,
     ports); sets the fact C(llmfleet_preflight_targets).
