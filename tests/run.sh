@@ -5,7 +5,9 @@
 #
 # setup:   Debian packages (docker.io, debootstrap, rsync, openssh-client, iproute2, systemd-container
 #          for the watchdog's systemd test), the Docker engine started if not running, .venv with
-#          requirements-test.txt (PyPI only), the collection link build/collections/... (ansible.cfg).
+#          requirements-test.txt (PyPI only; a clone without .venv links to the machine's venv of
+#          the same requirements under ~/.cache/llmfleet, LLMFLEET_VENV_CACHE=0: its own), the
+#          collection link build/collections/... (ansible.cfg).
 #          Runs once, before any other stage; if it fails nothing else can run.
 # unit:    pytest tests/unit                 lint: ansible-lint --profile production
 # sanity:  ansible-test sanity --venv on a copy under ansible_collections/llmfleet/serving
@@ -24,6 +26,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 VENV=${LLMFLEET_VENV:-$ROOT/.venv}
+# Where a clone without .venv finds (or makes) the venv of its requirements; 0: no cache.
+VENV_CACHE=${LLMFLEET_VENV_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmfleet}
 PY=${LLMFLEET_PYTHON:-python3}
 LOGS=$ROOT/build/run
 # Python output unbuffered, so that progress shows as it happens through `tee`.
@@ -63,20 +67,38 @@ setup() {
         for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
         docker info >/dev/null 2>&1 || { echo "dockerd did not start: see build/dockerd.log" >&2; exit 1; }
     fi
-    local stamp="$VENV/.llmfleet-req-$(cat requirements.txt requirements-test.txt | sha256sum | cut -c1-12)"
+    local req_hash
+    req_hash=$(cat requirements.txt requirements-test.txt | sha256sum | cut -c1-12)
+    # A clone without its own .venv (CI's fresh clone) gets a link to the machine's venv of the
+    # same requirements, $VENV_CACHE/venv-<hash>, made once (about 1 min 40 s of pip with a warm
+    # pip cache) and reused by every later clone; a clone whose requirements change is linked to
+    # the venv of the new ones. LLMFLEET_VENV (a venv of yours) or a real .venv folder is used as it is.
+    local target=$VENV
+    if [ -z "${LLMFLEET_VENV:-}" ] && [ "$VENV_CACHE" != 0 ] && { [ -L "$VENV" ] || [ ! -e "$VENV" ]; }; then
+        target="$VENV_CACHE/venv-$req_hash"
+        mkdir -p "$VENV_CACHE"
+        exec 9>"$target.lock"
+        flock 9  # another run making the same venv: wait for it
+    fi
+    local stamp="$target/.llmfleet-req-$req_hash"
     if [ ! -f "$stamp" ]; then
         t=$(now)
-        [ -x "$VENV/bin/python" ] || { echo "creating $VENV"; $PY -m venv "$VENV"; }
-        echo "pip install -r requirements-test.txt into $VENV (a few minutes on a cold pip cache)"
-        "$VENV/bin/pip" install -q --upgrade pip 2>&1 | { grep -E '^ERROR' || true; }
+        [ -x "$target/bin/python" ] || { echo "creating $target"; $PY -m venv "$target"; }
+        echo "pip install -r requirements-test.txt into $target (a few minutes on a cold pip cache)"
+        "$target/bin/pip" install -q --upgrade pip 2>&1 | { grep -E '^ERROR' || true; }
         # Not -q: one line per package collected, then what was installed (pip's warnings about
         # this machine's index configuration are left out; its errors are not).
-        "$VENV/bin/pip" install --progress-bar off -r requirements-test.txt 2>&1 \
+        "$target/bin/pip" install --progress-bar off -r requirements-test.txt 2>&1 \
             | grep --line-buffered -E '^(Collecting|Successfully installed|ERROR)' || [ "${PIPESTATUS[0]}" = 0 ]
-        rm -f "$VENV"/.llmfleet-req-* && touch "$stamp"
+        rm -f "$target"/.llmfleet-req-* && touch "$stamp"
         echo "pip: done in $(( $(now) - t )) s"
     else
-        echo "Python packages: $VENV is current (requirements unchanged)"
+        echo "Python packages: $target is current (requirements unchanged)"
+    fi
+    if [ "$target" != "$VENV" ]; then
+        ln -sfn "$target" "$VENV"
+        exec 9>&-
+        echo "$VENV -> $target (LLMFLEET_VENV_CACHE=0: a venv of the clone's own)"
     fi
     export PATH="$VENV/bin:$PATH"
     "$VENV/bin/python" -m tests.collection_link

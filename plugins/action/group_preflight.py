@@ -2,16 +2,15 @@
 # Copyright (c) llmfleet developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Action plugin of llmfleet.serving.group_preflight: compares on the controller what the host tasks of
-playbooks/preflight.yml registered; contacts no host. Logic: plugin_utils/_preflight.py."""
+playbooks/preflight.yml registered against the plan (llmfleet_plan); contacts no host. Logic:
+plugin_utils/_preflight.py."""
 
 from __future__ import annotations
 
 from ansible.errors import AnsibleError
 from ansible.plugins.action import ActionBase
 
-from ansible_collections.llmfleet.serving.plugins.action.serving_plan import read_inputs
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _preflight
-from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import CatalogError
 
 # host variable -> key of _preflight.host_data_from_raw's input
 RAW_VARS = {"llmfleet_gpu_facts": "gpu_facts", "_llmfleet_pf_images": "images", "_llmfleet_pf_df": "df",
@@ -22,11 +21,25 @@ RAW_VARS = {"llmfleet_gpu_facts": "gpu_facts", "_llmfleet_pf_images": "images", 
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("phase", "deployments", "models", "catalog_path", "plan", "checks",
-                             "clock_tolerance_s", "disk_margin"))
+    _VALID_ARGS = frozenset(("phase", "plan", "checks", "clock_tolerance_s", "disk_margin"))
 
     def _template(self, value):
         return self._templar.template(value)
+
+    def _plan(self, args, task_vars):
+        """The plan: the argument, else the variable llmfleet_plan of this host or of localhost
+        (where playbooks/prelude.yml sets it); None when there is none."""
+        if args.get("plan") is not None:
+            return args["plan"]
+        candidates = [task_vars.get("llmfleet_plan")]
+        try:
+            candidates.append((task_vars.get("hostvars") or {})["localhost"].get("llmfleet_plan"))
+        except (KeyError, ReferenceError, AttributeError):
+            pass
+        for c in candidates:
+            if c is not None:
+                return self._template(c)
+        return None
 
     def run(self, tmp=None, task_vars=None):
         task_vars = task_vars or {}
@@ -37,12 +50,16 @@ class ActionModule(ActionBase):
         if phase not in ("targets", "compare"):
             result.update(failed=True, msg="phase must be targets or compare, got %r" % (phase,))
             return result
-        try:
-            deployments, catalog, groups, hostvars = read_inputs(args, task_vars, self._template)
-        except CatalogError as e:
-            result.update(failed=True, msg=str(e))
+        plan = self._plan(args, task_vars)
+        if plan is None:
+            result.update(failed=True, msg="group_preflight checks the plan and found none: run it after "
+                          "playbooks/prelude.yml (which sets llmfleet_plan on localhost), or pass plan")
             return result
-        views = _preflight.views(deployments, groups, hostvars, catalog, plan=args.get("plan"))
+        try:
+            views = _preflight.views(plan)
+        except ValueError as e:
+            result.update(failed=True, msg="group_preflight: %s" % e)
+            return result
         if phase == "targets":
             targets = _preflight.targets(views)
             result["targets"] = targets

@@ -36,6 +36,24 @@ attributes:
     support: full
 """
 
+    # The action plugins that decide on the control node and change nothing (serving_plan,
+    # group_preflight, serving_drift, rollout_plan, canary_verdict). Use together with the standard
+    # fragment (descriptions) and ACTIONGROUP_SERVING; a module adds only what is its own (facts, ...).
+    CONTROL_NODE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details: Decides the same in check mode; it never changes anything.
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+  action:
+    description: Runs on the control node as an action plugin.
+    support: full
+"""
+
     ACTIONGROUP_SERVING = r"""
 options: {}
 attributes:

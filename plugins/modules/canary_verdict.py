@@ -18,17 +18,7 @@ author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING
-attributes:
-  check_mode:
-    support: full
-    details: The same in check mode.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action:
-    description: Runs on the control node as an action plugin.
-    support: full
+  - llmfleet.serving._attributes.CONTROL_NODE
 options:
   runs:
     description: The M(llmfleet.serving.llm_benchmark) results of the canary, each with C(deployment) added.

@@ -10,10 +10,13 @@ DOCUMENTATION = r"""
 module: group_preflight
 short_description: Compare the hosts of each LLM deployment before anything starts
 description:
-  - Runs on the control node (action plugin) and contacts no host. Used by C(playbooks/preflight.yml), the first
-    step of C(playbooks/deploy.yml).
-  - With O(phase=targets), reads the deployments and returns per host what the host tasks must look at (engine
-    images, model paths, ports); sets the fact C(llmfleet_preflight_targets).
+  - Runs on the control node (action plugin) and contacts no host. Used by C(playbooks/preflight.yml), the step
+    after the plan in C(playbooks/deploy.yml).
+  - Reads the plan (C(llmfleet_plan), made by C(llmfleet.serving.serving_plan) in C(playbooks/prelude.yml)) and
+    nothing else. Hosts, engine image, model path, weight size, ports and private addresses are the planner's
+    decisions, checked against the hosts here.
+  - With O(phase=targets), returns per host what the host tasks must look at (engine images, model paths,
+    ports); sets the fact C(llmfleet_preflight_targets).
   - With O(phase=compare), reads what the host tasks registered in each host's variables (C(llmfleet_gpu_facts),
     C(_llmfleet_pf_images), C(_llmfleet_pf_df), C(_llmfleet_pf_state), C(_llmfleet_pf_index),
     C(_llmfleet_pf_listening), C(_llmfleet_pf_containers), C(_llmfleet_pf_clock), C(_llmfleet_pf_clock_after))
@@ -29,17 +32,8 @@ author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING
+  - llmfleet.serving._attributes.CONTROL_NODE
 attributes:
-  check_mode:
-    support: full
-    details: Compares the same in check mode; it never changes anything.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action:
-    description: Runs on the control node as an action plugin.
-    support: full
   facts:
     description: Sets C(llmfleet_preflight_targets) (targets) or C(llmfleet_preflight_result) (compare).
     support: full
@@ -49,20 +43,11 @@ options:
     type: str
     choices: [targets, compare]
     default: compare
-  deployments:
-    description: The deployments (keys of C(docs/planner.md)). Defaults to the variable C(llmfleet_deployments).
-    type: list
-    elements: dict
-  models:
-    description: Catalog entries merged over C(catalog/models.yml). Defaults to the variable C(llmfleet_models).
-    type: dict
-  catalog_path:
-    description: Another catalog file instead of the collection's C(catalog/models.yml).
-    type: path
   plan:
     description:
-      - A plan (C(llmfleet_plan)) to read hosts, image, model path, sizes and ports from; without it they come from
-        the deployment keys with the planner's defaults.
+      - The plan (C(llmfleet_plan)) to read hosts, image, model path, sizes and ports from.
+      - Defaults to the variable C(llmfleet_plan) of the host, else of C(localhost) (where C(playbooks/prelude.yml)
+        sets it). Without a plan the module fails and says to run the prelude first.
     type: dict
   checks:
     description: The checks to run.
@@ -81,9 +66,10 @@ options:
 """
 
 EXAMPLES = r"""
-- name: What each host must report
+- name: What each host must report (after playbooks/prelude.yml made llmfleet_plan)
   llmfleet.serving.group_preflight:
     phase: targets
+    plan: "{{ hostvars['localhost']['llmfleet_plan'] }}"
 
 - name: Compare (after the host tasks of playbooks/preflight.yml)
   llmfleet.serving.group_preflight:

@@ -23,17 +23,7 @@ author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING
-attributes:
-  check_mode:
-    support: full
-    details: The same in check mode; it never changes anything.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action:
-    description: Runs on the control node as an action plugin.
-    support: full
+  - llmfleet.serving._attributes.CONTROL_NODE
 options:
   plan:
     description: The new plan (C(llmfleet_plan)).

@@ -32,17 +32,8 @@ author: llmfleet developers (@llmfleet)
 extends_documentation_fragment:
   - llmfleet.serving._attributes
   - llmfleet.serving._attributes.ACTIONGROUP_SERVING
+  - llmfleet.serving._attributes.CONTROL_NODE
 attributes:
-  check_mode:
-    support: full
-    details: Plans the same in check mode; it never changes anything.
-  diff_mode:
-    support: none
-  idempotent:
-    support: full
-  action:
-    description: Runs on the control node as an action plugin.
-    support: full
   facts:
     description: Sets C(llmfleet_plan).
     support: full

@@ -7,9 +7,9 @@ This file is private to the collection (leading underscore): its API may change 
 Pure Python (no Ansible imports), unit-tested without hosts (tests/unit/plugins/plugin_utils/
 test_preflight.py). Three steps, see docs/preflight.md:
 
-1. ``views(deployments, groups, hostvars, catalog, plan=None)``: per deployment its hosts (head
-   first), image, model_path, weight size, ports per host and private addresses; from the plan
-   when one is given, else from the deployment keys with the planner's defaults.
+1. ``views(plan)``: per deployment its hosts (head first), image, model_path, weight size, ports
+   per host and private addresses, read from the plan (``llmfleet_plan``) and nothing else: the
+   planner made every one of these decisions (issue 13: one contract).
 2. ``targets(views)``: per host what the host tasks must look at (images, paths, ports).
 3. ``check(views, host_data, ...)``: compares, returns {"ok", "tables", "errors", "hosts"}; a
    failure renders one table per deployment (one row per host, one column per value, the
@@ -22,15 +22,9 @@ test_preflight.py). Three steps, see docs/preflight.md:
 
 from __future__ import annotations
 
-import copy
 import json
 
-from ansible_collections.llmfleet.serving.plugins.plugin_utils import _engine_flags
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _plan
-from ansible_collections.llmfleet.serving.plugins.plugin_utils import _schema
-from ansible_collections.llmfleet.serving.plugins.plugin_utils import _topology
-from ansible_collections.llmfleet.serving.plugins.plugin_utils._catalog import resolve_model
-from ansible_collections.llmfleet.serving.plugins.plugin_utils._sizing import weight_bytes
 
 CHECKS = ("gpu", "driver", "image", "interface", "disk", "ports", "clock")
 DEFAULT_CLOCK_TOLERANCE_S = 2.0
@@ -39,85 +33,36 @@ MARK = " !"
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. deployment views
+# 1. deployment views (read from the plan, nothing else)
 
-def _ports_of(engine, hosts, port, ray_port, dash_port, dist_port):
-    """{host: [(port, key)]}: the planner's own claims (_topology.port_claims)."""
-    return _topology.port_claims(engine, hosts, _topology.Ports(port, ray_port, dash_port, dist_port))
-
-
-def _view_from_plan(p, deployment_keys):
+def _view(p):
     hosts = [p["head"]] + list(p.get("workers") or [])
-    d = deployment_keys or {}
-    if all("port_claims" in p["hosts"][h] for h in hosts):  # the plan says which ports each host claims
-        ports = {h: [(c["port"], c["key"]) for c in p["hosts"][h]["port_claims"]] for h in hosts}
-    else:
-        ports = _ports_of(p["engine"], hosts, d.get("port") or p["endpoint"]["port"], d.get("ray_port") or 6379,
-                          d.get("ray_dashboard_port") or 8265, d.get("dist_init_port") or 20000)
     return {"name": p["name"], "label": "llmfleet_deployments[%s]" % p["name"], "engine": p["engine"],
             "hosts": hosts, "head": p["head"], "image": p["image"], "model_path": p["model_path"],
-            "weights_bytes": (p.get("sizing") or {}).get("weights_bytes"), "ports": ports,
+            "weights_bytes": (p.get("sizing") or {}).get("weights_bytes"),
+            # the ports each host claims, as the planner claimed them (_topology.port_claims)
+            "ports": {h: [(c["port"], c["key"]) for c in p["hosts"][h]["port_claims"]] for h in hosts},
             "addresses": {h: p["hosts"][h].get("private_address") for h in hosts},
             "interfaces_planned": {h: p["hosts"][h].get("network_interface") for h in hosts}}
 
 
-def views(deployments, groups=None, hostvars=None, catalog=None, plan=None):
-    """One view per deployment that can be read; deployments the planner would refuse outright
-    (no hosts, unknown engine) are skipped here: the plan task names their errors."""
-    groups = groups or {}
-    hostvars = hostvars or {}
+def views(plan):
+    """One view per deployment of ``plan`` (``llmfleet_plan``, made by serving_plan), in the
+    plan's order. The planner has already refused a bad inventory, so every deployment of the
+    plan has hosts, an engine, an image, a model path and its port claims; preflight decides
+    none of them itself. Raises ValueError when ``plan`` is not a plan."""
+    deployments = plan.get("deployments") if isinstance(plan, dict) else None
+    if not isinstance(deployments, dict):
+        raise ValueError("plan: expected the plan of llmfleet.serving.serving_plan (a dict with 'deployments'), "
+                         "got %s; run playbooks/prelude.yml (or serving_plan) first and pass its llmfleet_plan"
+                         % type(plan).__name__)
     out = []
-    planned = (plan or {}).get("deployments") or {}
-    for i, dep in enumerate(deployments if isinstance(deployments, list) else []):
-        if not isinstance(dep, dict):
-            continue
-        # a name or hosts of the wrong type is the plan's to name, with the variable and the fix:
-        # skip the deployment here rather than stop the preflight with a Python error
-        hosts_v = dep.get("hosts")
-        if not isinstance(dep.get("name"), str) or not (
-                isinstance(hosts_v, str) or (isinstance(hosts_v, list) and all(isinstance(h, str) for h in hosts_v))):
-            continue
-        if dep.get("name") in planned:
-            out.append(_view_from_plan(planned[dep["name"]], dep))
-            continue
-        ctx = _plan._Ctx(hostvars, groups, catalog, None)  # pylint: disable=protected-access
-        label = "llmfleet_deployments[%s]" % (dep.get("name") if isinstance(dep.get("name"), str) else i)
-        d = {}
-        for k, (_typ, default) in _plan.DEPLOYMENT_KEYS.items():
-            d[k] = dep[k] if dep.get(k) is not None else copy.deepcopy(default)
-        if not d["hosts"] or not d["name"]:
-            continue
-        hosts = _plan._resolve_hosts(ctx, d, label)  # pylint: disable=protected-access
-        engine = d["engine"]
-        if not hosts or engine not in _plan.ENGINES:
-            continue
+    for name, p in deployments.items():
         try:
-            version = _engine_flags.resolve_version(engine, d["engine_version"])
-        except Exception:  # noqa: BLE001 - the plan names a bad version; keep the image unknown
-            version = None
-        image = d["image"] if isinstance(d["image"], str) and d["image"] else (
-            _plan.DEFAULT_IMAGES[engine].format(version=version) if version else None)
-        model = None
-        try:
-            model = resolve_model(d["model"], catalog or {}, d.get("model_path"))
-        except (KeyError, ValueError, TypeError, AttributeError):
-            model = None
-        if model is not None and _schema.model_entry_errors(model, label + ".model"):
-            model = None  # a size of the wrong type: the plan names it; the disk check skips it
-        model_path = d["model_path"] if isinstance(d["model_path"], str) else None
-        if not model_path and model:
-            model_path = "/data/models/%s" % str(model.get("hf_id") or model.get("name")).rsplit("/", 1)[-1]
-        wb = weight_bytes(model)[0] if model else None
-        try:
-            ports = _ports_of(engine, hosts, int(d["port"]), int(d["ray_port"]), int(d["ray_dashboard_port"]),
-                              int(d["dist_init_port"]))
-        except (TypeError, ValueError, OverflowError):
-            ports = {h: [] for h in hosts}
-        ni = d["network_interface"]
-        out.append({"name": d["name"], "label": label, "engine": engine, "hosts": hosts, "head": hosts[0],
-                    "image": image, "model_path": model_path, "weights_bytes": wb, "ports": ports,
-                    "addresses": {h: _plan.host_address(hostvars, h) for h in hosts},
-                    "interfaces_planned": {h: (ni.get(h, "auto") if isinstance(ni, dict) else ni) for h in hosts}})
+            out.append(_view(p))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError("plan: deployment %r lacks %s: the plan is not one serving_plan made; plan again "
+                             "with playbooks/prelude.yml" % (name, e)) from None
     return out
 
 

@@ -6,7 +6,15 @@ import json
 import os
 import urllib.request
 
+import pytest
+
 from .conftest import REPO
+
+# Nightly (docs/testing.md): in CI, test_deploy.py proves the same path through the role (SSH to
+# the three hosts, the engine image on each host's own Docker, streamed completions through the
+# hosts' private addresses); the fault commands checked here are used by the nightly
+# test_faults.py only.
+pytestmark = pytest.mark.nightly
 
 
 def stream_completion(base_url, model, api_key=None, max_tokens=8):

