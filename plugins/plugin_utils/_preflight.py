@@ -214,11 +214,6 @@ def _iface_in_subnet(facts, head_address):
     return None
 
 
-def _gpu_mem(facts):
-    mems = [g.get("memory_total_mib") for g in (facts or {}).get("gpus") or [] if g.get("memory_total_mib")]
-    return min(mems) if mems else None
-
-
 def _ports_text(ports):
     return ",".join(str(p) for p in ports) if ports else "-"
 
@@ -249,7 +244,7 @@ def check(view_list, host_data, checks=CHECKS, clock_tolerance_s=DEFAULT_CLOCK_T
             hd = host_data.get(h) or {}
             f = hd.get("gpu_facts") or {}
             row = {"host": h, "role": "single" if not multi else ("head" if rank == 0 else "worker"),
-                   "GPUs": f.get("gpu_count"), "GPU model": f.get("product_name"), "GPU MiB": _gpu_mem(f),
+                   "GPUs": f.get("gpu_count"), "GPU model": f.get("product_name"), "GPU MiB": _plan.gpu_memory_mib(f),
                    "driver": f.get("driver_version"), "CUDA": f.get("cuda_version")}
             if v["image"]:
                 ref = (hd.get("images") or {}).get(v["image"])
