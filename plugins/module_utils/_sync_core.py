@@ -588,6 +588,12 @@ class SyncLock(object):
             self.fd = None
 
 
+def default_concurrency():
+    """Files at a time: one per CPU, 8 to 32. On a 16-core host (SeaweedFS, 3.25 GiB, CRC objects)
+    16 files at a time moved 1,079 MiB/s against 853 at 8 (docs/model-weights.md)."""
+    return max(8, min(32, os.cpu_count() or 1))
+
+
 def default_connections():
     """Connections for ranged GETs: enough to fill a fast link behind a per-connection cap,
     more on bigger hosts (s5cmd and rclone use similar numbers)."""
@@ -682,7 +688,7 @@ class SyncEngine(object):
         self.state_file = os.path.join(self.dest, STATE_NAME)
         self.allow_patterns = allow_patterns or []
         self.ignore_patterns = ignore_patterns or []
-        self.concurrency = max(1, int(concurrency))
+        self.concurrency = max(1, int(concurrency or 0) or default_concurrency())
         self.limiter = Limiter(bandwidth_limit)
         self.bandwidth_limit = int(bandwidth_limit or 0)
         self.verify = verify

@@ -153,9 +153,10 @@ options:
     elements: str
     default: []
   concurrency:
-    description: Files downloaded at the same time.
+    description:
+      - Files downloaded at the same time. V(0) sizes it for the host (one per CPU, 8 to 32).
     type: int
-    default: 8
+    default: 0
   connections:
     description:
       - Connections shared by the ranged GETs that fetch large files (64 MiB ranges; S3 multipart objects
@@ -400,7 +401,7 @@ def argument_spec():
         src_path=dict(type="path"),
         allow_patterns=dict(type="list", elements="str", default=[]),
         ignore_patterns=dict(type="list", elements="str", default=[]),
-        concurrency=dict(type="int", default=8),
+        concurrency=dict(type="int", default=0),
         connections=dict(type="int", default=0),
         transfer_engine=dict(type="str", default="auto", choices=["auto", "s5cmd", "python"]),
         publish=dict(type="str", default="versioned", choices=["versioned", "in_place"]),

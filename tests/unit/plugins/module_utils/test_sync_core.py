@@ -331,3 +331,13 @@ def test_files_dropped_upstream_are_removed_and_a_user_staging_dir_is_kept(tmp_p
 def test_peer_rsync_protects_its_arguments():
     args = PeerSource("/data/models/R1", host="10.0.0.11")._base_args()
     assert "--protect-args" in args
+
+
+def test_concurrency_zero_is_sized_for_the_host(monkeypatch, tmp_path):
+    from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_core as core
+    for cpus, want in ((2, 8), (16, 16), (128, 32)):
+        monkeypatch.setattr(core.os, "cpu_count", lambda c=cpus: c)
+        assert core.default_concurrency() == want
+        eng = core.SyncEngine(None, str(tmp_path / "m"), concurrency=0)
+        assert eng.concurrency == want
+    assert core.SyncEngine(None, str(tmp_path / "m"), concurrency=3).concurrency == 3
