@@ -78,7 +78,8 @@ def _http_stream(session, url, headers, offset, sink, timeout=60):
     headers["Accept-Encoding"] = "identity"
     if offset:
         headers["Range"] = "bytes=%d-" % offset
-    if hasattr(session, "stream"):  # httpx / httpx2 (huggingface_hub >= 1.0)
+    # httpx / httpx2 (huggingface_hub >= 1.0); a requests.Session's ``stream`` is a bool (0.x)
+    if callable(getattr(session, "stream", None)):
         with session.stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as resp:
             if resp.status_code >= 400:
                 raise SyncError("GET %s answered HTTP %d" % (url.split("?")[0], resp.status_code))
@@ -410,7 +411,7 @@ class ModelScopeSource(BaseSource):
             self.new = True
         except ImportError:
             from modelscope.hub.api import HubApi as OldApi
-            self.api = OldApi()
+            self.api = OldApi(endpoint=self.endpoint)  # the old API reads MODELSCOPE_DOMAIN, not _ENDPOINT
             if self.token:
                 self.api.login(self.token)
             self.new = False
@@ -455,7 +456,7 @@ class ModelScopeSource(BaseSource):
             else:
                 import requests
                 from modelscope.hub.file_download import get_file_download_url
-                url = get_file_download_url(self.repo_id, rf.path, self.revision)
+                url = get_file_download_url(self.repo_id, rf.path, self.revision, endpoint=self.endpoint)
                 cookies = self.api.get_cookies() if hasattr(self.api, "get_cookies") else None
                 resp = requests.get(url, headers=headers, cookies=cookies, stream=True, timeout=60)
                 if resp.status_code >= 400:
