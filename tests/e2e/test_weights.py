@@ -370,15 +370,14 @@ def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weight
         rounds["lab-h1"], wall, len(lines)))
 
 
-class VersionWatcher(object):
+class VersionWatcher(Watcher):
     """Reads the model the way an engine that starts does: resolve ``path`` once, then hash every
-    file of what it resolved to; records each snapshot (a frozenset of (file, sha256))."""
+    file of what it resolved to; records each snapshot (a frozenset of (file, sha256)).
+    Watcher's thread, start and stop; its own loop."""
 
     def __init__(self, weights, path):
-        self.weights, self.path = weights, path
+        Watcher.__init__(self, weights, path)
         self.snapshots = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self):
         while not self.stop.is_set():
@@ -390,14 +389,6 @@ class VersionWatcher(object):
                 snap = frozenset((rel[2:], digest) for digest, rel in pairs)
                 self.snapshots.append((h.name, snap))
             self.stop.wait(0.1)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join(30)
 
 
 def test_an_update_switches_each_host_to_the_new_version_whole_never_a_mix(weights):
