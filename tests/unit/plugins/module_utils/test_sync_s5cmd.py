@@ -103,6 +103,15 @@ def _calls(log):
     return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
+@pytest.fixture(autouse=True)
+def _own_tempdir(tmp_path, monkeypatch):
+    """Each test's own temporary folder, so the leftover check sees only this test's credential
+    folders (under pytest -n 2 another test's s5cmd run may hold one in /tmp at the same time)."""
+    own = tmp_path / "tempdir"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
+
+
 def _leftover_credentials():
     return glob.glob(os.path.join(tempfile.gettempdir(), "llmfleet-s5cmd-*"))
 
