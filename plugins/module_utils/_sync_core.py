@@ -791,6 +791,15 @@ class SyncEngine(object):
     def _save_part_meta(self, part, meta):
         write_json_atomic(self._part_meta_path(part), meta, sync=False)
 
+    def _stage_part(self, rf, part):
+        """A verified (and fsynced) part becomes the staged file; its version record goes."""
+        os.replace(part, self._staged(rf.path))
+        try:
+            os.unlink(self._part_meta_path(part))
+        except OSError:
+            pass
+        self.progress.file_done(rf.path)
+
     def _discard_part(self, part):
         for path in (part, self._part_meta_path(part)):
             try:
@@ -858,15 +867,10 @@ class SyncEngine(object):
                     self._discard_part(part)
                     raise CorruptFile("%s: %s %s does not match the published %s" % (
                         rf.path, rf.algo, digest, rf.digest))
-                os.replace(part, staged)
                 if rf.size == 0 and attempt == 0:
                     with self.fetched_lock:
                         self.files_with_bytes.add(rf.path)
-                try:
-                    os.unlink(self._part_meta_path(part))
-                except OSError:
-                    pass
-                self.progress.file_done(rf.path)
+                self._stage_part(rf, part)
                 return digest
             except SyncError as exc:
                 if attempt >= self.retries:
@@ -1097,12 +1101,7 @@ class SyncEngine(object):
                 os.fsync(fd)
             finally:
                 os.close(fd)
-            os.replace(part, self._staged(rf.path))
-            try:
-                os.unlink(self._part_meta_path(part))
-            except OSError:
-                pass
-            self.progress.file_done(rf.path)
+            self._stage_part(rf, part)
             return digest
 
         hashers = ThreadPoolExecutor(max_workers=max(1, min(os.cpu_count() or 1, 8)),
