@@ -11,8 +11,24 @@ import re
 _VERSION = re.compile(r"^\s*(\d+)\.(\d+)(?:\.\d+)?")
 
 
+# name[extras]==version: the only form a pinned host package or constraint takes. Nothing else
+# reaches pip's argv or constraints file (no option such as --index-url, no URL, no range).
+_PIN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(\[[A-Za-z0-9._,-]+\])?==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
+
+
 class PipSetError(ValueError):
     pass
+
+
+def _pins(items, what):
+    """``items`` as a list of name==version strings, or PipSetError naming ``what``."""
+    if not isinstance(items, list):
+        raise PipSetError("%s must be a list of name==version strings, got %s" % (what, type(items).__name__))
+    for i, item in enumerate(items):
+        if not isinstance(item, str) or not _PIN.match(item):   # not echoed: it might be a secret
+            raise PipSetError("%s[%d] (%s) is not an exact pin: write name==version (e.g. boto3==1.44.18)"
+                              % (what, i, type(item).__name__))
+    return list(items)
 
 
 def _version(text, what):
@@ -28,15 +44,17 @@ def choose(sets, source, python_version, extra=None, packages=None, constraints=
     ``packages`` / ``constraints`` (model_weights_pip_packages / model_weights_pip_constraints),
     when given, replace the sets whatever the Python. ``python_version`` '' (not probed: nothing
     to install) takes the newest set."""
-    extra = list(extra or [])
+    extra = _pins([] if extra is None else extra, "model_weights_pip_extra_packages")
     if packages is not None:
         if not isinstance(packages, dict):
             raise PipSetError("model_weights_pip_packages must be a dict of lists (source: [name==version, ...])")
         if constraints is None:
             raise PipSetError("model_weights_pip_packages is set but model_weights_pip_constraints is not: "
                               "set both together (the constraints pin what the packages pull in)")
+        for src, items in packages.items():
+            _pins(items, "model_weights_pip_packages.%s" % src)
         return {"python": None, "packages": list(packages.get(source) or []) + extra,
-                "constraints": list(constraints)}
+                "constraints": _pins(constraints, "model_weights_pip_constraints")}
     if not isinstance(sets, list) or not sets:
         raise PipSetError("model_weights_pip_sets must be a non-empty list of {python, packages, constraints}")
     for i, s in enumerate(sets):
@@ -45,6 +63,9 @@ def choose(sets, source, python_version, extra=None, packages=None, constraints=
             raise PipSetError("model_weights_pip_sets[%d] must have python (the oldest Python it supports, "
                               "like '3.11'), packages (a dict of lists) and constraints (a list)" % i)
         _version(s["python"], "model_weights_pip_sets[%d].python" % i)
+        for src, items in s["packages"].items():
+            _pins(items, "model_weights_pip_sets[%d].packages.%s" % (i, src))
+        _pins(s["constraints"], "model_weights_pip_sets[%d].constraints" % i)
     if str(python_version or "").strip() == "":
         chosen = max(sets, key=lambda s: _version(s["python"], ""))
     else:

@@ -152,6 +152,21 @@ def test_bad_input_fails_with_the_variable_named():
             pip_set(sets, "s3", version)
     with pytest.raises(AnsibleFilterError, match="set both together"):
         pip_set(SETS, "s3", "3.11", packages={"s3": ["boto3==1"]})
+    one = [{"python": "3.11", "packages": {"s3": ["boto3==1"]}, "constraints": ["botocore==1"]}]
+    secret = "hf_abcdefghijklmnopqrstuvwxyzABCD"
+    for bad in ("", "   ", float("nan"), [1], {"a": 1}, secret, "--index-url=http://x", "boto3>=1"):
+        for call, needle in [
+                (lambda: pip_set([dict(one[0], packages={"s3": [bad]})], "s3", "3.11"),
+                 "model_weights_pip_sets[0].packages.s3[0]"),
+                (lambda: pip_set([dict(one[0], constraints=[bad])], "s3", "3.11"),
+                 "model_weights_pip_sets[0].constraints[0]"),
+                (lambda: pip_set(one, "s3", "3.11", [bad]), "model_weights_pip_extra_packages[0]"),
+                (lambda: pip_set(one, "s3", "3.11", [], {"s3": [bad]}, []), "model_weights_pip_packages.s3[0]"),
+                (lambda: pip_set(one, "s3", "3.11", [], {"s3": []}, [bad]), "model_weights_pip_constraints[0]")]:
+            with pytest.raises(AnsibleFilterError) as e:
+                call()
+            assert needle in str(e.value) and "name==version" in str(e.value)
+            assert secret not in str(e.value)
 
 
 def test_an_own_set_replaces_the_sets_whatever_the_python():
