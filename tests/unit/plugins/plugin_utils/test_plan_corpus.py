@@ -25,7 +25,9 @@ KEY_TEMPLATE = "{{ llmfleet_lab_key_file }}"
 
 
 def lab_facts(n, ip):
-    return {"gpu_count": n, "gpus": [{"index": i, "memory_total_mib": 143771} for i in range(n)],
+    # the lab hosts' gpu_facts (their nvidia-smi answers from the real H200 capture): 616 MiB reserved
+    return {"gpu_count": n, "gpus": [{"index": i, "memory_total_mib": 143771, "memory_reserved_mib": 616,
+                                      "memory_usable_mib": 143155} for i in range(n)],
             "interfaces": [{"name": "lo", "ipv4": [{"address": "127.0.0.1", "prefix": 8}]},
                            {"name": "eth1", "ipv4": [{"address": ip, "prefix": 24}]}]}
 
