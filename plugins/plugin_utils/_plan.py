@@ -258,6 +258,30 @@ def config_hash(obj):
     return hashlib.sha256(data.encode("utf-8")).hexdigest()[:16]
 
 
+_GPU_MEMORY_FIELDS = ("memory_total_mib", "memory_usable_mib", "memory_reserved_mib")
+
+
+def gpu_facts_problems(facts):
+    """[(field, message)] for GPU facts the planner cannot size against: ``gpus`` not a list of
+    dicts, or a memory figure that is not a finite number of 0 or more (None means unknown)."""
+    gpus = facts.get("gpus")
+    if gpus is None:
+        return []
+    if not isinstance(gpus, list):
+        return [("gpus", "must be a list of GPUs, got %s" % type(gpus).__name__)]
+    out = []
+    for i, g in enumerate(gpus):
+        if not isinstance(g, dict):
+            out.append(("gpus[%d]" % i, "must be a dict, got %s" % type(g).__name__))
+            continue
+        for key in _GPU_MEMORY_FIELDS:
+            v = g.get(key)
+            if v is not None and not (_schema.is_number(v) and math.isfinite(v) and v >= 0):
+                shown = repr(v) if _schema.is_number(v) or isinstance(v, bool) else "a %s" % type(v).__name__
+                out.append(("gpus[%d].%s" % (i, key), "must be a number of MiB (0 or more), got %s" % shown))
+    return out
+
+
 def gpu_memory_mib(facts):
     """The smallest GPU's memory as CUDA sees it (nvidia-smi total less what the driver reserves,
     ``memory_usable_mib`` of gpu_facts; the total where facts predate that field), or None."""
@@ -678,6 +702,12 @@ def _plan_one(ctx, dep, label):
 
     # GPUs per host
     facts = {h: (ctx.hostvars.get(h) or {}).get("llmfleet_gpu_facts") for h in hosts}
+    broken = [(h, problem) for h, f in facts.items() if isinstance(f, dict) for problem in gpu_facts_problems(f)]
+    for h, (field, message) in broken:
+        ctx.err("hostvars[%s].llmfleet_gpu_facts.%s" % (h, field), message + ": gather them again with "
+                "llmfleet.serving.gpu_facts, or correct the inventory that sets them")
+    if broken:
+        return None
     counts = {h: f.get("gpu_count") for h, f in facts.items() if isinstance(f, dict) and _schema.is_int(f.get("gpu_count"))}
     gph = d["gpus_per_host"]
     if gph == "auto":

@@ -291,6 +291,25 @@ def test_sizing_uses_the_memory_cuda_reports_not_the_nvidia_smi_total():
     assert "the GPU facts say 79.2 GiB" in str(errs)
 
 
+@pytest.mark.parametrize("gpus, field, got", [
+    ([{"index": 0, "memory_total_mib": float("nan")}], "gpus[0].memory_total_mib", "got nan"),
+    ([{"index": 0, "memory_usable_mib": "   "}], "gpus[0].memory_usable_mib", "got a str"),
+    ([{"index": 0, "memory_usable_mib": -5}], "gpus[0].memory_usable_mib", "got -5"),
+    ([{"index": 0, "memory_reserved_mib": [1]}], "gpus[0].memory_reserved_mib", "got a list"),
+    ([{"index": 0, "memory_total_mib": {"a": 1}}], "gpus[0].memory_total_mib", "got a dict"),
+    ([{"index": 0, "memory_total_mib": "hf_abcdefghijklmnopqrstuvwxyzABCD"}], "gpus[0].memory_total_mib", "got a str"),
+    (["x"], "gpus[0]", "must be a dict"),
+    ("x", "gpus", "must be a list of GPUs"),
+])
+def test_gpu_facts_the_planner_cannot_size_against_are_refused_naming_the_field(gpus, field, got):
+    hv = dict(HV, a=dict(HV["a"], llmfleet_gpu_facts=dict(facts(8, "10.0.0.11"), gpus=gpus)))
+    with pytest.raises(_plan.PlanErrors) as e:
+        _plan.build_plan([D7], hv, GROUPS, CATALOG)
+    msg = text(e.value.errors)
+    assert "hostvars[a].llmfleet_gpu_facts." + field in msg and got in msg and "gpu_facts" in msg
+    assert "hf_abcdefghijklmnopqrstuvwxyzABCD" not in msg
+
+
 def test_max_model_len_above_the_model_refused_unless_rope_scaling():
     errs = refused([dict(D7, max_model_len=262144)])
     assert "262144 is above the model's max_position_embeddings 131072" in text(errs)
