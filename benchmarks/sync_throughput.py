@@ -155,6 +155,8 @@ def upload(endpoint, workdir, large, large_mib, small, small_mib, checksum="CRC6
                            ExtraArgs=extra)
         os.unlink(path)
         total += size
+        if i + 1 == count or (i + 1) % 8 == 0:
+            print("  uploaded %d/%d files, %.2f GiB" % (i + 1, count, total / GiB), flush=True)
     return total
 
 
@@ -386,6 +388,9 @@ def main():
                     raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
                 figures[peer]["mib_s"].append(total / MiB / wall)
                 figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
+                print("  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB  (load %.1f)" % (
+                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), os.getloadavg()[0]),
+                      flush=True)
                 if peer not in ("s5cmd", "s5cmd+sync", "rclone"):  # a Python process: its fixed start-up cost apart
                     figures[peer].setdefault("mib_s_after_start", []).append(total / MiB / max(wall - start_wall, 1e-3))
                     figures[peer].setdefault("cpu_after_start", []).append(max(cpu - start_cpu, 0) / (total / GiB))
