@@ -288,77 +288,9 @@ def new_hasher(algo, size=0, part_size=None):
     return hashlib.sha256()
 
 
-SPLIT_MIN = 64 * CHUNK  # a file is hashed in pieces on several cores from 2 pieces of this size
-
-
-def _hash_range(fd, hasher, start, end):
-    """Feed bytes ``[start, end)`` of ``fd`` to ``hasher``, through one reused buffer."""
-    buf = bytearray(8 * CHUNK)
-    view = memoryview(buf)
-    pos = start
-    while pos < end:
-        n = os.preadv(fd, [view[:min(len(buf), end - pos)]], pos)
-        if not n:
-            raise SyncError("short read while hashing at byte %d" % pos)
-        hasher.update(view[:n])
-        pos += n
-    return hasher
-
-
-def split_points(algo, size, part_size=None):
-    """Where a file of ``size`` bytes can be cut so that pieces hash independently: the parts of a
-    multipart ETag (each part's md5 is its own), or ranges of a combinable CRC. ``None`` when
-    the hash must see the file in one pass (md5, sha256, git-sha1) or the file is small."""
-    if algo == "s3-multipart" and part_size and size > part_size:
-        part_size = int(part_size)
-        group = max(1, SPLIT_MIN // part_size)  # whole parts, at least SPLIT_MIN a piece
-        step = part_size * group
-    elif algo in CRC_ALGOS and (algo != "crc32" or _crt is not None):
-        step = SPLIT_MIN
-    else:
-        return None
-    if size < 2 * min(step, SPLIT_MIN):
-        return None
-    return [(a, min(size, a + step)) for a in range(0, size, step)]
-
-
-def _hash_pieces(path, algo, size, part_size, pieces, workers):
-    """Hash ``pieces`` of one file on ``workers`` threads (hashlib and awscrt release the GIL)
-    and join them: md5 of the part digests for a multipart ETag, CRC combine for a CRC."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if algo == "s3-multipart":
-            def piece(bounds):
-                hasher = _MultipartHasher(part_size)
-                _hash_range(fd, hasher, bounds[0], bounds[1])
-                return hasher.part_digests()
-        else:
-            def piece(bounds):
-                return _hash_range(fd, _CrcHasher(algo), bounds[0], bounds[1]).crc
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="llmfleet-hashpiece") as pool:
-            results = list(pool.map(piece, pieces))
-    finally:
-        os.close(fd)
-    if algo == "s3-multipart":
-        digests = [d for part_digests in results for d in part_digests]
-        return "%s-%d" % (hashlib.md5(b"".join(digests)).hexdigest(), len(digests))
-    crc = results[0]
-    for (start, end), other in zip(pieces[1:], results[1:]):
-        crc = crc_combine(algo, crc, other, end - start)
-    return "%0*x" % (2 * _CRC_BYTES[algo], crc)
-
-
-def hash_file(path, algo, size=0, part_size=None, workers=None):
+def hash_file(path, algo, size=0, part_size=None):
     """Hash a whole file, read into one reused buffer (no allocation per block: for a CRC the
-    read from page cache is most of the cost, about 0.07 CPU s/GiB in all). A multipart ETag
-    (each part's md5 is independent) and a CRC (ranges combine) are hashed in pieces on up to
-    ``workers`` cores (default: the CPUs, at most 8), so one large file does not wait on one
-    core; md5, sha256 and git-sha1 need one pass in order."""
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1)
-    pieces = split_points(algo, size, part_size) if workers > 1 else None
-    if pieces and len(pieces) > 1 and os.path.getsize(path) == size:
-        return _hash_pieces(path, algo, size, part_size, pieces, min(workers, len(pieces)))
+    read from page cache is most of the cost, about 0.07 CPU s/GiB in all)."""
     h = new_hasher(algo, size, part_size)
     buf = bytearray(8 * CHUNK)
     view = memoryview(buf)

@@ -10,7 +10,6 @@ import json
 import os
 import stat
 import time
-import zlib
 
 import pytest
 
@@ -51,51 +50,6 @@ def test_multipart_hasher_matches_s3_rule():
     for i in range(0, 2500, 333):  # chunks that straddle part boundaries
         h.update(data[i:i + 333])
     assert h.hexdigest() == expected
-
-
-@pytest.mark.parametrize("algo", ["s3-multipart", "crc64nvme", "crc32c", "crc32"])
-def test_one_file_is_hashed_in_pieces_on_several_cores_to_the_same_digest(tmp_path, monkeypatch, algo):
-    """A multipart ETag (parts are independent md5s) and a CRC (ranges combine) are split over
-    threads; the joined digest is the one an independent computation gives, pieces or not."""
-    monkeypatch.setattr(_sync_core, "SPLIT_MIN", 4096)
-    part = 3000  # not a multiple of the piece size: pieces are whole parts
-    data = os.urandom(7 * 4096 + 123)
-    path = tmp_path / "shard"
-    path.write_bytes(data)
-    pieces = _sync_core.split_points(algo, len(data), part)
-    assert pieces and len(pieces) > 2 and pieces[0][0] == 0 and pieces[-1][1] == len(data)
-    assert all(a[1] == b[0] for a, b in zip(pieces, pieces[1:]))
-    if algo == "s3-multipart":
-        assert all(a % part == 0 for a, dummy in pieces)
-        parts = [data[i:i + part] for i in range(0, len(data), part)]
-        expected = hashlib.md5(b"".join(hashlib.md5(p).digest() for p in parts)).hexdigest() + "-%d" % len(parts)
-    elif algo == "crc32":
-        expected = "%08x" % zlib.crc32(data)
-    else:
-        h = _sync_core.new_hasher(algo)
-        h.update(data)  # one pass, no split
-        expected = h.hexdigest()
-    assert _sync_core.hash_file(str(path), algo, len(data), part, workers=4) == expected
-    assert _sync_core.hash_file(str(path), algo, len(data), part, workers=1) == expected
-    corrupt = bytearray(data)
-    corrupt[len(data) - 5] ^= 1  # a flipped bit in the last piece changes the joined digest
-    path.write_bytes(bytes(corrupt))
-    assert _sync_core.hash_file(str(path), algo, len(data), part, workers=4) != expected
-
-
-@pytest.mark.parametrize("algo", ["md5", "sha256", "git-sha1"])
-def test_hashes_that_need_one_pass_are_not_split(algo):
-    assert _sync_core.split_points(algo, 10 ** 10, 8 * 1024 * 1024) is None
-
-
-def test_a_small_file_or_a_file_of_another_size_is_hashed_in_one_pass(tmp_path, monkeypatch):
-    assert _sync_core.split_points("crc64nvme", 100 * 1024 * 1024) is None  # under 2 x 64 MiB
-    monkeypatch.setattr(_sync_core, "SPLIT_MIN", 4096)
-    data = os.urandom(5 * 4096)
-    path = tmp_path / "f"
-    path.write_bytes(data + b"tail")  # the file is not the size listed: one pass, the digest differs
-    one_pass = hashlib.md5(b"".join(hashlib.md5(data[i:i + 4096]).digest() for i in range(0, len(data), 4096)))
-    assert _sync_core.hash_file(str(path), "s3-multipart", len(data), 4096, workers=4) != one_pass.hexdigest() + "-5"
 
 
 def test_select_and_safe_rel():
