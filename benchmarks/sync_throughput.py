@@ -201,15 +201,22 @@ def run_peer(peer, endpoint, dest, args):
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     err = proc.stderr.read()
+    split = None
     for line in err.decode("utf-8", "replace").splitlines():
         if line.startswith("verified with:"):
             VERIFIED.add("%s %s" % (peer, line))
+        elif line.startswith("cpu-split:"):
+            split = [float(x) for x in line.split()[1:3]]
     dummy, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit("%s failed (rc=%d): %s" % (peer, proc.returncode, err.decode()[-2000:]))
+    SPLIT[peer] = split
     return wall, usage.ru_utime + usage.ru_stime
+
+
+SPLIT = {}
 
 
 def as_peer(args):
@@ -251,6 +258,9 @@ def as_peer(args):
         with open(os.path.join(args.dest, _sync_core.STATE_NAME)) as fh:
             for entry in json.load(fh)["files"].values():
                 algos[entry["algo"]] = algos.get(entry["algo"], 0) + 1
+        import resource
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        sys.stderr.write("cpu-split: %.3f %.3f\n" % (own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime))
         sys.stderr.write("verified with: %s (%s moved the bytes%s)\n" % (
             ", ".join("%s x %d" % kv for kv in sorted(algos.items())), res.get("transfer_engine"),
             ", fallback: " + res["transfer_engine_fallback"] if res.get("transfer_engine_fallback") else ""))
@@ -336,6 +346,9 @@ def main():
     ap.add_argument("--upload-checksum", default="CRC64NVME", choices=["CRC64NVME", "CRC32C", "CRC32", "none"],
                     help="S3 additional checksum the objects are uploaded with (none: a store with md5 ETags only)")
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1,
+                    help="untimed copies before the rounds (default 1: on a fresh VM the first copy paid 3x the CPU "
+                         "of the next ones, for touching memory the guest had never used)")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--endpoint", help="an S3 endpoint already holding the data (skips SeaweedFS)")
     ap.add_argument("--json", help="write the figures here too")
@@ -370,6 +383,12 @@ def main():
               "%.2f CPU s (best of 3)" % (start_wall, start_cpu))
         peers = [p for p in args.peers.split(",") if p]
         figures = dict((p, {"mib_s": [], "cpu_s_per_gib": []}) for p in peers)
+        for w in range(args.warmup):  # the first copy on a fresh VM pays for touching its memory
+            dest = os.path.join(work, "warmup-%d" % w)
+            res = run_peer("s5cmd", endpoint, dest, args) or run_peer(peers[0], endpoint, dest, args)
+            shutil.rmtree(dest, ignore_errors=True)
+            print("  warm-up copy %d (not counted): %.1f s, %.2f CPU s/GiB" % (w + 1, res[0], res[1] / (total / GiB)),
+                  flush=True)
         skipped = set()
         for r in range(args.rounds):
             order = peers[r % len(peers):] + peers[:r % len(peers)]  # interleaved, rotating
@@ -387,6 +406,9 @@ def main():
                 if got != total:
                     raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
                 figures[peer]["mib_s"].append(total / MiB / wall)
+                if SPLIT.get(peer):  # model_sync's own process, and s5cmd under it
+                    figures[peer].setdefault("own_cpu_s_per_gib", []).append(SPLIT[peer][0] / (total / GiB))
+                    figures[peer].setdefault("child_cpu_s_per_gib", []).append(SPLIT[peer][1] / (total / GiB))
                 figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
                 print("  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB  (load %.1f)" % (
                     r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), os.getloadavg()[0]),
@@ -417,6 +439,9 @@ def main():
             if f.get("mib_s_after_start"):
                 after = "(%.0f, %.2f)" % (statistics.median(f["mib_s_after_start"]),
                                           statistics.median(f["cpu_after_start"]))
+            if f.get("own_cpu_s_per_gib"):
+                after += "  own process %.2f + s5cmd %.2f" % (
+                    statistics.median(f["own_cpu_s_per_gib"]), statistics.median(f["child_cpu_s_per_gib"]))
             print("  %-17s %9.0f %9.0f %9.0f   %-10.2f  %s" % (
                 peer, min(f["mib_s"]), statistics.median(f["mib_s"]), max(f["mib_s"]),
                 statistics.median(f["cpu_s_per_gib"]), after))
