@@ -238,15 +238,26 @@ try:  # S3 additional checksums: the C implementations of the AWS CRT (boto3[crt
 except ImportError:  # pragma: no cover - depends on the host
     _crt = None
 
-CRC_ALGOS = ("crc64nvme", "crc32c", "crc32")
-_CRC_BYTES = {"crc64nvme": 8, "crc32c": 4, "crc32": 4}
+try:  # CRC-64/XZ (ECMA-182), what Alibaba OSS publishes for every object: x-oss-hash-crc64ecma
+    import fastcrc as _fastcrc
+except ImportError:  # pragma: no cover - depends on the host
+    _fastcrc = None
+
+CRC_ALGOS = ("crc64nvme", "crc32c", "crc32")  # S3 additional checksums; ranges combine (awscrt)
+OSS_CRC = "crc64ecma"  # Alibaba OSS's object CRC; hashed in file order (no combine here)
+ALL_CRCS = CRC_ALGOS + (OSS_CRC,)
+_CRC_BYTES = {"crc64nvme": 8, "crc32c": 4, "crc32": 4, OSS_CRC: 8}
 
 
 def crc_available(algo):
+    if algo == OSS_CRC:
+        return _fastcrc is not None
     return algo == "crc32" or (_crt is not None and algo in CRC_ALGOS)
 
 
 def _crc_update(algo, data, crc):
+    if algo == OSS_CRC:  # ``crc`` is the checksum so far (0 for none: CRC-64/XZ of b"" is 0)
+        return _fastcrc.crc64.xz(data, crc)
     if algo == "crc32" and _crt is None:
         return zlib.crc32(data, crc)
     return getattr(_crt, algo)(data, crc)
@@ -260,7 +271,7 @@ def crc_combine(algo, crc1, crc2, len2):
 
 
 class _CrcHasher(object):
-    """S3 full-object CRC (CRC64NVME, CRC32C, CRC32) as hex, many GB/s a core."""
+    """S3 full-object CRC (CRC64NVME, CRC32C, CRC32) or OSS's CRC-64/XZ as hex, many GB/s a core."""
 
     def __init__(self, algo):
         self.algo = algo
@@ -274,7 +285,7 @@ class _CrcHasher(object):
 
 
 def new_hasher(algo, size=0, part_size=None):
-    if algo in CRC_ALGOS:
+    if algo in ALL_CRCS:
         return _CrcHasher(algo)
     if algo == "md5":
         return hashlib.md5()

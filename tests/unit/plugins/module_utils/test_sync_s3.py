@@ -427,3 +427,93 @@ def test_store_checksums_replace_md5_and_join_across_ranges(moto, tmp_path, algo
         fh.write(bytes([byte[0] ^ 1]))
     res = SyncEngine(_source(moto, bucket), dest, verify="full", range_size=MiB, range_threshold=MiB).run()
     assert res["files_fetched"] == 1 and _tree(dest) == _expected({"w.safetensors": data})
+
+
+# ---------------------------------------------------------------------------------------
+# Alibaba OSS: every object carries its CRC-64/XZ (x-oss-hash-crc64ecma); its ETag is an md5
+# only for PutObject (multipart, append and copy give another value)
+# ---------------------------------------------------------------------------------------
+def _oss_client(endpoint):
+    from botocore.config import Config
+
+    # OSS stores no S3 additional checksum: upload without one, as an OSS SDK would
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
+                        aws_secret_access_key="test", config=Config(request_checksum_calculation="when_required"))
+
+
+@pytest.fixture
+def oss(moto, monkeypatch):
+    """moto answering HEAD as OSS does: ``x-oss-hash-crc64ecma``, the whole object's CRC-64/XZ as
+    an unsigned decimal. ``oss.wrong`` names keys whose published CRC is off by one."""
+    fastcrc = pytest.importorskip("fastcrc")
+    from moto.s3 import responses
+
+    real = responses.S3Response.head_object
+    wrong = set()
+
+    def head(self, bucket_name, query, key_name, headers):
+        status, out, body = real(self, bucket_name, query, key_name, headers)
+        if status in (200, 206) and not query.get("partNumber"):
+            crc = fastcrc.crc64.xz(self.backend.head_object(bucket_name, key_name).value)
+            out["x-oss-hash-crc64ecma"] = str((crc + 1) % (1 << 64) if key_name in wrong else crc)
+        return status, out, body
+
+    monkeypatch.setattr(responses.S3Response, "head_object", head)
+    return namedtuple("Oss", "endpoint wrong")(moto, wrong)
+
+
+def _opaque_etag(bucket, key):
+    """Give a stored object an ETag that is no md5 of its parts (as OSS's multipart ETags are)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    obj = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets[bucket].keys[key]
+    obj._etag = hashlib.md5(b"not the parts").hexdigest().upper() + "-3"
+
+
+def test_oss_objects_are_verified_by_their_crc64_not_their_etag(oss, tmp_path):
+    files = _model(21)
+    _upload(_oss_client(oss.endpoint), "oss-crc", "m/", files, tmp_path)
+    _opaque_etag("oss-crc", "m/model-00003-of-000003.safetensors")  # an md5-of-parts check would refuse it
+    dest = str(tmp_path / "pub")
+    result = SyncEngine(_source(oss.endpoint, "oss-crc"), dest, range_size=2 * MiB, range_threshold=2 * MiB,
+                        connections=4).run()
+    assert _tree(dest) == _expected(files)
+    state = json.load(open(os.path.join(dest, STATE_NAME)))["files"]
+    assert set(e["algo"] for e in state.values()) == {"crc64ecma"}
+    import fastcrc
+
+    for name, data in files.items():
+        assert state[name]["digest"] == "%016x" % fastcrc.crc64.xz(data)
+    again = SyncEngine(_source(oss.endpoint, "oss-crc"), dest).run()  # a re-run only stats
+    assert again["files_fetched"] == 0 and not again["changed"]
+
+
+def test_oss_crc64_that_does_not_match_the_bytes_is_refused(oss, tmp_path):
+    files = {"model.safetensors": os.urandom(3 * MiB + 5), "config.json": b"{}"}
+    _upload(_oss_client(oss.endpoint), "oss-bad", "m/", files, tmp_path)
+    oss.wrong.add("m/model.safetensors")
+    dest = str(tmp_path / "pub")
+    with pytest.raises(SyncError, match=r"model\.safetensors: crc64ecma [0-9a-f]{16} does not match"):
+        SyncEngine(_source(oss.endpoint, "oss-bad"), dest, retries=1).run()
+    assert not os.path.exists(dest)  # nothing published
+
+
+def test_without_fastcrc_an_oss_object_falls_back_to_its_etag(oss, tmp_path, monkeypatch):
+    monkeypatch.setattr(_sync_core, "_fastcrc", None)
+    files = {"model.safetensors": os.urandom(MiB + 1)}
+    _upload(_oss_client(oss.endpoint), "oss-nofc", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    SyncEngine(_source(oss.endpoint, "oss-nofc"), dest).run()
+    state = json.load(open(os.path.join(dest, STATE_NAME)))["files"]
+    assert state["model.safetensors"]["algo"] == "md5"
+
+
+@pytest.mark.parametrize("value", ["", " ", "-1", "12a", "1.5", str(1 << 64), "nan", None, "٣"])
+def test_a_malformed_oss_crc64_header_is_ignored(value):
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import oss_crc64
+
+    head = {"ResponseMetadata": {"HTTPHeaders": {} if value is None else {"x-oss-hash-crc64ecma": value}}}
+    assert oss_crc64(head) is None
+    assert oss_crc64({}) is None
+    assert oss_crc64({"ResponseMetadata": {"HTTPHeaders": {"x-oss-hash-crc64ecma": "5"}}}) == "0000000000000005"
