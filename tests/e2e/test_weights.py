@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -317,48 +318,146 @@ def test_full_disk_is_refused_before_the_first_byte_and_the_published_model_stay
             weights.lab.sh(h, "umount /data/full", check=False)
 
 
-@pytest.mark.nightly  # 90 s of polling: the unit test (fake clock, 3,500 rounds) runs in CI
-def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weights):
-    """The role's poll loop (model_sync_wait) against a slow source (bandwidth cap, about 80 s for
-    the S3 download) polled every 0.05 s: past round 246 (where the old self-including poll.yml
-    died), no retry noise, progress lines with a windowed rate and an ETA. Thousands of rounds
-    (more than a 48 h download at 60 s needs) are run by the unit test of the loop
-    (tests/unit/plugins/action/test_model_sync_wait.py): at 0.1-0.3 s a round over SSH on this
-    shared machine, 3,000 rounds would hold the lab 5-15 minutes. While the job runs, the S3
-    secret is not in Ansible's module payload on the host (it travels in a 0600 file that
-    model_sync removes)."""
-    path = "/data/models/R1-slow"
-    seen = {"checks": 0, "payloads": 0, "leaks": []}
-    stop = threading.Event()
+class GateProxy(object):
+    """A TCP proxy on the lab gateway in front of the S3 server: until ``release()`` every response
+    stream trickles at about ``trickle`` bytes a second (bytes keep coming, so no client read
+    timeout fires and the download never ends on its own), then it passes at full speed."""
 
-    def scan():
-        # from the moment the job has started (its progress file exists): the role's copy task that
-        # writes the 0600 credentials file has its own transient source file in ~/.ansible/tmp
-        # (0700) for the second it runs, as any copy of a secret; the job's payload must not hold it
+    def __init__(self, upstream_host, upstream_port, bind, trickle=256):
+        self.upstream = (upstream_host, upstream_port)
+        self.step = max(1, trickle // 4)
+        self.released = threading.Event()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((bind, 0))
+        self.sock.listen(64)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self):
+        return "http://%s:%d" % self.sock.getsockname()[:2]
+
+    def release(self):
+        self.released.set()
+
+    def close(self):
+        self.released.set()
+        self.sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                client, dummy = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.upstream)
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src, dst, slow):
+        try:
+            while True:
+                gated = slow and not self.released.is_set()
+                data = src.recv(self.step if gated else 65536)
+                if not data:
+                    break
+                dst.sendall(data)
+                if gated:
+                    self.released.wait(0.25)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
+# Counts, on a lab host, the opens of Ansible async job files (``j<digits>.<pid>``): each status
+# check of model_sync_wait reads the job file once (``cat``), so the count follows the rounds.
+COUNT_OPENS = r"""
+import ctypes, os, struct, sys
+watched, out = sys.argv[1], sys.argv[2]
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(0)
+if fd < 0 or libc.inotify_add_watch(fd, watched.encode(), 0x20) < 0:  # IN_OPEN
+    sys.exit("inotify failed: errno %d" % ctypes.get_errno())
+count = 0
+while True:
+    buf, i = os.read(fd, 1 << 16), 0
+    while i < len(buf):
+        wd, mask, cookie, size = struct.unpack_from("iIII", buf, i)
+        name = buf[i + 16:i + 16 + size].rstrip(b"\0")
+        i += 16 + size
+        if name.startswith(b"j") and not name.endswith(b".tmp"):
+            count += 1
+    with open(out + ".tmp", "w") as fh:
+        fh.write(str(count))
+    os.replace(out + ".tmp", out)
+"""
+ROUNDS_48H = 2880  # a download of 48 h (the async limit) polled every 60 s (the default)
+
+
+@pytest.mark.nightly  # about 3-5 minutes of polling: the unit test (fake clock, 3,500 rounds) runs in CI
+def test_poll_loop_outlasts_a_48h_downloads_rounds_against_a_slow_source_quietly(weights):
+    """Issue 19's done-when: the role's poll loop (model_sync_wait) runs more status checks than a
+    48 h download polled every 60 s needs (2,880), against a source that trickles (a gate proxy in
+    front of S3 holds the download until the lab host has seen that many checks), with a fast
+    poll, and ends well: no RecursionError (the old self-including poll.yml died at round 246),
+    no retry noise, progress lines with a windowed rate and an ETA, the model whole. While the
+    job runs, the S3 secret is not in Ansible's module payload on the host (it travels in a 0600
+    file that model_sync removes)."""
+    path = "/data/models/R1-slow"
+    target = ROUNDS_48H + 120
+    counter = "/tmp/llmfleet-job-opens"
+    weights.lab.sh("lab-h1", "mkdir -p /root/.ansible_async && rm -f %s && cat > /tmp/llmfleet-count-opens.py <<'EOF'\n"
+                             "%s\nEOF\nsetsid nohup python3 /tmp/llmfleet-count-opens.py /root/.ansible_async %s "
+                             ">/tmp/llmfleet-count-opens.log 2>&1 </dev/null &" % (counter, COUNT_OPENS, counter))
+    gate = GateProxy(GATEWAY, int(weights.endpoint.rsplit(":", 1)[1]), bind=GATEWAY)
+    seen = {"checks": 0, "payloads": 0, "leaks": [], "opens": 0, "released_at": None}
+    stop = threading.Event()
+    t0 = time.monotonic()
+
+    def watch():
+        # the gate opens once the host has served more job-file reads than a 48 h download needs;
+        # meanwhile (from the moment the job has started: its progress file exists) the job's
+        # payload must not hold the secret (the role's copy task that writes the 0600 credentials
+        # file has its own transient source file in ~/.ansible/tmp (0700) for the second it runs)
         while not stop.is_set():
-            out = weights.lab.sh("lab-h1", "test -e %s.llmfleet-progress.json || exit 0; echo JOB; "
+            out = weights.lab.sh("lab-h1", "cat %s 2>/dev/null || echo 0; "
+                                           "test -e %s.llmfleet-progress.json || exit 0; echo JOB; "
                                            "find /root/.ansible/tmp -type f 2>/dev/null | head -50; "
                                            "grep -rlsF -- '%s' /root/.ansible/tmp /root/.ansible_async "
                                            "%s.llmfleet-staging 2>/dev/null | sed 's/^/LEAK /' || true"
-                                 % (path, weights.secret, path), check=False)
-            if out.startswith("JOB"):
+                                 % (counter, path, weights.secret, path), check=False)
+            lines = out.splitlines()
+            if lines and lines[0].strip().isdigit():
+                seen["opens"] = int(lines[0])
+            if "JOB" in lines:
                 seen["checks"] += 1
-                seen["payloads"] += sum(1 for line in out.splitlines() if "AnsiballZ_model_sync" in line)
-                seen["leaks"] += [line for line in out.splitlines() if line.startswith("LEAK ")]
-            stop.wait(0.3)
+                seen["payloads"] += sum(1 for line in lines if "AnsiballZ_model_sync" in line)
+                seen["leaks"] += [line for line in lines if line.startswith("LEAK ")]
+            if seen["opens"] >= target and not gate.released.is_set():
+                seen["released_at"] = time.monotonic() - t0
+                gate.release()
+            stop.wait(1.0)
 
-    scanner = threading.Thread(target=scan, daemon=True)
-    scanner.start()
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
-        rc, out, recap, results, wall = weights.play(path, model_weights_bandwidth_limit="96K",
-                                                     model_weights_poll_interval=0.05,
-                                                     model_weights_progress_every=1)
+        rc, out, recap, results, wall = weights.play(path, endpoint=gate.url,
+                                                     model_weights_poll_interval=0.01,
+                                                     model_weights_progress_every=5)
     finally:
         stop.set()
-        scanner.join(30)
+        watcher.join(30)
+        gate.close()
+        weights.lab.sh("lab-h1", "pkill -f llmfleet-count-opens.py; rm -f /tmp/llmfleet-count-opens.py", check=False)
     assert all(r["failed"] == 0 for r in recap.values()), out[-3000:]
+    assert seen["released_at"] is not None, seen  # the download ended only once the gate opened
     rounds = dict((m.group(1), int(m.group(2))) for m in ROUNDS.finditer(out))
-    assert rounds["lab-h1"] > 246, rounds  # past the round where poll.yml died with RecursionError
+    assert rounds["lab-h1"] > ROUNDS_48H, (rounds, seen)
     assert "FAILED - RETRYING" not in out and "[ERROR]" not in out and "RecursionError" not in out
     lines = [line for line in out.splitlines() if line.startswith("lab-h1: fetching")]
     assert len(lines) >= 10, out[-3000:]
@@ -366,8 +465,8 @@ def test_poll_loop_follows_a_slow_download_for_hundreds_of_rounds_quietly(weight
     assert weights.hashes("lab-h1", path) == weights.expected
     assert seen["checks"] > 10 and seen["payloads"] > 0 and not seen["leaks"], seen
     assert weights.lab.sh("lab-h1", "ls %s.llmfleet-credentials.json 2>/dev/null || true" % path).strip() == ""
-    print("slow download: %d status checks on lab-h1 in %.1f s, %d progress lines" % (
-        rounds["lab-h1"], wall, len(lines)))
+    print("slow download: %d status checks on lab-h1 in %.1f s (gate opened at %.1f s after %d job-file reads), "
+          "%d progress lines" % (rounds["lab-h1"], wall, seen["released_at"], seen["opens"], len(lines)))
 
 
 class VersionWatcher(Watcher):
