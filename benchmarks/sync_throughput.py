@@ -58,6 +58,26 @@ R1_EXTRA = ["config.json", "configuration_deepseek.py", "generation_config.json"
             "modeling_deepseek.py", "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md"]
 
 
+def dirty_limits():
+    """The kernel's dirty-page limits and the memory they apply to, in words."""
+    def read(path):
+        try:
+            with open(path) as fh:
+                return fh.read().strip()
+        except OSError:
+            return "?"
+    avail = "?"
+    for line in read("/proc/meminfo").splitlines():
+        if line.startswith("MemAvailable:"):
+            avail = "%.1f GiB" % (int(line.split()[1]) / 1024.0 / 1024.0)
+    parts = []
+    for name in ("dirty_ratio", "dirty_background_ratio", "dirty_bytes", "dirty_background_bytes"):
+        value = read("/proc/sys/vm/" + name)
+        if value not in ("0", "?"):
+            parts.append("%s %s" % (name, value))
+    return "MemAvailable %s, %s" % (avail, ", ".join(parts) or "no limit read")
+
+
 def _free_port():
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -351,6 +371,8 @@ def main():
                          "of the next ones, for touching memory the guest had never used)")
     ap.add_argument("--peers", default=",".join(PEERS))
     ap.add_argument("--endpoint", help="an S3 endpoint already holding the data (skips SeaweedFS)")
+    ap.add_argument("--server-dir", help="where SeaweedFS keeps the objects (default: beside the destinations; "
+                                         "a tmpfs such as /dev/shm leaves the disk to the peers)")
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--as-peer", choices=PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--dest", help=argparse.SUPPRESS)
@@ -360,15 +382,19 @@ def main():
 
     work = tempfile.mkdtemp(prefix="llmfleet-bench-")
     server = None
+    server_dir = work
     try:
         load_before = os.getloadavg()
-        server, endpoint = start_seaweedfs(work)
+        server_dir = tempfile.mkdtemp(prefix="llmfleet-bench-s3-", dir=args.server_dir) if args.server_dir else work
+        server, endpoint = start_seaweedfs(server_dir)
         t = time.perf_counter()
         total = upload(endpoint, work, args.large, args.large_mib, args.small, args.small_mib, args.upload_checksum)
         print("SeaweedFS at %s: %d large x %d MiB (multipart, 8 MiB parts) + %d x %d MiB = %.2f GiB uploaded "
               "with checksum %s in %.1f s; %d CPU(s), load average %s" % (
                   endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB, args.upload_checksum,
                   time.perf_counter() - t, os.cpu_count(), "/".join("%.1f" % x for x in load_before)))
+        print("page cache: %s (a copy bigger than the dirty limit is written back while it runs, as any real "
+              "model download is; a smaller one can end with everything still in memory)" % dirty_limits(), flush=True)
         startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
                    "sys.path.insert(0, conftest.COLLECTIONS); import boto3; "
                    "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources; "
@@ -463,6 +489,8 @@ def main():
                 server.kill()
                 server.wait()
         shutil.rmtree(work, ignore_errors=True)
+        if args.server_dir and server_dir != work:
+            shutil.rmtree(server_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":
