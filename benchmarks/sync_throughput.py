@@ -58,6 +58,26 @@ R1_EXTRA = ["config.json", "configuration_deepseek.py", "generation_config.json"
             "modeling_deepseek.py", "tokenizer.json", "tokenizer_config.json", "LICENSE", "README.md"]
 
 
+CPUS = {"server": None, "client": None}  # --server-cpus / --client-cpus
+
+
+def cpu_list(text):
+    """``0-7,12`` -> {0, ..., 7, 12}."""
+    out = set()
+    for item in (text or "").split(","):
+        if item.strip():
+            lo, dummy, hi = item.partition("-")
+            out.update(range(int(lo), int(hi or lo) + 1))
+    return out or None
+
+
+def pin(cpus):
+    """A preexec_fn that keeps the child (and what it starts) on ``cpus``; None: anywhere."""
+    if not cpus:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
 def dirty_limits():
     """The kernel's dirty-page limits and the memory they apply to, in words."""
     def read(path):
@@ -121,7 +141,7 @@ def _start_seaweedfs(workdir):
     for name in ("master", "volume", "filer", "s3"):  # grpc ports default to port + 10000: keep them free too
         args.append("-%s.port.grpc=%d" % (name, _free_port()))
     log = open(os.path.join(workdir, "weed.log"), "w")
-    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin(CPUS["server"]))
     endpoint = "http://127.0.0.1:%d" % ports["s3"]
     client = s3_client(endpoint)
     deadline = time.monotonic() + 90
@@ -219,7 +239,8 @@ def run_peer(peer, endpoint, dest, args):
         return None
     os.makedirs(dest, exist_ok=True)
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            preexec_fn=pin(CPUS["client"]))
     err = proc.stderr.read()
     split = None
     for line in err.decode("utf-8", "replace").splitlines():
@@ -373,6 +394,9 @@ def main():
     ap.add_argument("--endpoint", help="an S3 endpoint already holding the data (skips SeaweedFS)")
     ap.add_argument("--server-dir", help="where SeaweedFS keeps the objects (default: beside the destinations; "
                                          "a tmpfs such as /dev/shm leaves the disk to the peers)")
+    ap.add_argument("--server-cpus", help="CPUs for SeaweedFS (e.g. 8-15): on one host the server and the peers "
+                                          "otherwise share cores, and a faster peer pays for the server's load")
+    ap.add_argument("--client-cpus", help="CPUs for the peers (e.g. 0-7)")
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--as-peer", choices=PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--dest", help=argparse.SUPPRESS)
@@ -380,6 +404,7 @@ def main():
     if args.as_peer:
         return as_peer(args)
 
+    CPUS["server"], CPUS["client"] = cpu_list(args.server_cpus), cpu_list(args.client_cpus)
     work = tempfile.mkdtemp(prefix="llmfleet-bench-")
     server = None
     server_dir = work
@@ -393,6 +418,8 @@ def main():
               "with checksum %s in %.1f s; %d CPU(s), load average %s" % (
                   endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB, args.upload_checksum,
                   time.perf_counter() - t, os.cpu_count(), "/".join("%.1f" % x for x in load_before)))
+        if CPUS["server"] or CPUS["client"]:
+            print("CPUs: SeaweedFS on %s, the peers on %s" % (args.server_cpus or "any", args.client_cpus or "any"))
         print("page cache: %s (a copy bigger than the dirty limit is written back while it runs, as any real "
               "model download is; a smaller one can end with everything still in memory)" % dirty_limits(), flush=True)
         startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
