@@ -425,7 +425,7 @@ def test_poll_loop_outlasts_a_48h_downloads_rounds_against_a_slow_source_quietly
         # payload must not hold the secret (the role's copy task that writes the 0600 credentials
         # file has its own transient source file in ~/.ansible/tmp (0700) for the second it runs)
         while not stop.is_set():
-            out = weights.lab.sh("lab-h1", "cat %s 2>/dev/null || echo 0; "
+            out = weights.lab.sh("lab-h1", "echo $(cat %s 2>/dev/null || echo 0); "
                                            "test -e %s.llmfleet-progress.json || exit 0; echo JOB; "
                                            "find /root/.ansible/tmp -type f 2>/dev/null | head -50; "
                                            "grep -rlsF -- '%s' /root/.ansible/tmp /root/.ansible_async "
