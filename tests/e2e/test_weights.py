@@ -409,7 +409,7 @@ def test_poll_loop_outlasts_a_48h_downloads_rounds_against_a_slow_source_quietly
     job runs, the S3 secret is not in Ansible's module payload on the host (it travels in a 0600
     file that model_sync removes)."""
     path = "/data/models/R1-slow"
-    target = ROUNDS_48H + 120
+    target = ROUNDS_48H + 400  # the secret scan below also opens the job file, once a second
     counter = "/tmp/llmfleet-job-opens"
     weights.lab.sh("lab-h1", "mkdir -p /root/.ansible_async && rm -f %s && cat > /tmp/llmfleet-count-opens.py <<'EOF'\n"
                              "%s\nEOF\nsetsid nohup python3 /tmp/llmfleet-count-opens.py /root/.ansible_async %s "
@@ -448,7 +448,7 @@ def test_poll_loop_outlasts_a_48h_downloads_rounds_against_a_slow_source_quietly
     try:
         rc, out, recap, results, wall = weights.play(path, endpoint=gate.url,
                                                      model_weights_poll_interval=0.01,
-                                                     model_weights_progress_every=5)
+                                                     model_weights_progress_every=2)
     finally:
         stop.set()
         watcher.join(30)
