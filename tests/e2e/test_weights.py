@@ -318,46 +318,27 @@ def test_full_disk_is_refused_before_the_first_byte_and_the_published_model_stay
             weights.lab.sh(h, "umount /data/full", check=False)
 
 
-class GateProxy(object):
-    """A TCP proxy on the lab gateway in front of the S3 server: until ``release()`` every response
-    stream trickles at about ``trickle`` bytes a second (bytes keep coming, so no client read
-    timeout fires and the download never ends on its own), then it passes at full speed."""
+class GateProxy(hub_server.CutProxy):
+    """CutProxy's forwarding on the lab gateway in front of the S3 server, but until ``release()``
+    every response stream trickles at about ``trickle`` bytes a second (bytes keep coming, so no
+    client read timeout fires and the download never ends on its own), then passes at full speed."""
 
     def __init__(self, upstream_host, upstream_port, bind, trickle=256):
-        self.upstream = (upstream_host, upstream_port)
         self.step = max(1, trickle // 4)
         self.released = threading.Event()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((bind, 0))
-        self.sock.listen(64)
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    @property
-    def url(self):
-        return "http://%s:%d" % self.sock.getsockname()[:2]
+        hub_server.CutProxy.__init__(self, upstream_host, upstream_port, bind=bind)
 
     def release(self):
         self.released.set()
 
     def close(self):
         self.released.set()
-        self.sock.close()
+        hub_server.CutProxy.close(self)
 
-    def _accept(self):
-        while True:
-            try:
-                client, dummy = self.sock.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.upstream)
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, src, dst, slow):
+    def _pipe(self, src, dst, is_response):
         try:
             while True:
-                gated = slow and not self.released.is_set()
+                gated = is_response and not self.released.is_set()
                 data = src.recv(self.step if gated else 65536)
                 if not data:
                     break
