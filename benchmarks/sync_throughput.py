@@ -463,9 +463,9 @@ def main():
                     figures[peer].setdefault("own_cpu_s_per_gib", []).append(SPLIT[peer][0] / (total / GiB))
                     figures[peer].setdefault("child_cpu_s_per_gib", []).append(SPLIT[peer][1] / (total / GiB))
                 figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
-                print("  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB  (load %.1f)" % (
-                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), os.getloadavg()[0]),
-                      flush=True)
+                line = "  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB  (load %.1f)" % (
+                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), os.getloadavg()[0])
+                print(line, flush=True)
                 if peer not in ("s5cmd", "s5cmd+sync", "rclone"):  # a Python process: its fixed start-up cost apart
                     figures[peer].setdefault("mib_s_after_start", []).append(total / MiB / max(wall - start_wall, 1e-3))
                     figures[peer].setdefault("cpu_after_start", []).append(max(cpu - start_cpu, 0) / (total / GiB))

@@ -447,7 +447,7 @@ def test_poll_loop_outlasts_a_48h_downloads_rounds_against_a_slow_source_quietly
     assert seen["checks"] > 10 and seen["payloads"] > 0 and not seen["leaks"], seen
     assert weights.lab.sh("lab-h1", "ls %s.llmfleet-credentials.json 2>/dev/null || true" % path).strip() == ""
     print("slow download: %d status checks on lab-h1 in %.1f s (gate opened at %.1f s after %d job-file reads), "
-          "%d progress lines" % (rounds["lab-h1"], wall, seen["released_at"], seen["opens"], len(lines)))
+          "%d progress lines" % (rounds["lab-h1"], wall, seen["released_at"] or 0.0, seen["opens"], len(lines)))
 
 
 class VersionWatcher(Watcher):
