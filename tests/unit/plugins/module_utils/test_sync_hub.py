@@ -169,7 +169,14 @@ def hub_cdn(monkeypatch, cdn):
         yield server
 
 
-def test_huggingface_ranged_download_through_redirect_no_token_cross_host(hub_cdn, cdn, tmp_path):
+@pytest.mark.parametrize("proxied", [False, True], ids=["http.client", "library-session"])
+def test_huggingface_ranged_download_through_redirect_no_token_cross_host(hub_cdn, cdn, tmp_path, monkeypatch,
+                                                                          proxied):
+    """The ranges go over stdlib connections, or over huggingface_hub's own session where a
+    proxy applies to the URL (forced here: no proxy is reachable from a unit test)."""
+    from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources
+
+    monkeypatch.setattr(_sync_sources._RawHttp, "proxied", staticmethod(lambda url: proxied))
     files = _big_files()
     hub_cdn.add(HubRepo("org/Big", files))
     dest = str(tmp_path / "big")
@@ -331,3 +338,16 @@ def test_modelscope_ranged_direct_corrupt_and_no_range(hub, tmp_path, monkeypatc
     src = ModelScopeSource("Qwen/Direct", "master", hub.url, None)
     SyncEngine(src, str(tmp_path / "d"), retries=1, **RANGED).run()
     assert src.ranges is False and _tree(str(tmp_path / "d")) == files
+
+
+def test_raw_http_leaves_proxied_urls_to_the_library(monkeypatch):
+    from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import _RawHttp
+
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "all_proxy",
+                 "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert not _RawHttp.proxied("https://cdn-lfs.hf.co/x")
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert _RawHttp.proxied("https://cdn-lfs.hf.co/x")
+    monkeypatch.setenv("NO_PROXY", "hf.co")
+    assert not _RawHttp.proxied("https://cdn-lfs.hf.co/x")
