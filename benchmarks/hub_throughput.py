@@ -19,10 +19,10 @@ with the load average before and after. Peers that are not installed are skipped
   model_sync          this collection's engine as a host runs it (defaults: files >= 128 MiB in
                       64 MiB ranges over a shared pool of connections, pwrite into the part file,
                       sha256 hashed in file order as the ranges complete, overlapped)
-  model_sync-ranged   the ranged Python engine, hf_transfer not used (the default's path today)
   model_sync-1conn    ``connections: 1``: one GET per file, hashed while it streams
-  model_sync-hf_transfer  ``hf_transfer: true``: hf_transfer writes each large file (parallel
-                      ranges, Rust), then model_sync reads it back whole to hash it
+  model_sync-hf_transfer  ``hf_transfer: true``: hf_transfer writes each file of 16 MiB or more
+                      (parallel ranges, Rust), then model_sync reads it back whole to hash it
+                      (the default before this benchmark, whenever hf_transfer was installed)
   hf_transfer         hf_transfer.download alone, files at a time as the others: no verification
   snapshot_download   huggingface_hub's ``snapshot_download(local_dir=...)`` (hf_hub_download per
                       file, one stream each, ``max_workers`` = concurrency)
@@ -30,6 +30,9 @@ with the load average before and after. Peers that are not installed are skipped
     python benchmarks/hub_throughput.py                        # 1 GiB: 4 x 240 MiB + small files
     python benchmarks/hub_throughput.py --per-connection-mib 25 --rounds 3
     python benchmarks/hub_throughput.py --peers model_sync,hf_transfer --large 8 --large-mib 256
+
+hf_transfer holds Python's GIL for the whole of each ``download`` call: the ``hf_transfer`` peer
+(a thread per file, as a Python caller would) moves one file at a time, 8 connections each.
 
 On a shared machine run it under the lab lock (``flock /work/lab.lock ...``): it is CPU-heavy.
 """
@@ -57,8 +60,7 @@ GiB = 1024 * MiB
 REPO = "bench-org/Bench-1B"
 COMMIT = "a1b2c3d4e5f60718293a4b5c6d7e8f9012345678"
 TOKEN = "hf_benchTOKENnotasecret"
-PEERS = ("model_sync", "model_sync-ranged", "model_sync-1conn", "model_sync-hf_transfer", "hf_transfer",
-         "snapshot_download")
+PEERS = ("model_sync", "model_sync-1conn", "model_sync-hf_transfer", "hf_transfer", "snapshot_download")
 SMALL = ["config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
          "tokenizer_config.json", "README.md"]
 
@@ -251,16 +253,11 @@ def as_peer(args):
 
         params = {"source": "huggingface", "repo_id": REPO, "endpoint": args.url, "token": TOKEN}
         kwargs = {"concurrency": args.concurrency}
-        if args.as_peer == "model_sync-ranged":
-            params["hf_transfer"] = False
-        elif args.as_peer == "model_sync-1conn":
-            params["hf_transfer"] = False
+        if args.as_peer == "model_sync-1conn":
             kwargs["connections"] = 1
         elif args.as_peer == "model_sync-hf_transfer":
             params["hf_transfer"] = True
         src = make_source(params)
-        if args.as_peer == "model_sync-hf_transfer":
-            src.ranges = False  # whole files through hf_transfer, as before this benchmark
         res = SyncEngine(src, args.dest, **kwargs).run()
         assert res["files_fetched"] == res["files_total"], res
         sys.stderr.write("path: ranges=%s hf_transfer=%s\n" % (getattr(src, "ranges", None),
@@ -330,7 +327,7 @@ def main():
               "started in %.1f s" % (url, "%g MiB/s" % args.per_connection_mib if args.per_connection_mib
                                      else "none", time.perf_counter() - t))
         startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
-                   "sys.path.insert(0, conftest.COLLECTIONS); import huggingface_hub; "
+                   "sys.path.insert(0, conftest.COLLECTIONS); from huggingface_hub import HfApi; "
                    "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources" % ROOT]
         starts = []
         for dummy in range(3):

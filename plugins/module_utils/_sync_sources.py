@@ -591,13 +591,13 @@ class S3Source(BaseSource):
 
 
 # ---------------------------------------------------------------------------------------
-# Hugging Face (huggingface_hub; HF_ENDPOINT mirrors; hf_transfer when installed)
+# Hugging Face (huggingface_hub; HF_ENDPOINT mirrors; hf_transfer when asked for and installed)
 # ---------------------------------------------------------------------------------------
 class HuggingFaceSource(_RangedHub, BaseSource):
     name = "huggingface"
     label = "Hugging Face"
 
-    def __init__(self, repo_id, revision=None, endpoint=None, token=None, use_hf_transfer=True):
+    def __init__(self, repo_id, revision=None, endpoint=None, token=None, use_hf_transfer=None):
         super(HuggingFaceSource, self).__init__([token])
         from huggingface_hub import HfApi
 
@@ -608,11 +608,16 @@ class HuggingFaceSource(_RangedHub, BaseSource):
         self.api = HfApi(endpoint=self.endpoint, token=self.token)
         self.commit = None
         self._init_ranges()
+        # Large files: the ranged engine (fetch_range) unless hf_transfer is asked for
+        # (use_hf_transfer=True, and installed): then hf_transfer writes each file of 16 MiB or
+        # more whole, read back once to hash. benchmarks/hub_throughput.py: the ranged engine
+        # moved the bytes faster with less CPU, and hf_transfer holds the GIL for a whole file.
         self.hf_transfer = None
         if use_hf_transfer:
             try:
                 import hf_transfer  # noqa: F401
                 self.hf_transfer = hf_transfer
+                self.ranges = False
             except ImportError:
                 pass
 
@@ -1034,7 +1039,7 @@ def make_source(params):
                 raise SyncError("cannot read token_file %s: %s" % (params["token_file"], exc.strerror))
         if kind == "huggingface":
             return HuggingFaceSource(params["repo_id"], params.get("revision"), params.get("endpoint"), token,
-                                     params.get("hf_transfer", True))
+                                     params.get("hf_transfer"))
         return ModelScopeSource(params["repo_id"], params.get("revision"), params.get("endpoint"), token)
     if kind == "peer":
         if not params.get("peer_path"):

@@ -351,3 +351,20 @@ def test_raw_http_leaves_proxied_urls_to_the_library(monkeypatch):
     assert _RawHttp.proxied("https://cdn-lfs.hf.co/x")
     monkeypatch.setenv("NO_PROXY", "hf.co")
     assert not _RawHttp.proxied("https://cdn-lfs.hf.co/x")
+
+
+def test_hf_transfer_only_when_asked_for(hub, tmp_path, monkeypatch):
+    """Not set: the ranged engine even where hf_transfer is installed; true: hf_transfer for
+    whole files when installed (ranges off), the ranged engine when it is not."""
+    import types
+
+    monkeypatch.setitem(sys.modules, "hf_transfer", types.ModuleType("hf_transfer"))
+    base = {"source": "huggingface", "repo_id": "org/X", "endpoint": hub.url, "token": TOKEN}
+    default = make_source(dict(base))
+    assert default.hf_transfer is None and default.ranges is True
+    assert make_source(dict(base, hf_transfer=False)).hf_transfer is None
+    asked = make_source(dict(base, hf_transfer=True))
+    assert asked.hf_transfer is sys.modules["hf_transfer"] and asked.ranges is False
+    monkeypatch.setitem(sys.modules, "hf_transfer", None)  # not installed: import fails
+    missing = make_source(dict(base, hf_transfer=True))
+    assert missing.hf_transfer is None and missing.ranges is True
