@@ -209,9 +209,9 @@ def test_huggingface_ranged_resume_fetches_only_missing_ranges(hub_cdn, cdn, tmp
     del cdn.seen[:]
     result = SyncEngine(HuggingFaceSource("org/Cut", None, hub_cdn.url, TOKEN, False), dest, **RANGED).run()
     assert _tree(dest) == files
-    assert sorted(r["range"] for r in _ranges(cdn)) == ["bytes=%d-%d" % (3 * MiB, 4 * MiB - 1),
-                                                       "bytes=%d-%d" % (4 * MiB, 5 * MiB - 1),
-                                                       "bytes=%d-%d" % (5 * MiB, 5 * MiB + 2)]
+    want = ["bytes=%d-%d" % (3 * MiB, 4 * MiB - 1), "bytes=%d-%d" % (4 * MiB, 5 * MiB - 1),
+            "bytes=%d-%d" % (5 * MiB, 5 * MiB + 2)]
+    assert sorted(r["range"] for r in _ranges(cdn)) == want
     assert result["bytes_fetched"] == len(files[BIG]) - 3 * MiB  # config.json was staged by the first run
 
 
@@ -313,8 +313,8 @@ def test_modelscope_ranged_redirect_resume_and_no_range(hub_cdn, cdn, tmp_path, 
     result = SyncEngine(ModelScopeSource("Qwen/Big", "master", hub_cdn.url, "ms-TOKENsecret1234"), dest,
                         **RANGED).run()
     assert _tree(dest) == files
-    assert sorted(r["range"] for r in _ranges(cdn)) == ["bytes=%d-%d" % (4 * MiB, 5 * MiB - 1),
-                                                       "bytes=%d-%d" % (5 * MiB, 5 * MiB + 2)]
+    want = ["bytes=%d-%d" % (4 * MiB, 5 * MiB - 1), "bytes=%d-%d" % (5 * MiB, 5 * MiB + 2)]
+    assert sorted(r["range"] for r in _ranges(cdn)) == want
     assert result["bytes_fetched"] == MiB + 3
     # the token went to the ModelScope endpoint (Bearer and cookie), never to the CDN
     assert any(r["authorization"] == "Bearer ms-TOKENsecret1234" for r in hub_cdn.seen)
