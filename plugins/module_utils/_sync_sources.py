@@ -229,8 +229,8 @@ class _Location(object):
     xet bridge on the real hub), the headers to send there (credentials only to the endpoint's
     own origin) and the ETag the first answer carried (every later range must carry the same)."""
 
-    def __init__(self, url, headers, etag):
-        self.url, self.headers, self.etag = url, headers, etag
+    def __init__(self, url, headers, etag, ranged=True):
+        self.url, self.headers, self.etag, self.ranged = url, headers, etag, ranged
 
 
 class _RangedHub(object):
@@ -287,11 +287,10 @@ class _RangedHub(object):
                     if status >= 400:
                         raise SyncError("GET %s for %s answered HTTP %d" % (
                             self.redact(url.split("?")[0]), rf.path, status))
-                    if status != 206:
-                        self.ranges = False  # the engine streams this and later files in one GET each
-                        raise SyncError("%s: %s answered HTTP %d, not 206, to a Range request: it does not "
-                                        "serve ranges; fetching one stream per file instead" % (
-                                            rf.path, self.redact(url.split("?")[0]), status))
+                    if status != 206:  # it ignores Range: fetch_range refuses, whole-file paths go on
+                        loc = _Location(url, headers, _norm_etag(resp.headers.get("ETag")), ranged=False)
+                        self._locations[rf.path] = loc
+                        return loc
                     total = _content_range_total(resp.headers.get("Content-Range"))
                     if total is not None and total != rf.size:
                         raise SyncError("%s: the server holds %d bytes, the listing says %d: the file "
@@ -309,6 +308,11 @@ class _RangedHub(object):
         """Bytes ``start`` to ``end - 1`` of ``rf``: one GET with ``Range`` to the URL resolved
         once for the file; the answer must be a 206 for exactly that range, of the same ETag."""
         loc = self._location(rf)
+        if not loc.ranged:
+            self.ranges = False  # the engine streams this and later files in one GET each
+            raise SyncError("%s: %s answered a Range request with the whole file (not 206): it does not "
+                            "serve ranges; fetching one stream per file instead" % (
+                                rf.path, self.redact(loc.url.split("?")[0])))
         for again in (False, True):
             headers = dict(loc.headers, Range="bytes=%d-%d" % (start, end - 1))
             try:
@@ -686,6 +690,8 @@ class HuggingFaceSource(_RangedHub, BaseSource):
         if self.hf_transfer is None or rf.size < 16 * CHUNK:
             return False
         loc = self._location(rf)  # the redirect resolved here: no token to another host
+        if not loc.ranged:  # hf_transfer needs ranges: stream it in Python instead
+            return False
         url, headers = loc.url, loc.headers
         try:
             self.hf_transfer.download(url=url, filename=part, max_files=8, chunk_size=10 * CHUNK,

@@ -296,6 +296,14 @@ def test_huggingface_hf_transfer_gets_resolved_url_without_token(hub_cdn, cdn, t
     assert len(calls) == 1 and calls[0][0].startswith(cdn.url + "/blobs/")
     assert not any(k.lower() in ("authorization", "cookie") for k in calls[0][1])
     assert cdn.seen and all(r["authorization"] is None for r in cdn.seen)
+    # a CDN that ignores Range: hf_transfer is not called, the file streams in Python, verified
+    cdn.httpd.ignore_range = True
+    del calls[:]
+    dest2 = str(tmp_path / "rust2")
+    src = HuggingFaceSource("org/Rust", None, hub_cdn.url, TOKEN, use_hf_transfer=False)
+    src.hf_transfer, src.ranges = FakeHfTransfer, False
+    SyncEngine(src, dest2, connections=4, retries=0).run()
+    assert _tree(dest2) == files and calls == []
 
 
 def test_modelscope_ranged_redirect_resume_and_no_range(hub_cdn, cdn, tmp_path, monkeypatch):
