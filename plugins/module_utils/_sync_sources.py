@@ -149,6 +149,26 @@ class _RawHttp(object):
     def __init__(self, timeout=60):
         self.timeout = timeout
         self.local = threading.local()
+        self.context = None
+        self.lock = threading.Lock()
+
+    def _ssl_context(self):
+        """The system's CAs plus certifi's (what httpx and requests trust), or the bundle named
+        by ``SSL_CERT_FILE`` / ``REQUESTS_CA_BUNDLE``."""
+        import ssl
+
+        with self.lock:
+            if self.context is None:
+                cafile = os.environ.get("SSL_CERT_FILE") or os.environ.get("REQUESTS_CA_BUNDLE")
+                context = ssl.create_default_context(cafile=cafile or None)
+                if not cafile:
+                    try:
+                        import certifi
+                        context.load_verify_locations(certifi.where())
+                    except (ImportError, OSError, ssl.SSLError):
+                        pass
+                self.context = context
+            return self.context
 
     @staticmethod
     def proxied(url):
@@ -160,7 +180,6 @@ class _RawHttp(object):
 
     def _connection(self, origin):
         import http.client
-        import ssl
 
         pool = getattr(self.local, "pool", None)
         if pool is None:
@@ -169,8 +188,7 @@ class _RawHttp(object):
         if conn is None:
             scheme, host, port = origin
             if scheme == "https":
-                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout,
-                                                   context=ssl.create_default_context())
+                conn = http.client.HTTPSConnection(host, port, timeout=self.timeout, context=self._ssl_context())
             else:
                 conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
             pool[origin] = conn
