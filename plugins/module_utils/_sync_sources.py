@@ -356,6 +356,38 @@ class _RangedHub(object):
                 raise SyncError("%s: range %d-%d: %s" % (rf.path, start, end - 1, self.redact(exc)))
             loc = self._location(rf, refresh=True)
 
+    def fetch_located(self, rf, offset, sink):
+        """The bytes of ``rf`` from ``offset`` in one GET to the URL resolved for the file (the
+        streamed path: small files, ``connections: 1``), over the same cheap connections."""
+        loc = self._location(rf)
+        headers = dict(loc.headers)
+        if offset and loc.ranged:
+            headers["Range"] = "bytes=%d-" % offset
+        try:
+            with self._open(loc.url, headers) as (resp, chunks):
+                status = resp.status_code
+                if status >= 300:
+                    self.forget(rf)  # a signed URL may have expired: the next attempt resolves again
+                    raise SyncError("%s: GET %s answered HTTP %d" % (
+                        rf.path, self.redact(loc.url.split("?")[0]), status))
+                served = 0
+                if status == 206:
+                    match = re.match(r"^\s*bytes\s+(\d+)-", resp.headers.get("Content-Range") or "")
+                    served = int(match.group(1)) if match else -1
+                    if served != offset:
+                        raise SyncError("%s: asked for bytes from %d, the server answered Content-Range %r" % (
+                            rf.path, offset, resp.headers.get("Content-Range")))
+                etag = _norm_etag(resp.headers.get("ETag"))
+                if loc.etag and etag and etag != loc.etag:
+                    self.forget(rf)
+                    raise SyncError("%s changed on the server while it was being fetched (ETag %s, then %s): "
+                                    "refusing to mix versions; run again" % (rf.path, loc.etag, etag))
+                _stream_into(chunks(), offset, served, sink)
+        except SyncError:
+            raise
+        except Exception as exc:  # network errors: the engine retries, from what is kept
+            raise SyncError("%s: %s" % (rf.path, self.redact(exc)))
+
     def _check_range(self, rf, loc, resp, status, start, end):
         where = self.redact(loc.url.split("?")[0])
         if status == 200:
@@ -719,15 +751,7 @@ class HuggingFaceSource(_RangedHub, BaseSource):
         return True
 
     def fetch(self, rf, offset, sink):
-        from huggingface_hub.utils import get_session
-
-        url, headers = self._url_headers(rf)
-        try:
-            _http_stream(get_session(), url, headers, offset, sink)
-        except SyncError:
-            raise
-        except Exception as exc:
-            raise SyncError("%s: %s" % (rf.path, self.redact(exc)))
+        self.fetch_located(rf, offset, sink)
 
 
 # ---------------------------------------------------------------------------------------

@@ -376,3 +376,21 @@ def test_hf_transfer_only_when_asked_for(hub, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "hf_transfer", None)  # not installed: import fails
     missing = make_source(dict(base, hf_transfer=True))
     assert missing.hf_transfer is None and missing.ranges is True
+
+
+def test_huggingface_streamed_file_resumes_on_the_cdn_without_token(hub_cdn, cdn, tmp_path):
+    """``connections: 1`` (one GET per file): a kept prefix is resumed with Range on the URL
+    the redirect resolved to, without the token."""
+    files = _big_files()
+    repo = hub_cdn.add(HubRepo("org/One", files))
+    dest = str(tmp_path / "one")
+    staging = dest + ".llmfleet-staging"
+    os.makedirs(staging)
+    with open(os.path.join(staging, BIG + ".part"), "wb") as fh:
+        fh.write(files[BIG][:777777])
+    with open(os.path.join(staging, BIG + ".part.json"), "w") as fh:
+        json.dump({"version": repo.sha256[BIG], "size": len(files[BIG]), "mode": "stream"}, fh)
+    result = SyncEngine(HuggingFaceSource("org/One", None, hub_cdn.url, TOKEN), dest, connections=1).run()
+    assert _tree(dest) == files and result["bytes_fetched"] == sum(len(v) for v in files.values()) - 777777
+    assert "bytes=777777-" in [r["range"] for r in cdn.seen]
+    assert all(r["authorization"] is None and r["cookie"] is None for r in cdn.seen)
