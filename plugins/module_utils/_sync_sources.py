@@ -6,7 +6,8 @@ modelscope, peer, local).  Not a public API; it may change without notice.
 
 A source has ``listing() -> (revision, [RemoteFile])``, ``fetch(rf, offset, sink)`` that
 streams the bytes of ``rf`` from ``offset`` into ``sink(chunk)`` (or ``batch_fetch`` for
-rsync), ``describe()`` (no secret in it) and ``redact(text)``.  Client libraries are imported
+rsync), ``describe()`` (no secret in it) and ``redact(text)``; with ``fetch_range(rf, start,
+end, sink)`` (S3, the hubs) the engine fetches large files in parallel ranges.  Client libraries are imported
 lazily so that the module can report a missing one with ``missing_required_lib``.
 """
 
