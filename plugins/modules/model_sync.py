@@ -38,7 +38,7 @@ attributes:
     support: full
 requirements:
   - boto3 (O(source=s3))
-  - huggingface_hub (O(source=huggingface)); hf_transfer is used when installed
+  - huggingface_hub (O(source=huggingface)); hf_transfer only with O(hf_transfer=true)
   - modelscope (O(source=modelscope))
   - rsync on both hosts (O(source=peer))
 options:
@@ -71,9 +71,17 @@ options:
     description: File holding the hub token (read on the host), used when O(token) is not set.
     type: path
   hf_transfer:
-    description: Use the C(hf_transfer) download backend for whole files when it is installed.
+    description:
+      - Not set (the default) or V(false) - the hub sources fetch files of 128 MiB and more in parallel ranged GETs
+        over O(connections) (the redirect to the CDN resolved once per file, the token sent to the hub's own host
+        only), the sha256 computed while the ranges arrive. Smaller files stream in one GET each.
+      - V(true) - files of 16 MiB and more of a Hugging Face source go through the C(hf_transfer) package when it
+        is installed (else as not set), each read back whole afterwards to hash it. It was slower than the ranged
+        engine and used more CPU (docs/model-weights.md, benchmarks/hub_throughput.py), and it holds Python's
+        lock for a whole file, so other files and the progress file wait meanwhile.
+      - Before this option had a default of V(true), used whenever C(hf_transfer) was installed; now only when
+        asked for.
     type: bool
-    default: true
   bucket:
     description: Bucket name for V(s3).
     type: str
@@ -380,7 +388,7 @@ def argument_spec():
         endpoint=dict(type="str"),
         token=dict(type="str", no_log=True),
         token_file=dict(type="path"),
-        hf_transfer=dict(type="bool", default=True),
+        hf_transfer=dict(type="bool"),
         bucket=dict(type="str"),
         prefix=dict(type="str", default=""),
         endpoint_url=dict(type="str"),

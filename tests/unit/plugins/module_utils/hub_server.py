@@ -13,7 +13,10 @@
     MS   GET  /api/v1/models/{o}/{n}/repo/files?Revision=&Recursive=
                                                         -> {"Code":200,"Data":{"Files":[...]}}
          GET  /api/v1/models/{o}/{n}/repo?Revision=&FilePath=   (Range supported)
-  Optional token check (``Authorization: Bearer``), and a hook to corrupt a file's bytes.
+  Optional token check (``Authorization: Bearer``), a hook to corrupt a file's bytes, one to
+  replace them mid-download (``HubRepo.change``), switches to ignore Range (200), fail ranges
+  or answer a wrong Content-Range, and ``cdn``: a ``CdnServer`` (a second 127.0.0.1 server, on
+  its own port) that LFS downloads are redirected to, recording which requests carried a token.
 * ``start_moto()``: moto's S3 server (``ThreadedMotoServer``) and ``moto_auth()`` to make it
   check credentials.
 * ``CutProxy``: a TCP proxy that resets the connection after N response bytes, to cut a
@@ -46,9 +49,38 @@ class HubRepo(object):
         self.served = dict.fromkeys(self.files, b"")  # what GET returns (may be corrupted)
         for k, v in self.files.items():
             self.served[k] = v
+        self.sha256 = dict((k, hashlib.sha256(v).hexdigest()) for k, v in self.files.items())
+        self.etags = {}  # path -> (ETag, X-Linked-Etag) served instead of the listed ones
+        # path -> [ranged GETs left, new bytes]: after that many ranged GETs of the file, the
+        # server serves the new bytes under their own ETags (a file replaced mid-download)
+        self.change = {}
+        self.ranged_gets = {}
+        self.lock = threading.Lock()
 
     def is_lfs(self, path):
         return len(self.files[path]) >= self.lfs_threshold
+
+    def etag_pair(self, path):
+        """(ETag, X-Linked-Etag or None) that the hub answers for ``path``."""
+        if path in self.etags:
+            return self.etags[path]
+        data = self.files[path]
+        return git_blob_sha1(data), (self.sha256[path] if self.is_lfs(path) else None)
+
+    def note_get(self, path, rng):
+        """Count a ranged GET (not the 1-byte probe); apply a pending ``change``."""
+        if not rng or rng == "bytes=0-0":
+            return
+        with self.lock:
+            self.ranged_gets[path] = self.ranged_gets.get(path, 0) + 1
+            pending = self.change.get(path)
+            if pending is not None:
+                pending[0] -= 1
+                if pending[0] < 0:
+                    new = pending[1]
+                    self.served[path] = new
+                    self.etags[path] = (git_blob_sha1(new), hashlib.sha256(new).hexdigest())
+                    del self.change[path]
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,23 +114,47 @@ class _Handler(BaseHTTPRequestHandler):
         return auth == "Bearer " + token or ("m_session_id=" + token) in cookie
 
     def _send_bytes(self, data, headers):
-        start, status = 0, 200
+        """Serve ``data`` honouring ``Range: bytes=a-[b]`` (206 + Content-Range), unless the
+        server is set to ignore Range (200, whole body), to fail ranges from an offset on
+        (``fail_from``: HTTP 500), or to shift its Content-Range (``bad_content_range``)."""
+        start, stop, status = 0, len(data), 200
         rng = self.headers.get("Range")
-        if rng and rng.startswith("bytes="):
-            start = int(rng[6:].split("-")[0] or 0)
+        self._record(rng)
+        if rng and rng.startswith("bytes=") and not self.server.ignore_range:
+            first, dummy, last = rng[6:].partition("-")
+            start = int(first or 0)
+            stop = min(len(data), int(last) + 1) if last else len(data)
             status = 206
-        chunk = data[start:]
+            if self.server.fail_from is not None and start >= self.server.fail_from:
+                return self._error(500, "injected failure")
+        chunk = data[start:stop]
         self.send_response(status)
         self.send_header("Content-Length", str(len(chunk)))
         self.send_header("Accept-Ranges", "bytes")
         if status == 206:
-            self.send_header("Content-Range", "bytes %d-%d/%d" % (start, len(data) - 1, len(data)))
+            shift = 1 if self.server.bad_content_range and start else 0
+            self.send_header("Content-Range", "bytes %d-%d/%d" % (start + shift, stop - 1 + shift, len(data)))
         for k, v in headers.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(chunk)
         self.server.requests.append((self.command, self.path, rng))
+
+    def _record(self, rng):
+        """Every data request with the credentials it carried (tests check where a token went)."""
+        self.server.seen.append({"path": self.path, "range": rng,
+                                 "authorization": self.headers.get("Authorization"),
+                                 "cookie": self.headers.get("Cookie")})
+
+    def _redirect(self, location, headers):
+        self._record(self.headers.get("Range"))
+        self.send_response(302)
+        self.send_header("Location", location)
+        self.send_header("Content-Length", "0")
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.end_headers()
 
     def _repo(self, repo_id):
         return self.server.repos.get(repo_id)
@@ -152,10 +208,15 @@ class _Handler(BaseHTTPRequestHandler):
         if fname not in repo.files:
             return self._error(404, "Entry not found")
         data = repo.files[fname]
-        headers = {"X-Repo-Commit": repo.commit, "ETag": '"%s"' % git_blob_sha1(data)}
+        if not (repo.is_lfs(fname) and self.server.cdn is not None):
+            repo.note_get(fname, self.headers.get("Range"))
+        etag, linked = repo.etag_pair(fname)
+        headers = {"X-Repo-Commit": repo.commit, "ETag": '"%s"' % etag}
         if repo.is_lfs(fname):
-            headers["X-Linked-Etag"] = '"%s"' % hashlib.sha256(data).hexdigest()
+            headers["X-Linked-Etag"] = '"%s"' % linked
             headers["X-Linked-Size"] = str(len(data))
+            if self.server.cdn is not None:  # the real hub: 302 to a CDN / xet bridge, signed URL
+                return self._redirect(self.server.cdn.publish(repo, fname), headers)
         return self._send_bytes(repo.served[fname], headers)
 
     def _modelscope(self, rest, query):
@@ -174,22 +235,44 @@ class _Handler(BaseHTTPRequestHandler):
             fname = query.get("FilePath", [""])[0]
             if fname not in repo.files:
                 return self._json({"Code": 404, "Message": "file not found", "Success": False}, 404)
-            return self._send_bytes(repo.served[fname], {"Content-Type": "application/octet-stream"})
+            if self.server.cdn is not None and repo.is_lfs(fname):
+                return self._redirect(self.server.cdn.publish(repo, fname), {})
+            repo.note_get(fname, self.headers.get("Range"))
+            return self._send_bytes(repo.served[fname], {"Content-Type": "application/octet-stream",
+                                                         "ETag": '"%s"' % repo.etag_pair(fname)[0]})
         if tail in ("", "revisions"):
             return self._json({"Code": 200, "Data": {"Id": 1, "Name": parts[1], "Path": parts[0]},
                                "Success": True})
         return self._error(404, "no route %s" % tail)
 
 
-class HubServer(object):
-    def __init__(self, token=None):
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self.httpd.daemon_threads = True
-        self.httpd.repos = {}
-        self.httpd.token = token
-        self.httpd.requests = []
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+class _CdnHandler(_Handler):
+    """``/blobs/<n>?sig=...``: the bytes of one published file, no token checked (a signed URL)."""
 
+    def do_GET(self):
+        key = urlparse(self.path).path.rsplit("/", 1)[-1]
+        blob = self.server.blobs.get(key)
+        if blob is None:
+            return self._error(404, "no such blob")
+        repo, fname = blob
+        repo.note_get(fname, self.headers.get("Range"))
+        etag = repo.etag_pair(fname)[1] or repo.etag_pair(fname)[0]
+        return self._send_bytes(repo.served[fname], {"ETag": '"%s"' % etag})
+
+
+def _server(handler):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    httpd.requests = []
+    httpd.seen = []
+    httpd.ignore_range = False
+    httpd.fail_from = None
+    httpd.bad_content_range = False
+    httpd.cdn = None
+    return httpd
+
+
+class _Serving(object):
     @property
     def url(self):
         return "http://127.0.0.1:%d" % self.httpd.server_address[1]
@@ -198,9 +281,9 @@ class HubServer(object):
     def requests(self):
         return self.httpd.requests
 
-    def add(self, repo):
-        self.httpd.repos[repo.repo_id] = repo
-        return repo
+    @property
+    def seen(self):
+        return self.httpd.seen
 
     def __enter__(self):
         self.thread.start()
@@ -209,6 +292,34 @@ class HubServer(object):
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class CdnServer(_Serving):
+    """A second server on 127.0.0.1 (its own port: another origin) that a ``HubServer`` with
+    ``cdn`` set redirects LFS downloads to, as the real hub does to its CDN or xet bridge."""
+
+    def __init__(self):
+        self.httpd = _server(_CdnHandler)
+        self.httpd.blobs = {}
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def publish(self, repo, fname):
+        key = repo.sha256[fname]
+        self.httpd.blobs[key] = (repo, fname)
+        return "%s/blobs/%s?sig=signed" % (self.url, key)
+
+
+class HubServer(_Serving):
+    def __init__(self, token=None, cdn=None):
+        self.httpd = _server(_Handler)
+        self.httpd.repos = {}
+        self.httpd.token = token
+        self.httpd.cdn = cdn
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def add(self, repo):
+        self.httpd.repos[repo.repo_id] = repo
+        return repo
 
 
 # ---------------------------------------------------------------------------------------
