@@ -898,9 +898,28 @@ class SyncEngine(object):
                 self.log("retrying %s (attempt %d): %s" % (rf.path, attempt, message))
                 time.sleep(min(2 ** attempt * 0.1, 5))
 
+    def _stream_offset(self, rf, part):
+        """Where one GET resumes ``part``: its size, or, for a part that ranged GETs left (a
+        source that stopped serving ranges, ``connections: 1`` on a re-run), the end of its
+        leading run of done ranges: the part is cut there (the later ranges are not a prefix)."""
+        offset = self._part_offset(rf)
+        meta = self._load_part_meta(rf, part)
+        if not offset or meta is None or meta.get("mode") != "ranges":
+            return offset
+        chunk = meta.get("chunk") or 1
+        done = set(str(i) for i in meta.get("done", {}))
+        lead = 0
+        while str(lead) in done:
+            lead += 1
+        offset = min(rf.size, lead * chunk)
+        with open(part, "r+b") as fh:
+            fh.truncate(offset)
+        self._save_part_meta(part, {"version": rf.version, "size": rf.size, "mode": "stream"})
+        return offset
+
     def _fetch_stream(self, rf, part, count):
         """One GET from the end of the kept prefix, hashed while it arrives."""
-        offset = self._part_offset(rf)
+        offset = self._stream_offset(rf, part)
         if offset == 0:
             self._discard_part(part)
             self._save_part_meta(part, {"version": rf.version, "size": rf.size, "mode": "stream"})

@@ -289,6 +289,32 @@ def test_ranged_download_cut_resumes_only_missing_ranges(moto, tmp_path, monkeyp
     assert result["files_fetched"] == 1
 
 
+def test_ranges_left_by_a_cut_resume_as_one_stream_from_their_leading_run(moto, tmp_path, monkeypatch):
+    """A part that ranged GETs left with ranges 0 and 2 done, resumed by one GET (a re-run with
+    ``connections: 1``, or a source that stopped serving ranges): the part is cut after range 0
+    and the stream fetches the rest, once, verified; not the whole file again."""
+    name = "model-00003-of-000003.safetensors"  # 11 MiB + 7, multipart: ranges on its 5 MiB parts
+    files = _model(9)
+    _upload(_client(moto), "rstream", "m/", files, tmp_path)
+    dest = str(tmp_path / "pub")
+    real = S3Source.fetch_range
+
+    def cut(self, rf, start, end, sink):
+        if rf.path == name and start == 5 * MiB:
+            raise ConnectionResetError("connection reset by peer")
+        return real(self, rf, start, end, sink)
+
+    monkeypatch.setattr(S3Source, "fetch_range", cut)
+    with pytest.raises(SyncError):
+        SyncEngine(_source(moto, "rstream"), dest, range_size=2 * MiB, range_threshold=2 * MiB, retries=0).run()
+    meta = json.load(open(os.path.join(dest + ".llmfleet-staging", name + ".part.json")))
+    assert meta["mode"] == "ranges" and sorted(meta["done"], key=int) == ["0", "2"]
+    monkeypatch.undo()
+    result = SyncEngine(_source(moto, "rstream"), dest, connections=1, retries=0).run()  # one GET a file
+    assert _tree(dest) == _expected(files)
+    assert result["bytes_fetched"] == len(files[name]) - 5 * MiB  # range 0 kept, the rest streamed once
+
+
 def test_disk_full_leaves_published_model_untouched(moto, tmp_path, monkeypatch):
     old = _model(3)
     client = _client(moto)
