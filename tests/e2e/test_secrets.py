@@ -47,7 +47,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from http.server import ThreadingHTTPServer
 
 import pytest
 
@@ -352,9 +351,8 @@ def sec(tmp_path_factory):
         for name, data in s.r1_files.items():
             s3.put_object(Bucket=BUCKET, Key=S3_PREFIX + name, Body=data)
         # The hub: the unit tests' handler (real HF routes and headers), token required.
-        httpd = ThreadingHTTPServer((GATEWAY, 0), SlowHub)
-        httpd.daemon_threads = True
-        httpd.repos, httpd.token, httpd.requests = {}, s.values["hub_token"], []
+        httpd = hub_server._server(SlowHub, GATEWAY)  # with every switch the handler reads
+        httpd.repos, httpd.token = {}, s.values["hub_token"]
         s.qwq_files = model_files("Qwen2ForCausalLM", 2, 48 * KiB)
         httpd.repos[HUB_REPO] = hub_server.HubRepo(HUB_REPO, s.qwq_files)
         threading.Thread(target=httpd.serve_forever, daemon=True).start()

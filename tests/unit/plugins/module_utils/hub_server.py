@@ -260,8 +260,10 @@ class _CdnHandler(_Handler):
         return self._send_bytes(repo.served[fname], {"ETag": '"%s"' % etag})
 
 
-def _server(handler):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+def _server(handler, bind="127.0.0.1"):
+    """A threading server for ``handler`` with every switch the handlers read (the lab tests
+    serve the same handlers on their lab gateway: ``bind``)."""
+    httpd = ThreadingHTTPServer((bind, 0), handler)
     httpd.daemon_threads = True
     httpd.requests = []
     httpd.seen = []
