@@ -457,6 +457,7 @@ def up(name="default", hosts=2, gpu_fixture="h200x8", ssh_port_base=2220, mgmt_s
     if busy:
         raise LabError("port %d on 127.0.0.1 is already in use: choose another --ssh-port-base" % busy[0])
     ensure_docker()
+    _clear_leftovers(name)
     mgmt = ipaddress.ip_network(mgmt_subnet)
     priv = ipaddress.ip_network(private_subnet)
     mgmt_name = "%s-%s-mgmt" % (PREFIX, name)
@@ -686,6 +687,25 @@ def inventory_path(name):
     if name == "default":
         return os.path.join(REPO, "inventories", "lab", "hosts.yml")
     return os.path.join(lab_dir(name), "inventory", "hosts.yml")
+
+
+def _clear_leftovers(name):
+    """Docker objects labelled with this lab's name but no state here (a checkout removed without
+    `down`, a Docker restart): stopped ones are removed; a running one belongs to a lab in use
+    elsewhere, and is refused with the command that removes it."""
+    label = "label=%s=%s" % (LABEL, name)
+    ids = out(["docker", "ps", "-aq", "--filter", label]).split()
+    nets = out(["docker", "network", "ls", "-q", "--filter", label]).split()
+    if not ids and not nets:
+        return
+    running = out(["docker", "ps", "-q", "--filter", label]).split()
+    if running:
+        raise LabError("lab %r is running from another checkout (%d container(s) labelled %s=%s, no state here): "
+                       "use another --name, or remove it with `python -m tests.lab --name %s down`"
+                       % (name, len(running), LABEL, name, name))
+    log("lab %s: removing the leftovers of an earlier lab of that name (%d stopped container(s), %d network(s), "
+        "no state here)" % (name, len(ids), len(nets)))
+    down(name)
 
 
 def down(name="default"):

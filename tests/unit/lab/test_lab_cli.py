@@ -92,3 +92,36 @@ def test_fanout_reports_a_failed_destination_and_source(tmp_path):
     assert good.read_bytes() == src.read_bytes()
     failed = lab.fanout(["sh", "-c", "echo 'No such image' >&2; exit 1"], [["sh", "-c", "cat >/dev/null"]])
     assert failed == [(None, "No such image")]
+
+
+def _docker(monkeypatch, stopped, running, networks):
+    """``docker ps`` / ``network ls`` answers for _clear_leftovers; returns the labs taken down."""
+    def out(cmd):
+        if cmd[:2] == ["docker", "network"]:
+            return "\n".join(networks)
+        return "\n".join(running if "-a" not in cmd[2] else stopped + running)
+    downs = []
+    monkeypatch.setattr(lab, "out", out)
+    monkeypatch.setattr(lab, "down", downs.append)
+    return downs
+
+
+def test_leftovers_of_a_stopped_lab_of_that_name_are_removed_before_up(monkeypatch):
+    downs = _docker(monkeypatch, stopped=["c1", "c2"], running=[], networks=["n1"])
+    lab._clear_leftovers("default")
+    assert downs == ["default"]
+
+
+def test_nothing_left_nothing_removed(monkeypatch):
+    downs = _docker(monkeypatch, stopped=[], running=[], networks=[])
+    lab._clear_leftovers("default")
+    assert downs == []
+
+
+def test_a_running_lab_of_that_name_elsewhere_is_refused_naming_the_fix(monkeypatch):
+    downs = _docker(monkeypatch, stopped=["c1"], running=["c2"], networks=["n1"])
+    with pytest.raises(lab.LabError) as err:
+        lab._clear_leftovers("default")
+    assert "running from another checkout" in str(err.value)
+    assert "python -m tests.lab --name default down" in str(err.value)
+    assert downs == []
