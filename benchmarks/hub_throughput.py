@@ -53,6 +53,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote, urlparse
 
+from _bench import remove_published, rotated, startup_cost, timed_run, tree_bytes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -224,17 +226,13 @@ def run_peer(peer, url, dest, args, work):
     cmd = [sys.executable, os.path.abspath(__file__), "--as-peer", peer, "--url", url, "--dest", dest,
            "--concurrency", str(args.concurrency)]
     os.makedirs(dest, exist_ok=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = proc.stderr.read()
-    dummy, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit("%s failed: %s" % (peer, err.decode()[-2000:]))
-    for line in err.decode("utf-8", "replace").splitlines():
+    wall, cpu, rc, err = timed_run(cmd, env)
+    if rc != 0:
+        raise SystemExit("%s failed: %s" % (peer, err[-2000:]))
+    for line in err.splitlines():
         if line.startswith("path:"):
             PATHS.add("%s %s" % (peer, line))
-    return wall, usage.ru_utime + usage.ru_stime
+    return wall, cpu
 
 
 PATHS = set()
@@ -325,23 +323,17 @@ def main():
         print("fake hub at %s (own process, thread per connection, sendfile), per-connection cap: %s; "
               "started in %.1f s" % (url, "%g MiB/s" % args.per_connection_mib if args.per_connection_mib
                                      else "none", time.perf_counter() - t))
-        startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
-                   "sys.path.insert(0, conftest.COLLECTIONS); from huggingface_hub import HfApi; "
-                   "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources" % ROOT]
-        starts = []
-        for dummy in range(3):
-            t = time.perf_counter()
-            dummy, dummy, usage = os.wait4(subprocess.Popen(startup).pid, 0)
-            starts.append((time.perf_counter() - t, usage.ru_utime + usage.ru_stime))
-        start_wall, start_cpu = min(starts)
+        start_wall, start_cpu = startup_cost(
+            "import sys; sys.path.insert(0, %r); import conftest; sys.path.insert(0, conftest.COLLECTIONS); "
+            "from huggingface_hub import HfApi; "
+            "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources" % ROOT)
         print("python start + imports (huggingface_hub, the collection; in every figure below): %.2f s, "
               "%.2f CPU s (best of 3)" % (start_wall, start_cpu))
         peers = [p for p in args.peers.split(",") if p]
         figures = dict((p, {"mib_s": [], "cpu_s_per_gib": []}) for p in peers)
         skipped = set()
         for r in range(args.rounds):
-            order = peers[r % len(peers):] + peers[:r % len(peers)]  # interleaved, rotating
-            for peer in order:
+            for peer in rotated(peers, r):
                 if peer in skipped:
                     continue
                 dest = os.path.join(work, "dest-%s-%d" % (peer, r))
@@ -350,8 +342,7 @@ def main():
                     skipped.add(peer)
                     continue
                 wall, cpu = res
-                got = sum(os.path.getsize(os.path.join(root, n)) for root, dirs, names in os.walk(dest)
-                          for n in names if not n.startswith(".llmfleet") and ".cache" not in root)
+                got = tree_bytes(dest, keep=lambda root, name: ".cache" not in root)
                 if got != total:
                     raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
                 figures[peer]["mib_s"].append(total / MiB / wall)
@@ -361,14 +352,7 @@ def main():
                 print("  round %d %-22s %6.1f s %7.0f MiB/s %6.2f CPU s/GiB" % (
                     r + 1, peer, wall, total / MiB / wall, cpu / (total / GiB)))
                 sys.stdout.flush()
-                if os.path.islink(dest):  # model_sync publishes a version directory behind a link
-                    os.unlink(dest)
-                else:
-                    shutil.rmtree(dest)
-                for extra in (".llmfleet-staging", ".llmfleet-versions"):
-                    shutil.rmtree(dest + extra, ignore_errors=True)
-                if os.path.exists(dest + ".llmfleet-progress.json"):
-                    os.unlink(dest + ".llmfleet-progress.json")
+                remove_published(dest)
                 shutil.rmtree(os.path.join(work, "hf-home"), ignore_errors=True)
         load_after = os.getloadavg()
         print("cold sync of %.2f GiB, %d rounds interleaved, concurrency %d, per-connection cap %s "

@@ -48,6 +48,8 @@ import sys
 import tempfile
 import time
 
+from _bench import remove_published, rotated, startup_cost, timed_run, tree_bytes
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -238,23 +240,17 @@ def run_peer(peer, endpoint, dest, args):
     if not cmd:
         return None
     os.makedirs(dest, exist_ok=True)
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            preexec_fn=pin(CPUS["client"]))
-    err = proc.stderr.read()
+    wall, cpu, rc, err = timed_run(cmd, env, preexec_fn=pin(CPUS["client"]))
     split = None
-    for line in err.decode("utf-8", "replace").splitlines():
+    for line in err.splitlines():
         if line.startswith("verified with:"):
             VERIFIED.add("%s %s" % (peer, line))
         elif line.startswith("cpu-split:"):
             split = [float(x) for x in line.split()[1:3]]
-    dummy, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit("%s failed (rc=%d): %s" % (peer, proc.returncode, err.decode()[-2000:]))
+    if rc != 0:
+        raise SystemExit("%s failed (rc=%d): %s" % (peer, rc, err[-2000:]))
     SPLIT[peer] = split
-    return wall, usage.ru_utime + usage.ru_stime
+    return wall, cpu
 
 
 SPLIT = {}
@@ -422,16 +418,11 @@ def main():
             print("CPUs: SeaweedFS on %s, the peers on %s" % (args.server_cpus or "any", args.client_cpus or "any"))
         print("page cache: %s (a copy bigger than the dirty limit is written back while it runs, as any real "
               "model download is; a smaller one can end with everything still in memory)" % dirty_limits(), flush=True)
-        startup = [sys.executable, "-c", "import sys; sys.path.insert(0, %r); import conftest; "
+        startup = ("import sys; sys.path.insert(0, %r); import conftest; "
                    "sys.path.insert(0, conftest.COLLECTIONS); import boto3; "
                    "from ansible_collections.llmfleet.serving.plugins.module_utils import _sync_sources; "
-                   "boto3.client('s3', region_name='us-east-1')" % ROOT]
-        starts = []
-        for dummy in range(3):
-            t = time.perf_counter()
-            dummy, dummy, usage = os.wait4(subprocess.Popen(startup).pid, 0)
-            starts.append((time.perf_counter() - t, usage.ru_utime + usage.ru_stime))
-        start_wall, start_cpu = min(starts)
+                   "boto3.client('s3', region_name='us-east-1')" % ROOT)
+        start_wall, start_cpu = startup_cost(startup)
         print("python start + imports + boto3 client (in every model_sync / boto3 figure below): %.2f s, "
               "%.2f CPU s (best of 3)" % (start_wall, start_cpu))
         peers = [p for p in args.peers.split(",") if p]
@@ -439,13 +430,12 @@ def main():
         for w in range(args.warmup):  # the first copy on a fresh VM pays for touching its memory
             dest = os.path.join(work, "warmup-%d" % w)
             res = run_peer("s5cmd", endpoint, dest, args) or run_peer(peers[0], endpoint, dest, args)
-            shutil.rmtree(dest, ignore_errors=True)
+            remove_published(dest)
             print("  warm-up copy %d (not counted): %.1f s, %.2f CPU s/GiB" % (w + 1, res[0], res[1] / (total / GiB)),
                   flush=True)
         skipped = set()
         for r in range(args.rounds):
-            order = peers[r % len(peers):] + peers[:r % len(peers)]  # interleaved, rotating
-            for peer in order:
+            for peer in rotated(peers, r):
                 if peer in skipped:
                     continue
                 dest = os.path.join(work, "dest-%s-%d" % (peer, r))
@@ -454,8 +444,7 @@ def main():
                     skipped.add(peer)
                     continue
                 wall, cpu = res
-                got = sum(os.path.getsize(os.path.join(root, n)) for root, dummy, names in os.walk(dest)
-                          for n in names if not n.startswith(".llmfleet"))
+                got = tree_bytes(dest)
                 if got != total:
                     raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
                 figures[peer]["mib_s"].append(total / MiB / wall)
@@ -469,15 +458,7 @@ def main():
                 if peer not in ("s5cmd", "s5cmd+sync", "rclone"):  # a Python process: its fixed start-up cost apart
                     figures[peer].setdefault("mib_s_after_start", []).append(total / MiB / max(wall - start_wall, 1e-3))
                     figures[peer].setdefault("cpu_after_start", []).append(max(cpu - start_cpu, 0) / (total / GiB))
-                if os.path.islink(dest):  # model_sync publishes a version directory behind a link
-                    os.unlink(dest)
-                else:
-                    shutil.rmtree(dest)
-                for extra in (".llmfleet-staging", ".llmfleet-versions"):
-                    shutil.rmtree(dest + extra, ignore_errors=True)
-                for extra in (".llmfleet-progress.json",):
-                    if os.path.exists(dest + extra):
-                        os.unlink(dest + extra)
+                remove_published(dest)
         load_after = os.getloadavg()
         print("cold sync, %d rounds interleaved, concurrency %d (load average after: %s):" % (
             args.rounds, args.concurrency, "/".join("%.1f" % x for x in load_after)))
