@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -348,11 +347,7 @@ class GateProxy(hub_server.CutProxy):
         except OSError:
             pass
         finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self.shut(src, dst)
 
 
 # Counts, on a lab host, the opens of Ansible async job files (``j<digits>.<pid>``): each status

@@ -412,23 +412,25 @@ class CutProxy(object):
                             self.cuts += 1
                     if armed:
                         dst.sendall(data[:max(0, limit - passed)])
-                        for s in (dst, src):  # shutdown wakes the other pipe thread at once
-                            try:
-                                s.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
-                            s.close()
+                        self.shut(dst, src)  # shutdown wakes the other pipe thread at once
+                        dst.close()
+                        src.close()
                         return
                 passed += len(data)
                 dst.sendall(data)
         except OSError:
             pass
         finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+            self.shut(src, dst)
+
+    @staticmethod
+    def shut(*socks):
+        """Shut both directions of each socket (the pipe thread reading it wakes at once)."""
+        for sock in socks:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
     def close(self):
         self.running = False
