@@ -77,30 +77,6 @@ def _stream_into(chunks, offset_requested, offset_served, sink):
         sink(chunk)
 
 
-def _http_stream(session, url, headers, offset, sink, timeout=60):
-    """GET ``url`` from ``offset`` with a requests- or httpx-like session."""
-    headers = dict(headers or {})
-    headers["Accept-Encoding"] = "identity"
-    if offset:
-        headers["Range"] = "bytes=%d-" % offset
-    # httpx / httpx2 (huggingface_hub >= 1.0); a requests.Session's ``stream`` is a bool (0.x)
-    if callable(getattr(session, "stream", None)):
-        with session.stream("GET", url, headers=headers, follow_redirects=True, timeout=timeout) as resp:
-            if resp.status_code >= 400:
-                raise SyncError("GET %s answered HTTP %d" % (url.split("?")[0], resp.status_code))
-            served = offset if resp.status_code == 206 else 0
-            _stream_into(resp.iter_bytes(CHUNK), offset, served, sink)
-        return
-    resp = session.get(url, headers=headers, stream=True, timeout=timeout, allow_redirects=True)
-    try:
-        if resp.status_code >= 400:
-            raise SyncError("GET %s answered HTTP %d" % (url.split("?")[0], resp.status_code))
-        served = offset if resp.status_code == 206 else 0
-        _stream_into(resp.iter_content(CHUNK), offset, served, sink)
-    finally:
-        resp.close()
-
-
 # ---------------------------------------------------------------------------------------
 # ranged GETs for the hubs: the redirect resolved once per file, the token kept on the endpoint
 # ---------------------------------------------------------------------------------------

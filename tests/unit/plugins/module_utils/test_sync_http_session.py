@@ -1,4 +1,5 @@
-"""model_sync's HTTP GET for the hubs works with both kinds of session huggingface_hub hands out:
+"""model_sync's library-session GET for the hubs (``_http_open``: where a proxy applies) works with
+both kinds of session huggingface_hub hands out:
 httpx2 (huggingface_hub >= 1.0, the pinned set for Python >= 3.11) and requests (huggingface_hub
 0.x, the pinned set for Python 3.9/3.10: a requests.Session has a ``stream`` attribute that is a
 bool, not a method). Served by a file server on 127.0.0.1 that honours Range."""
@@ -9,8 +10,7 @@ import threading
 
 import pytest
 
-from ansible_collections.llmfleet.serving.plugins.module_utils._sync_core import SyncError
-from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import _http_stream
+from ansible_collections.llmfleet.serving.plugins.module_utils._sync_sources import _http_open
 
 BODY = bytes(range(256)) * 4096  # 1 MiB
 
@@ -60,13 +60,14 @@ def sessions():
 @pytest.mark.parametrize("make", sessions())
 @pytest.mark.parametrize("offset", [0, 12345])
 def test_get_from_offset(url, make, offset):
-    got = []
-    with make() as session:
-        _http_stream(session, url + "/f", {}, offset, got.append)
+    headers = {"Range": "bytes=%d-" % offset} if offset else {}
+    with make() as session, _http_open(session, url + "/f", headers) as (resp, chunks):
+        assert resp.status_code == (206 if offset else 200)
+        got = list(chunks())
     assert b"".join(got) == BODY[offset:]
 
 
 @pytest.mark.parametrize("make", sessions())
-def test_http_error_names_the_status(url, make):
-    with make() as session, pytest.raises(SyncError, match="answered HTTP 404"):
-        _http_stream(session, url + "/missing", {}, 0, lambda b: None)
+def test_http_error_shows_its_status(url, make):
+    with make() as session, _http_open(session, url + "/missing", {}) as (resp, chunks):
+        assert resp.status_code == 404  # the callers name it (fetch_located, _location)
