@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shutil
 import statistics
@@ -285,13 +286,24 @@ def as_peer(args):
     raise SystemExit("unknown peer %s" % args.as_peer)
 
 
+def mib_rate(text):
+    """argparse type: a finite MiB/s of 0 (no cap) or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError("%r is not a rate in MiB/s (0: no cap)" % (text,))
+    return value
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--large", type=int, default=4, help="large LFS shards (default 4)")
     ap.add_argument("--large-mib", type=int, default=240)
     ap.add_argument("--small-kib", type=int, default=7000, help="size of tokenizer.json (KiB)")
     ap.add_argument("--concurrency", type=int, default=8, help="files at a time, for every peer")
-    ap.add_argument("--per-connection-mib", type=float, default=0,
+    ap.add_argument("--per-connection-mib", type=mib_rate, default=0,
                     help="cap each connection of the fake hub at this many MiB/s (0: none)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--peers", default=",".join(PEERS))

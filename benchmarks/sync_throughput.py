@@ -64,13 +64,14 @@ CPUS = {"server": None, "client": None}  # --server-cpus / --client-cpus
 
 
 def cpu_list(text):
-    """``0-7,12`` -> {0, ..., 7, 12}."""
+    """``0-7,12`` -> {0, ..., 7, 12} (argparse type: anything else is refused naming the form)."""
     out = set()
     for item in (text or "").split(","):
-        if item.strip():
-            lo, dummy, hi = item.partition("-")
-            out.update(range(int(lo), int(hi or lo) + 1))
-    return out or None
+        lo, dummy, hi = item.strip().partition("-")
+        if not lo.isdigit() or not (hi or lo).isdigit() or int(hi or lo) < int(lo):
+            raise argparse.ArgumentTypeError("%r is not a CPU list such as 0-7 or 0,2,4-7" % (text,))
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 def pin(cpus):
@@ -390,9 +391,10 @@ def main():
     ap.add_argument("--endpoint", help="an S3 endpoint already holding the data (skips SeaweedFS)")
     ap.add_argument("--server-dir", help="where SeaweedFS keeps the objects (default: beside the destinations; "
                                          "a tmpfs such as /dev/shm leaves the disk to the peers)")
-    ap.add_argument("--server-cpus", help="CPUs for SeaweedFS (e.g. 8-15): on one host the server and the peers "
-                                          "otherwise share cores, and a faster peer pays for the server's load")
-    ap.add_argument("--client-cpus", help="CPUs for the peers (e.g. 0-7)")
+    ap.add_argument("--server-cpus", type=cpu_list,
+                    help="CPUs for SeaweedFS (e.g. 8-15): on one host the server and the peers otherwise share cores, "
+                         "and a faster peer pays for the server's load")
+    ap.add_argument("--client-cpus", type=cpu_list, help="CPUs for the peers (e.g. 0-7)")
     ap.add_argument("--json", help="write the figures here too")
     ap.add_argument("--as-peer", choices=PEERS, help=argparse.SUPPRESS)
     ap.add_argument("--dest", help=argparse.SUPPRESS)
@@ -400,7 +402,7 @@ def main():
     if args.as_peer:
         return as_peer(args)
 
-    CPUS["server"], CPUS["client"] = cpu_list(args.server_cpus), cpu_list(args.client_cpus)
+    CPUS["server"], CPUS["client"] = args.server_cpus, args.client_cpus
     work = tempfile.mkdtemp(prefix="llmfleet-bench-")
     server = None
     server_dir = work
@@ -415,7 +417,8 @@ def main():
                   endpoint, args.large, args.large_mib, args.small, args.small_mib, total / GiB, args.upload_checksum,
                   time.perf_counter() - t, os.cpu_count(), "/".join("%.1f" % x for x in load_before)))
         if CPUS["server"] or CPUS["client"]:
-            print("CPUs: SeaweedFS on %s, the peers on %s" % (args.server_cpus or "any", args.client_cpus or "any"))
+            where = [sorted(cpus) if cpus else "any" for cpus in (args.server_cpus, args.client_cpus)]
+            print("CPUs: SeaweedFS on %s, the peers on %s" % tuple(where))
         print("page cache: %s (a copy bigger than the dirty limit is written back while it runs, as any real "
               "model download is; a smaller one can end with everything still in memory)" % dirty_limits(), flush=True)
         startup = ("import sys; sys.path.insert(0, %r); import conftest; "
