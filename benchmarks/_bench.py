@@ -3,7 +3,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the sync benchmarks (sync_throughput.py, hub_throughput.py) share: a peer timed in its
 own process (wall and CPU seconds of its process tree), the fixed cost of a Python start, the
-bytes a peer wrote, and the removal of what it published."""
+bytes a peer wrote, and the removal of what it published (after which the host's dirty pages
+drain before the next peer starts, so no peer pays for the writeback of the one before it)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,32 @@ def remove_published(dest):
         shutil.rmtree(dest + extra, ignore_errors=True)
     if os.path.exists(dest + ".llmfleet-progress.json"):
         os.unlink(dest + ".llmfleet-progress.json")
+    settle()
+
+
+def dirty_kib(meminfo="/proc/meminfo"):
+    """Dirty + Writeback pages of the host in KiB (0 where /proc/meminfo cannot be read)."""
+    total = 0
+    try:
+        with open(meminfo) as fh:
+            for line in fh:
+                if line.startswith(("Dirty:", "Writeback:")):
+                    total += int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
+def settle(limit_kib=32 * 1024, timeout=60.0, sleep=time.sleep, clock=time.monotonic, meminfo="/proc/meminfo"):
+    """``sync``, then wait (at most ``timeout`` seconds) until the host's dirty and writeback pages
+    are under ``limit_kib``: a peer that left gigabytes dirty (bare s5cmd exits before the
+    kernel writes its copy) must not slow down the next one. True when settled."""
+    os.sync()
+    deadline = clock() + timeout
+    while dirty_kib(meminfo) >= limit_kib:
+        if clock() >= deadline:
+            print("  (dirty pages still %d MiB after %.0f s; going on)" % (dirty_kib(meminfo) // 1024, timeout),
+                  flush=True)
+            return False
+        sleep(0.2)
+    return True
