@@ -16,13 +16,16 @@ import time
 
 
 def timed_run(cmd, env, preexec_fn=None):
-    """Run ``cmd``; ``(wall seconds, CPU seconds of its tree, exit code, stderr text)``."""
+    """Run ``cmd``; ``(wall seconds, CPU seconds of its tree, exit code, stderr text, the kernel's
+    part of those CPU seconds)``: a byte mover's CPU is mostly system time (socket reads, page
+    cache writes), which grows with contention on a many-core host."""
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
     err = proc.stderr.read()
     dummy, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
-    return wall, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status), err.decode("utf-8", "replace")
+    return (wall, usage.ru_utime + usage.ru_stime, os.waitstatus_to_exitcode(status), err.decode("utf-8", "replace"),
+            usage.ru_stime)
 
 
 def startup_cost(code, tries=3):

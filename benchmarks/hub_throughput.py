@@ -227,7 +227,7 @@ def run_peer(peer, url, dest, args, work):
     cmd = [sys.executable, os.path.abspath(__file__), "--as-peer", peer, "--url", url, "--dest", dest,
            "--concurrency", str(args.concurrency)]
     os.makedirs(dest, exist_ok=True)
-    wall, cpu, rc, err = timed_run(cmd, env)
+    wall, cpu, rc, err = timed_run(cmd, env)[:4]
     if rc != 0:
         raise SystemExit("%s failed: %s" % (peer, err[-2000:]))
     for line in err.splitlines():

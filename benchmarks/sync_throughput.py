@@ -241,7 +241,7 @@ def run_peer(peer, endpoint, dest, args):
     if not cmd:
         return None
     os.makedirs(dest, exist_ok=True)
-    wall, cpu, rc, err = timed_run(cmd, env, preexec_fn=pin(CPUS["client"]))
+    wall, cpu, rc, err, kernel = timed_run(cmd, env, preexec_fn=pin(CPUS["client"]))
     split = None
     for line in err.splitlines():
         if line.startswith("verified with:"):
@@ -251,10 +251,12 @@ def run_peer(peer, endpoint, dest, args):
     if rc != 0:
         raise SystemExit("%s failed (rc=%d): %s" % (peer, rc, err[-2000:]))
     SPLIT[peer] = split
+    KERNEL[peer] = kernel
     return wall, cpu
 
 
 SPLIT = {}
+KERNEL = {}  # the system-time part of a peer's last CPU figure
 
 
 def as_peer(args):
@@ -455,8 +457,10 @@ def main():
                     figures[peer].setdefault("own_cpu_s_per_gib", []).append(SPLIT[peer][0] / (total / GiB))
                     figures[peer].setdefault("child_cpu_s_per_gib", []).append(SPLIT[peer][1] / (total / GiB))
                 figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
-                line = "  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB  (load %.1f)" % (
-                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), os.getloadavg()[0])
+                figures[peer].setdefault("kernel_cpu_s_per_gib", []).append(KERNEL[peer] / (total / GiB))
+                line = "  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB, %.2f of it system  (load %.1f)" % (
+                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), KERNEL[peer] / (total / GiB),
+                    os.getloadavg()[0])
                 print(line, flush=True)
                 if peer not in ("s5cmd", "s5cmd+sync", "rclone"):  # a Python process: its fixed start-up cost apart
                     figures[peer].setdefault("mib_s_after_start", []).append(total / MiB / max(wall - start_wall, 1e-3))
@@ -465,8 +469,8 @@ def main():
         load_after = os.getloadavg()
         print("cold sync, %d rounds interleaved, concurrency %d (load average after: %s):" % (
             args.rounds, args.concurrency, "/".join("%.1f" % x for x in load_after)))
-        print("  %-17s %9s %9s %9s   %-10s  %s" % (
-            "peer", "min MiB/s", "median", "max", "CPU s/GiB", "(after the Python start-up: median MiB/s, CPU s/GiB)"))
+        print("  %-17s %9s %9s %9s   %-10s %-7s %s" % (
+            "peer", "min MiB/s", "median", "max", "CPU s/GiB", "system", "(after the Python start-up: median MiB/s, CPU s/GiB)"))
         for peer in peers:
             f = figures[peer]
             if peer in skipped or not f["mib_s"]:
@@ -479,9 +483,9 @@ def main():
             if f.get("own_cpu_s_per_gib"):
                 after += "  own process %.2f + s5cmd %.2f" % (
                     statistics.median(f["own_cpu_s_per_gib"]), statistics.median(f["child_cpu_s_per_gib"]))
-            print("  %-17s %9.0f %9.0f %9.0f   %-10.2f  %s" % (
+            print("  %-17s %9.0f %9.0f %9.0f   %-10.2f %-7.2f %s" % (
                 peer, min(f["mib_s"]), statistics.median(f["mib_s"]), max(f["mib_s"]),
-                statistics.median(f["cpu_s_per_gib"]), after))
+                statistics.median(f["cpu_s_per_gib"]), statistics.median(f["kernel_cpu_s_per_gib"]), after))
         for line in sorted(VERIFIED):
             print("  %s" % line)
         count, times = noop_rerun(endpoint, work, args.rounds)
