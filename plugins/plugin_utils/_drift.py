@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import re
 
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan import RAY_TOKEN_IN_CONTAINER
+
 HASH_LABEL = "llmfleet.config-hash"
 MEMBER_OF_CHANGED_GROUP = "member of a changed group"
 NOT_IN_PLAY = "not in this play"
@@ -51,6 +53,27 @@ def deployments_of(plan, host):
         dep = plan["deployments"][ref["deployment"]]
         out.append((ref["deployment"], dep, dep["hosts"][host]))
     return out
+
+
+def host_containers(plan, host):
+    """The containers planned on ``host``, as the role's tasks loop over them: each
+    ``{d: deployment, nodes, engine, head, hash: config hash, s: host plan, ray_token: the host
+    path of the Ray token mounted into it, None without one}``, in plan order."""
+    out = []
+    for name, dep, hp in deployments_of(plan, host):
+        token = None
+        for mount in hp.get("mounts") or []:
+            if isinstance(mount, dict) and mount.get("target") == RAY_TOKEN_IN_CONTAINER:
+                token = mount.get("source")
+        out.append({"d": name, "nodes": dep["nodes"], "engine": dep["engine"], "head": dep["head"],
+                    "hash": dep["config_hash"], "s": hp, "ray_token": token})
+    return out
+
+
+def watchdog_cron_path(deployment):
+    """The cron file of a deployment's group watchdog: ``/etc/cron.d/llmfleet-watchdog-NAME``,
+    every character of NAME outside ``A-Za-z0-9_-`` made ``_`` (cron skips files with dots)."""
+    return "/etc/cron.d/llmfleet-watchdog-" + re.sub(r"[^A-Za-z0-9_-]", "_", deployment)
 
 
 def expected_containers(plan, host):

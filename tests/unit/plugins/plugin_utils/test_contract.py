@@ -208,3 +208,19 @@ def test_teardown_touches_only_the_plans_names_and_files():
 def test_plan_holds_no_secret():
     text = json.dumps(plan([dict(R1, api_key_file=None, api_key=KEY, weights=copy.deepcopy(S3))]))
     assert KEY not in text
+
+
+def test_host_containers_of_a_real_plan_carry_the_ray_token_path_only_for_a_vllm_group():
+    """What the role's tasks loop over (filter host_containers) comes from the plan: the Ray token
+    path is the host side of the mount at /run/llmfleet/ray_token, None for a single-host engine."""
+    from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift
+
+    p = plan([R1, QWQ])
+    head, worker, single = (_drift.host_containers(p, h) for h in ("gpu-a", "gpu-b", "gpu-c"))
+    assert [(m["d"], m["s"]["role"], m["ray_token"]) for m in head + worker] == [
+        ("r1", "head", "/opt/llmfleet/r1/ray_token"), ("r1", "worker", "/opt/llmfleet/r1/ray_token")]
+    assert head[0]["s"] is p["deployments"]["r1"]["hosts"]["gpu-a"]
+    assert (head[0]["nodes"], head[0]["engine"], head[0]["head"], head[0]["hash"]) == (
+        2, "vllm", "gpu-a", p["deployments"]["r1"]["config_hash"])
+    assert [(m["d"], m["nodes"], m["ray_token"]) for m in single] == [("qwq", 1, None)]
+    assert _drift.host_containers(p, "gpu-z") == []

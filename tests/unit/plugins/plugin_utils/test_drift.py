@@ -345,3 +345,23 @@ def test_expected_reads_add_the_role_settings_with_the_plans_image():
     c = _drift.expected_reads(p, H3, {"restart_policy": "unless-stopped", "log_max_file": 5, "ulimits": []})
     assert c[0]["settings"] == {"restart_policy": "unless-stopped", "log_max_file": "5", "ulimits": [], "image": "vllm:1"}
     assert "settings" not in _drift.expected_reads(p, H3)[0]
+
+
+def test_host_containers_in_plan_order_with_the_fields_the_role_reads():
+    p = plan()
+    p["deployments"]["r1"]["hosts"][H1]["mounts"] = [
+        {"source": "/etc/llmfleet/r1/api_key", "target": "/run/llmfleet/api_key"},
+        {"source": "/etc/llmfleet/r1/ray_token", "target": "/run/llmfleet/ray_token"}]
+    mine = _drift.host_containers(p, H1)
+    assert [(m["d"], m["s"]["container_name"], m["ray_token"]) for m in mine] == [
+        ("r1", "r1-head", "/etc/llmfleet/r1/ray_token"), ("small", "small", None)]
+    assert mine[0] == {"d": "r1", "nodes": 2, "engine": "vllm", "head": H1, "hash": "r1hash",
+                       "s": p["deployments"]["r1"]["hosts"][H1], "ray_token": "/etc/llmfleet/r1/ray_token"}
+    assert _drift.host_containers(p, "not-planned") == []
+
+
+def test_watchdog_cron_path_is_one_name_for_writing_keeping_and_removing():
+    assert _drift.watchdog_cron_path("r1") == "/etc/cron.d/llmfleet-watchdog-r1"
+    # cron ignores files with dots in their names: everything outside A-Za-z0-9_- becomes _
+    assert _drift.watchdog_cron_path("qwen2.5-72b") == "/etc/cron.d/llmfleet-watchdog-qwen2_5-72b"
+    assert _drift.watchdog_cron_path("a/../b c") == "/etc/cron.d/llmfleet-watchdog-a____b_c"
