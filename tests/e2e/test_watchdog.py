@@ -197,6 +197,31 @@ def nspawn_plan():
     return _plan.build_plan([dep], {"ns": {"ansible_host": "127.0.0.1"}}, {}, _catalog.load_catalog())
 
 
+def test_cron_manager_writes_the_heads_cron_file_and_both_removers_find_it(wd):
+    """The cron file's name is made in one place (filter llmfleet.serving.watchdog_cron_path) for
+    the writer, the keep-list of a later run and the teardown: a deploy with manager cron writes
+    it on the head only; a deploy with manager auto (no systemd here: none) removes it; a cron
+    deploy again, then playbooks/teardown.yml, removes it as well. Runs last: it tears down."""
+    lab = wd
+    cron = "/etc/cron.d/llmfleet-watchdog-" + DEP
+    absent = "ls %s 2>&1 || true" % cron
+    rc, out, recap = lab.playbook(DEPLOY, extra_vars=dict(VARS, inference_server_watchdog_manager="cron"))
+    assert rc == 0, out[-3000:]
+    text = lab.sh("lab-h1", "stat -c '%%a %%U' %s && cat %s" % (cron, cron))
+    assert text.startswith("644 root\n"), text
+    assert " root /usr/bin/python3 %s " % SCRIPT in text and text.rstrip().endswith("| logger -t llmfleet-watchdog"), text
+    assert "No such file" in lab.sh("lab-h2", absent)  # the head runs the group's watchdog
+    rc, out, recap = lab.playbook(DEPLOY, extra_vars=VARS)
+    assert rc == 0, out[-3000:]
+    assert "No such file" in lab.sh("lab-h1", absent)
+    rc, out, recap = lab.playbook(DEPLOY, extra_vars=dict(VARS, inference_server_watchdog_manager="cron"))
+    assert rc == 0 and "No such file" not in lab.sh("lab-h1", absent), out[-3000:]
+    rc, out, recap = lab.playbook(os.path.join(REPO, "playbooks", "teardown.yml"), extra_vars=VARS)
+    assert rc == 0, out[-3000:]
+    assert "No such file" in lab.sh("lab-h1", absent)
+    assert lab.sh("lab-h1", "docker ps -aq --filter name=%s" % HEAD).strip() == ""
+
+
 def test_systemd_timer_fires_the_watchdog_service(tmp_path):
     if not shutil.which("systemd-nspawn"):
         pytest.skip("systemd-nspawn is absent (Debian package systemd-container)")
