@@ -16,15 +16,8 @@ description:
     (this host's part of the deployment plan) and C(ray_token) (the host path of the Ray token file mounted into
     the container, C(null) without one).
   - A host the plan does not name gets an empty list.
-options:
-  _input:
-    description: The plan (the result of M(llmfleet.serving.serving_plan)).
-    type: dict
-    required: true
-  host:
-    description: The inventory host name.
-    type: str
-    required: true
+extends_documentation_fragment:
+  - llmfleet.serving._plan_filter
 """
 
 EXAMPLES = r"""
@@ -43,17 +36,14 @@ _value:
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan_input import plan_input
 
 
 def host_containers(plan, host):
-    if not isinstance(plan, dict) or not isinstance(plan.get("deployments"), dict):
-        raise AnsibleFilterError("host_containers: the input must be the plan (hostvars['localhost'].llmfleet_plan)")
-    if not isinstance(host, str) or not host.strip():
-        raise AnsibleFilterError("host_containers: host must be the inventory host name (got %r)" % (host,))
-    try:
+    with plan_input("host_containers", plan):
+        if not isinstance(host, str) or not host.strip():
+            raise AnsibleFilterError("host_containers: host must be the inventory host name (got %r)" % (host,))
         return _drift.host_containers(plan, host)
-    except (KeyError, TypeError, AttributeError) as e:
-        raise AnsibleFilterError("host_containers: the plan is not the serving_plan result: %r" % (e,))
 
 
 class FilterModule(object):

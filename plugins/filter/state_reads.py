@@ -18,15 +18,9 @@ description:
     (O(llmfleet.serving.serving_state_info#module:containers), O(llmfleet.serving.serving_state_info#module:files)).
   - The API key's sha256 is computed on the control node from the one place that resolves keys (the lookup
     P(llmfleet.serving.api_key#lookup)); the key itself is never part of the result.
+extends_documentation_fragment:
+  - llmfleet.serving._plan_filter
 options:
-  _input:
-    description: The plan (the result of M(llmfleet.serving.serving_plan)).
-    type: dict
-    required: true
-  host:
-    description: The inventory host name.
-    type: str
-    required: true
   deployments:
     description: The inventory's C(llmfleet_deployments) (for an inline or vault C(api_key)).
     type: list
@@ -63,11 +57,11 @@ _value:
 import hashlib
 import os
 
-from ansible.errors import AnsibleError, AnsibleFilterError
 from ansible.plugins.filter.core import to_nice_json
 
 from ansible_collections.llmfleet.serving.plugins.lookup.api_key import resolve
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift, _files
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan_input import plan_input
 
 WATCHDOG_FILE = os.path.join(_files.COLLECTION_ROOT, "roles", "inference_server", "files", "llmfleet-watchdog")
 
@@ -78,13 +72,12 @@ def _sha(text):
 
 def state_reads(plan, host, deployments=None, read_records=False, settings=None, watchdog_script=None,
                 watchdog_state_dir=None):
-    if not isinstance(plan, dict) or not isinstance(plan.get("deployments"), dict):
-        raise AnsibleFilterError("state_reads: the input must be the plan (hostvars['localhost'].llmfleet_plan)")
-    deps = plan["deployments"]
-    watchdog = None
-    if watchdog_script:
-        watchdog = {"script": watchdog_script, "state_dir": watchdog_state_dir, "sha256": _files.file_digest(WATCHDOG_FILE)}
-    try:
+    with plan_input("state_reads", plan):
+        deps = plan["deployments"]
+        watchdog = None
+        if watchdog_script:
+            watchdog = {"script": watchdog_script, "state_dir": watchdog_state_dir,
+                        "sha256": _files.file_digest(WATCHDOG_FILE)}
         files = _drift.expected_files(
             plan, host,
             key_digest=lambda name: _sha(resolve(name, plan, deployments or [])),
@@ -92,10 +85,6 @@ def state_reads(plan, host, deployments=None, read_records=False, settings=None,
             record_digest=lambda name: _sha(to_nice_json(deps[name]) + "\n"),
             read_records=read_records, watchdog=watchdog)
         return {"containers": _drift.expected_reads(plan, host, settings), "files": files}
-    except AnsibleError:
-        raise
-    except (KeyError, TypeError) as e:
-        raise AnsibleFilterError("state_reads: the plan is not the serving_plan result: %r" % (e,))
 
 
 class FilterModule(object):

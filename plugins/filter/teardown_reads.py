@@ -15,15 +15,8 @@ description:
     folders of that host to list, in the form M(llmfleet.serving.serving_state_info) takes (O(containers),
     O(finds)). M(llmfleet.serving.serving_drift) with C(teardown=true) then decides what to remove.
   - Nothing outside the plan is named, so a teardown never reads or removes another inventory's things.
-options:
-  _input:
-    description: The plan (the result of M(llmfleet.serving.serving_plan)).
-    type: dict
-    required: true
-  host:
-    description: The inventory host name.
-    type: str
-    required: true
+extends_documentation_fragment:
+  - llmfleet.serving._plan_filter
 """
 
 EXAMPLES = r"""
@@ -39,18 +32,13 @@ _value:
   type: dict
 """
 
-from ansible.errors import AnsibleFilterError
-
 from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift
+from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan_input import plan_input
 
 
 def teardown_reads(plan, host):
-    if not isinstance(plan, dict) or not isinstance(plan.get("deployments"), dict):
-        raise AnsibleFilterError("teardown_reads: the input must be the plan (hostvars['localhost'].llmfleet_plan)")
-    try:
+    with plan_input("teardown_reads", plan):
         return _drift.teardown_reads(plan, host)
-    except (KeyError, TypeError) as e:
-        raise AnsibleFilterError("teardown_reads: the plan is not the serving_plan result: %r" % (e,))
 
 
 class FilterModule(object):

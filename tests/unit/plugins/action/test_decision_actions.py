@@ -115,6 +115,22 @@ def test_watchdog_cron_path_filter_refuses_what_is_not_a_deployment_name(name):
     assert watchdog_cron_path("r1.v2") == "/etc/cron.d/llmfleet-watchdog-r1_v2"
 
 
+@pytest.mark.parametrize("name", ["host_containers", "state_reads", "teardown_reads"])
+@pytest.mark.parametrize("plan", [{"deployments": {}, "hosts": ["c"]}, {"deployments": {}, "hosts": {"c": ["q"]}},
+                                  {"deployments": {}, "hosts": {"c": [{"deployment": "gone"}]}}, ["not", "a plan"]])
+def test_the_plan_reading_filters_refuse_a_broken_plan_alike_naming_themselves(name, plan):
+    """One mechanism (plugin_utils/_plan_input.py) for every filter that reads the plan: a plan
+    with its hosts as a list, a reference that is not a dict or names a missing deployment, or
+    no plan at all, is an AnsibleFilterError naming the filter, never a traceback."""
+    import importlib
+
+    from ansible.errors import AnsibleFilterError
+    fn = getattr(importlib.import_module("ansible_collections.llmfleet.serving.plugins.filter." + name), name)
+    with pytest.raises(AnsibleFilterError) as e:
+        fn(plan, "c")
+    assert str(e.value).startswith(name + ": ")
+
+
 def test_serving_drift_refuses_bad_input():
     res = run(serving_drift, "serving_drift", {"plan": "nope"}, {"inventory_hostname": "a", "hostvars": {}})
     assert res["failed"] and "plan must be" in res["msg"]
