@@ -238,7 +238,8 @@ VERIFIED = set()
 
 
 def run_peer(peer, endpoint, dest, args):
-    """(seconds, cpu seconds) of one cold sync into the empty ``dest``; None when not installed."""
+    """(seconds, CPU seconds, the system part of them) of one cold sync into the empty ``dest``;
+    None when not installed."""
     cmd, env = peer_command(peer, endpoint, dest, args)
     if not cmd:
         return None
@@ -253,12 +254,10 @@ def run_peer(peer, endpoint, dest, args):
     if rc != 0:
         raise SystemExit("%s failed (rc=%d): %s" % (peer, rc, err[-2000:]))
     SPLIT[peer] = split
-    KERNEL[peer] = kernel
-    return wall, cpu
+    return wall, cpu, kernel
 
 
 SPLIT = {}
-KERNEL = {}  # the system-time part of a peer's last CPU figure
 
 
 def as_peer(args):
@@ -450,7 +449,7 @@ def main():
                 if res is None:
                     skipped.add(peer)
                     continue
-                wall, cpu = res
+                wall, cpu, kernel = res
                 got = tree_bytes(dest)
                 if got != total:
                     raise SystemExit("%s wrote %d bytes, expected %d" % (peer, got, total))
@@ -459,9 +458,9 @@ def main():
                     figures[peer].setdefault("own_cpu_s_per_gib", []).append(SPLIT[peer][0] / (total / GiB))
                     figures[peer].setdefault("child_cpu_s_per_gib", []).append(SPLIT[peer][1] / (total / GiB))
                 figures[peer]["cpu_s_per_gib"].append(cpu / (total / GiB))
-                figures[peer].setdefault("kernel_cpu_s_per_gib", []).append(KERNEL[peer] / (total / GiB))
+                figures[peer].setdefault("kernel_cpu_s_per_gib", []).append(kernel / (total / GiB))
                 line = "  round %d/%d %-17s %6.1f s  %6.0f MiB/s  %.2f CPU s/GiB, %.2f of it system  (load %.1f)" % (
-                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), KERNEL[peer] / (total / GiB),
+                    r + 1, args.rounds, peer, wall, total / MiB / wall, cpu / (total / GiB), kernel / (total / GiB),
                     os.getloadavg()[0])
                 print(line, flush=True)
                 if peer not in ("s5cmd", "s5cmd+sync", "rclone"):  # a Python process: its fixed start-up cost apart
