@@ -42,7 +42,8 @@ from ansible_collections.llmfleet.serving.plugins.plugin_utils._plan_input impor
 def host_containers(plan, host):
     with plan_input("host_containers", plan):
         if not isinstance(host, str) or not host.strip():
-            raise AnsibleFilterError("host_containers: host must be the inventory host name (got %r)" % (host,))
+            raise AnsibleFilterError("host_containers: host must be the inventory host name (got %s)" % (
+                "a blank string" if isinstance(host, str) else type(host).__name__,))
         return _drift.host_containers(plan, host)
 
 

@@ -42,7 +42,8 @@ from ansible_collections.llmfleet.serving.plugins.plugin_utils import _drift
 
 def watchdog_cron_path(deployment):
     if not isinstance(deployment, str) or not deployment.strip():
-        raise AnsibleFilterError("watchdog_cron_path: the input must be a deployment name (got %r)" % (deployment,))
+        raise AnsibleFilterError("watchdog_cron_path: the input must be a deployment name (got %s)" % (
+            "a blank string" if isinstance(deployment, str) else type(deployment).__name__,))
     return _drift.watchdog_cron_path(deployment)
 
 

@@ -87,13 +87,14 @@ def test_teardown_reads_filter_refuses_what_is_not_a_plan():
 
 
 @pytest.mark.parametrize("plan, host", [({"nope": 1}, "c"), ("a plan", "c"), (None, "c"), ({"deployments": []}, "c"),
-                                        (PLAN, ""), (PLAN, "   "), (PLAN, {"h": 1}), (PLAN, None)])
+                                        (PLAN, ""), (PLAN, "   "), (PLAN, {"h": "sk-secret-0123456789"}), (PLAN, None),
+                                        (PLAN, float("nan"))])
 def test_host_containers_filter_refuses_what_is_not_a_plan_or_a_host(plan, host):
     from ansible.errors import AnsibleFilterError
     from ansible_collections.llmfleet.serving.plugins.filter.host_containers import host_containers
     with pytest.raises(AnsibleFilterError) as e:
         host_containers(plan, host)
-    assert "host_containers:" in str(e.value)
+    assert "host_containers:" in str(e.value) and "sk-secret" not in str(e.value)
 
 
 def test_host_containers_filter_names_a_plan_missing_its_parts():
@@ -105,13 +106,13 @@ def test_host_containers_filter_names_a_plan_missing_its_parts():
     assert "not the serving_plan result" in str(e.value)
 
 
-@pytest.mark.parametrize("name", ["", "  ", None, 3, {"d": 1}, ["r1"]])
+@pytest.mark.parametrize("name", ["", "  ", None, 3, float("nan"), {"d": "sk-secret-0123456789"}, ["r1"]])
 def test_watchdog_cron_path_filter_refuses_what_is_not_a_deployment_name(name):
     from ansible.errors import AnsibleFilterError
     from ansible_collections.llmfleet.serving.plugins.filter.watchdog_cron_path import watchdog_cron_path
     with pytest.raises(AnsibleFilterError) as e:
         watchdog_cron_path(name)
-    assert "must be a deployment name" in str(e.value)
+    assert "must be a deployment name" in str(e.value) and "sk-secret" not in str(e.value)
     assert watchdog_cron_path("r1.v2") == "/etc/cron.d/llmfleet-watchdog-r1_v2"
 
 
